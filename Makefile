@@ -1,0 +1,41 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+STAMP := $(VENV)/.installed
+
+.PHONY: run sign test lint typecheck pytest clean
+
+# (Re)build the virtualenv whenever a requirements file changes.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+# Start the service on its embedded defaults: SQLite under instance/, generated
+# development secrets (instance/dev-secrets.env), the sample voice config.
+run: $(STAMP)
+	PORT=$(PORT) $(BIN)/python scripts/devserver.py
+
+# Print a curl command for a callback signed like Plivo would, with the same settings
+# as `make run`: make sign ARGS='/answer CallUUID=test-1 SIPAuthType=ip_acl'
+sign: $(STAMP)
+	PORT=$(PORT) $(BIN)/python scripts/devserver.py flask sign-request $(ARGS)
+
+# Lint, type-check and run the whole suite. REQUIRE_POSTGRES=1 turns a missing
+# PostgreSQL into failures instead of skips (CI sets it).
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

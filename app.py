@@ -1,0 +1,71 @@
+"""Application factory: `gunicorn 'app:create_app()'` or `flask --app app:create_app ...`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import cli
+import logs
+import webhooks
+from handoff import HandoffSigner
+from runtime import Runtime
+from settings import load_settings
+from signature import Keyring
+from store import Store
+from voice_config import load_voice_config
+from webhooks.context import EXTENSION
+
+log = logging.getLogger("sipguard")
+
+
+def _environment(overrides: Mapping[str, str] | None) -> dict[str, str]:
+    """Defaults from .env, then the process environment, then explicit overrides."""
+    dotenv = {k: v for k, v in dotenv_values(Path.cwd() / ".env").items() if v is not None}
+    return {**dotenv, **os.environ, **(overrides or {})}
+
+
+def create_app(config: Mapping[str, str] | None = None) -> Flask:
+    """Build the app; refuse to start (ConfigError) on a configuration it cannot use."""
+    app = Flask(__name__, static_folder=None)
+    environ = _environment(config)
+    settings = load_settings(environ, Path(app.instance_path))
+    voice = load_voice_config(settings.voice_config, environ)
+    store = Store(settings.database_url)
+    rt = Runtime(
+        settings=settings,
+        voice=voice,
+        keyring=Keyring(settings.auth_tokens, settings.main_auth_tokens, settings.accept_v2),
+        store=store,
+        handoff=HandoffSigner(settings.secret_key, settings.handoff_ttl_seconds),
+    )
+    logs.configure(settings.log_level, rt.secrets())
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        MAX_FORM_MEMORY_SIZE=settings.max_content_length,
+    )
+    app.extensions[EXTENSION] = rt
+    if environ.get("AUTO_MIGRATE", "1").strip().lower() not in ("0", "false", "no", "off"):
+        store.upgrade_if_reachable()
+    webhooks.init_app(app)
+    cli.init_app(app)
+    if settings.trusted_proxy_count:
+        n = settings.trusted_proxy_count
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n
+        )
+    log.info(
+        "started: %d rule(s), %d group(s), database %s, signatures %s",
+        len(voice.policy.rules),
+        len(voice.groups),
+        store.dialect,
+        "V3/Ma-V3" + ("+V2" if settings.accept_v2 else ""),
+    )
+    return app

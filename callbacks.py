@@ -1,0 +1,197 @@
+"""Plivo callback forms, parsed once at the web edge into frozen dataclasses."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from errors import ValidationError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+SIP_AUTH_TYPES = ("ip_acl", "credential", "ip_acl_and_credential")
+MAX_FIELD_LENGTH = 1024
+MAX_CALL_UUID_LENGTH = 64
+
+# Hangup causes of the SIP-auth feature (seed document, "Hangup Causes").
+SIP_AUTH_FAILED = "sip_auth_failed"
+SIP_AUTH_TIMEOUT = "sip_auth_timeout"
+INBOUND_AUTH_FAILED_CODE = 4210
+OUTBOUND_AUTH_FAILED_CODE = 4240
+OUTBOUND_AUTH_TIMEOUT_CODE = 4250
+_AUTH_CAUSE_BY_CODE = {
+    INBOUND_AUTH_FAILED_CODE: SIP_AUTH_FAILED,
+    OUTBOUND_AUTH_FAILED_CODE: SIP_AUTH_FAILED,
+    OUTBOUND_AUTH_TIMEOUT_CODE: SIP_AUTH_TIMEOUT,
+}
+
+
+def auth_failure(name: str | None, code: int | None) -> str | None:
+    """Return sip_auth_failed / sip_auth_timeout when a cause name or code says so."""
+    if code in _AUTH_CAUSE_BY_CODE:
+        return _AUTH_CAUSE_BY_CODE[code]
+    lowered = (name or "").strip().lower()
+    return lowered if lowered in (SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT) else None
+
+
+def _field(form: Mapping[str, str], key: str) -> str | None:
+    value = form.get(key)
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_FIELD_LENGTH:
+        raise ValidationError(key, f"is longer than {MAX_FIELD_LENGTH} characters")
+    return value
+
+
+def _call_uuid(form: Mapping[str, str], key: str = "CallUUID") -> str:
+    value = _field(form, key)
+    if value is None:
+        raise ValidationError(key, "is required")
+    if len(value) > MAX_CALL_UUID_LENGTH or not value.isprintable():
+        raise ValidationError(key, "is not a call UUID")
+    return value
+
+
+def _int(form: Mapping[str, str], key: str) -> int | None:
+    """Read a whole number leniently: a callback is stored even if one number is garbled."""
+    value = _field(form, key)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _ip(value: str | None) -> IPAddress | None:
+    if value is None:
+        return None
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+
+
+def _custom_headers(form: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in form.items() if key.startswith("X-PH-")}
+
+
+@dataclass(frozen=True)
+class InboundCall:
+    """The answer_url request: who calls whom, and the SIP-auth result Plivo attached."""
+
+    call_uuid: str
+    from_: str | None
+    to: str | None
+    direction: str | None
+    call_status: str | None
+    sip_auth_type: str | None
+    sip_auth_user: str | None
+    sip_source_ip: IPAddress | None
+    sip_source_ip_raw: str | None
+    custom_headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> InboundCall:
+        """Parse an answer/handoff callback; only CallUUID is required."""
+        source_ip = _field(form, "SIPSourceIP")
+        return cls(
+            call_uuid=_call_uuid(form),
+            from_=_field(form, "From"),
+            to=_field(form, "To"),
+            direction=_field(form, "Direction"),
+            call_status=_field(form, "CallStatus"),
+            sip_auth_type=_field(form, "SIPAuthType"),
+            sip_auth_user=_field(form, "SIPAuthUser"),
+            sip_source_ip=_ip(source_ip),
+            sip_source_ip_raw=source_ip,
+            custom_headers=_custom_headers(form),
+        )
+
+    @property
+    def is_sip(self) -> bool:
+        """Tell whether the call came in over SIP rather than from a phone number."""
+        return (
+            any((v or "").lower().startswith(("sip:", "sips:")) for v in (self.from_, self.to))
+            or self.sip_source_ip_raw is not None
+            or self.sip_auth_type is not None
+        )
+
+
+@dataclass(frozen=True)
+class DialResult:
+    """The Dial action callback: how the attempt to reach the agents ended."""
+
+    call_uuid: str
+    dial_status: str | None
+    dial_hangup_cause: str | None
+    a_leg_uuid: str | None
+    b_leg_uuid: str | None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> DialResult:
+        """Parse a Dial action callback; only CallUUID is required."""
+        return cls(
+            call_uuid=_call_uuid(form),
+            dial_status=(_field(form, "DialStatus") or "").lower() or None,
+            dial_hangup_cause=_field(form, "DialHangupCause"),
+            a_leg_uuid=_field(form, "DialALegUUID"),
+            b_leg_uuid=_field(form, "DialBLegUUID"),
+        )
+
+    @property
+    def auth_failure(self) -> str | None:
+        """Return sip_auth_failed (4240) or sip_auth_timeout (4250) when the agent leg hit one."""
+        cause = (self.dial_hangup_cause or "").strip()
+        return auth_failure(cause, int(cause) if cause.isdigit() else None)
+
+    @property
+    def answered(self) -> bool:
+        """Tell whether an agent took the call (the bridge then ended normally)."""
+        return self.dial_status == "completed"
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """The hangup callback: the call's end, stored idempotently on CallUUID."""
+
+    call_uuid: str
+    call_status: str | None
+    direction: str | None
+    from_: str | None
+    to: str | None
+    hangup_cause: str | None
+    hangup_cause_name: str | None
+    hangup_cause_code: int | None
+    hangup_source: str | None
+    duration: int | None
+    bill_duration: int | None
+    sip_auth_type: str | None
+    sip_auth_user: str | None
+    sip_source_ip: str | None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> Hangup:
+        """Parse a hangup callback; the cause name is HangupCauseName or PlivoHangupCause."""
+        return cls(
+            call_uuid=_call_uuid(form),
+            call_status=_field(form, "CallStatus"),
+            direction=_field(form, "Direction"),
+            from_=_field(form, "From"),
+            to=_field(form, "To"),
+            hangup_cause=_field(form, "HangupCause"),
+            hangup_cause_name=_field(form, "HangupCauseName") or _field(form, "PlivoHangupCause"),
+            hangup_cause_code=_int(form, "HangupCauseCode"),
+            hangup_source=_field(form, "HangupSource"),
+            duration=_int(form, "Duration"),
+            bill_duration=_int(form, "BillDuration"),
+            sip_auth_type=_field(form, "SIPAuthType"),
+            sip_auth_user=_field(form, "SIPAuthUser"),
+            sip_source_ip=_field(form, "SIPSourceIP"),
+        )
+
+    @property
+    def auth_failure(self) -> str | None:
+        """Return the SIP-auth failure this call ended with, if any."""
+        return auth_failure(self.hangup_cause_name or self.hangup_cause, self.hangup_cause_code)

@@ -1,0 +1,90 @@
+"""`make run`: start the service locally on its embedded defaults.
+
+`devserver.py flask ARGS...` runs a Flask CLI command in the same environment instead
+(`make sign ARGS=...` uses it to print a request signed with the development token).
+
+SQLite under instance/, the sample voice config, and, for every secret the environment (or .env)
+does not provide, a random development value kept in instance/dev-secrets.env. Verification
+stays on: only requests signed with the development token are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tomllib
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = ROOT / "instance"
+DEV_SECRETS = INSTANCE / "dev-secrets.env"
+SAMPLE_CONFIG = ROOT / "config" / "voice.sample.toml"
+
+
+def _password_variables(config: Path) -> list[str]:
+    agents = tomllib.loads(config.read_text(encoding="utf-8")).get("agents", {})
+    return [spec["password_env"] for spec in agents.values() if "password_env" in spec]
+
+
+def _dev_secrets(needed: list[str]) -> dict[str, str]:
+    """Load instance/dev-secrets.env, adding a random value for each variable it lacks."""
+    stored = (
+        {k: v for k, v in dotenv_values(DEV_SECRETS).items() if v} if DEV_SECRETS.exists() else {}
+    )
+    missing = [name for name in needed if name not in stored]
+    if missing:
+        for name in missing:
+            # Upper, lower and digits: agent passwords must satisfy Plivo's limits too.
+            stored[name] = "Dev" + secrets.token_urlsafe(24) + "9x"
+        INSTANCE.mkdir(exist_ok=True)
+        DEV_SECRETS.write_text("".join(f"{k}={v}\n" for k, v in stored.items()), encoding="utf-8")
+        DEV_SECRETS.chmod(0o600)
+    return stored
+
+
+def main(argv: list[str]) -> None:
+    port = os.environ.get("PORT", "5000")
+    configured = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v} | dict(os.environ)
+    voice_config = Path(configured.get("VOICE_CONFIG", str(SAMPLE_CONFIG)))
+    needed = [
+        name
+        for name in ("PLIVO_AUTH_TOKEN", "SECRET_KEY", *_password_variables(voice_config))
+        if not configured.get(name) and not configured.get(f"{name}_FILE")
+    ]
+    generated = {k: v for k, v in _dev_secrets(needed).items() if k in needed}
+    env = {
+        "VOICE_CONFIG": str(voice_config),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        **generated,
+        **configured,
+        "BIND": f"127.0.0.1:{port}",
+    }
+    if "PLIVO_AUTH_TOKEN" in generated and not argv:
+        rule = "!" * 78
+        print(
+            f"\n{rule}\n"
+            "  DEVELOPMENT MODE: PLIVO_AUTH_TOKEN is not set, so a random development token\n"
+            f"  was generated in {DEV_SECRETS.relative_to(ROOT)}.\n"
+            "  Only requests signed with it are accepted (verification never switches off).\n"
+            "  Print a signed test request (a curl command) with:\n"
+            "    make sign ARGS='/answer CallUUID=test-1 From=sip:frontdesk@203.0.113.10 \\\n"
+            "        SIPAuthType=ip_acl'\n"
+            "  For real traffic set PLIVO_AUTH_TOKEN and PUBLIC_BASE_URL (see README).\n"
+            f"{rule}\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    os.chdir(ROOT)
+    bin_dir = Path(sys.executable).parent
+    if argv[:1] == ["flask"]:
+        flask = str(bin_dir / "flask")
+        os.execve(flask, [flask, "--app", "app:create_app", *argv[1:]], env)
+    gunicorn = str(bin_dir / "gunicorn")
+    os.execve(gunicorn, [gunicorn, "app:create_app()"], env)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,368 @@
+"""The event store: call decisions, hangups and seen nonces, on SQLite or PostgreSQL.
+
+Every signed callback ends in one transaction that claims its nonce and writes its rows, so a
+nonce is spent exactly when the callback's effects are stored: a callback answered 503 can be
+retried, and two instances sharing PostgreSQL cannot both accept the same nonce (the primary key
+decides, not a read-then-write).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from callbacks import Hangup
+from errors import SignatureError, StoreUnavailable
+
+log = logging.getLogger("sipguard.store")
+
+Clock = Callable[[], datetime]
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 0x51_96_0A_17  # any constant; identifies this app's migration advisory lock
+
+
+def utcnow() -> datetime:
+    """Return the current UTC time as a naive datetime (the store's convention)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+metadata = MetaData()
+
+nonces = Table(
+    "nonces",
+    metadata,
+    Column("nonce", String(128), primary_key=True),
+    Column("expires_at", DateTime(), nullable=False, index=True),
+)
+
+call_events = Table(
+    "call_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("received_at", DateTime(), nullable=False, index=True),
+    Column("call_uuid", String(64), nullable=False, index=True),
+    Column("route", String(32), nullable=False),
+    Column("decision", String(64), nullable=False),
+    Column("rule", Text()),
+    Column("reason", Text()),
+    Column("from_number", Text()),
+    Column("to_number", Text()),
+    Column("sip_auth_type", String(64)),
+    Column("sip_auth_user", Text()),
+    Column("sip_source_ip", String(64)),
+    Column("group_name", String(64)),
+    Column("attempt", Integer()),
+    Column("dial_status", String(32)),
+    Column("dial_hangup_cause", Text()),
+    Column("auth_failure", String(32)),
+    Column("a_leg_uuid", String(64)),
+    Column("b_leg_uuid", String(64)),
+)
+
+hangups = Table(
+    "hangups",
+    metadata,
+    Column("call_uuid", String(64), primary_key=True),
+    Column("received_at", DateTime(), nullable=False),
+    Column("call_status", String(32)),
+    Column("direction", String(16)),
+    Column("from_number", Text()),
+    Column("to_number", Text()),
+    Column("hangup_cause", Text()),
+    Column("hangup_cause_name", Text()),
+    Column("hangup_cause_code", Integer()),
+    Column("hangup_source", Text()),
+    Column("duration", Integer()),
+    Column("bill_duration", Integer()),
+    Column("sip_auth_type", String(64)),
+    Column("sip_auth_user", Text()),
+    Column("sip_source_ip", String(64)),
+    Column("auth_failure", String(32)),
+    Index("ix_hangups_received_at", "received_at"),
+    Index("ix_hangups_auth_failure", "auth_failure", "received_at"),
+)
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One routing decision (answer, handoff or dial action) for the event log."""
+
+    route: str
+    call_uuid: str
+    decision: str
+    rule: str | None = None
+    reason: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    sip_auth_type: str | None = None
+    sip_auth_user: str | None = None
+    sip_source_ip: str | None = None
+    group_name: str | None = None
+    attempt: int | None = None
+    dial_status: str | None = None
+    dial_hangup_cause: str | None = None
+    auth_failure: str | None = None
+    a_leg_uuid: str | None = None
+    b_leg_uuid: str | None = None
+
+
+class Replayed(SignatureError):
+    """The nonce was already accepted within its TTL."""
+
+    def __init__(self) -> None:
+        super().__init__("replayed")
+
+
+def _hangup_row(hangup: Hangup, received_at: datetime) -> dict[str, Any]:
+    return {
+        "call_uuid": hangup.call_uuid,
+        "received_at": received_at,
+        "call_status": hangup.call_status,
+        "direction": hangup.direction,
+        "from_number": hangup.from_,
+        "to_number": hangup.to,
+        "hangup_cause": hangup.hangup_cause,
+        "hangup_cause_name": hangup.hangup_cause_name,
+        "hangup_cause_code": hangup.hangup_cause_code,
+        "hangup_source": hangup.hangup_source,
+        "duration": hangup.duration,
+        "bill_duration": hangup.bill_duration,
+        "sip_auth_type": hangup.sip_auth_type,
+        "sip_auth_user": hangup.sip_auth_user,
+        "sip_source_ip": hangup.sip_source_ip,
+        "auth_failure": hangup.auth_failure,
+    }
+
+
+def normalise_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain PostgreSQL URLs (postgres://, postgresql://)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, hide_parameters=True, connect_args={"timeout": 5})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    # Short timeouts: /answer must still answer quickly when the database is unreachable.
+    return create_engine(
+        url,
+        hide_parameters=True,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=2,
+        connect_args={"connect_timeout": 2, "options": "-c statement_timeout=5000"},
+    )
+
+
+class Store:
+    """Persist callbacks; every database failure surfaces as StoreUnavailable."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock = utcnow,
+        purge_every: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.url = normalise_url(url)
+        self.engine = _engine(self.url)
+        self._clock = clock
+        self._purge_every = purge_every
+        self._next_purge = 0.0
+
+    @property
+    def dialect(self) -> str:
+        """Return the backend name (sqlite or postgresql)."""
+        return self.engine.dialect.name
+
+    def _insert(self) -> Any:
+        return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    def record(
+        self,
+        *,
+        nonce: str | None,
+        nonce_ttl: timedelta,
+        events: Sequence[CallEvent] = (),
+        hangup: Hangup | None = None,
+    ) -> None:
+        """Claim `nonce` and store `events` and `hangup` in one transaction.
+
+        Raises Replayed when the nonce is live already (nothing is written), and
+        StoreUnavailable when the database fails (nothing is written either).
+        """
+        now = self._clock()
+        insert_ = self._insert()
+        try:
+            with self.engine.begin() as conn:
+                if nonce is not None:
+                    claim = insert_(nonces).values(nonce=nonce, expires_at=now + nonce_ttl)
+                    claim = claim.on_conflict_do_update(
+                        index_elements=[nonces.c.nonce],
+                        set_={"expires_at": claim.excluded.expires_at},
+                        where=nonces.c.expires_at < now,
+                    ).returning(nonces.c.nonce)
+                    # A row comes back only when the nonce was new or its TTL had passed.
+                    if conn.execute(claim).first() is None:
+                        raise Replayed()
+                if events:
+                    rows = [{**asdict(e), "received_at": now} for e in events]
+                    conn.execute(insert(call_events), rows)
+                if hangup is not None:
+                    conn.execute(
+                        insert_(hangups)
+                        .values(_hangup_row(hangup, now))
+                        .on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
+                    )
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"database error ({type(exc).__name__})") from exc
+        self._maybe_purge()
+
+    def _maybe_purge(self) -> None:
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self._purge_every.total_seconds()
+        try:
+            self.purge_nonces()
+        except StoreUnavailable:
+            log.warning("could not purge expired nonces; will retry")
+
+    def purge_nonces(self) -> int:
+        """Delete expired nonces; return how many went."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(delete(nonces).where(nonces.c.expires_at < self._clock()))
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"database error ({type(exc).__name__})") from exc
+        return result.rowcount
+
+    def ping(self) -> bool:
+        """Tell whether the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def hangup(self, call_uuid: str) -> dict[str, Any] | None:
+        """Return the stored hangup row of a call, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(hangups).where(hangups.c.call_uuid == call_uuid)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def events(self, call_uuid: str | None = None) -> list[dict[str, Any]]:
+        """Return stored call events in arrival order, for one call or all."""
+        query = select(call_events).order_by(call_events.c.id)
+        if call_uuid is not None:
+            query = query.where(call_events.c.call_uuid == call_uuid)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest Alembic revision, one process at a time."""
+        from alembic import command
+
+        with self._migration_lock(), self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Several instances may start together; the lock ends with the transaction.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def upgrade_if_reachable(self) -> None:
+        """Upgrade at start-up; when the database is down, say so and serve anyway."""
+        try:
+            self.upgrade()
+        except SQLAlchemyError as exc:
+            log.error(
+                "database unreachable at start-up (%s): answering calls without storing "
+                "them until it is back; run `flask db upgrade` then",
+                type(exc).__name__,
+            )
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Serialise migrations of a SQLite file across processes (gunicorn workers)."""
+        database = make_url(self.url).database
+        if self.dialect != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def schema_is_current(self) -> bool | None:
+        """Tell whether the schema is at the newest revision; None when the database is down."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError:
+            return None
+        return current == head
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config

@@ -1,0 +1,46 @@
+"""Request-time access to the app's runtime and to the public URLs Plivo uses for us."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from flask import current_app, request, url_for
+
+from runtime import Runtime
+
+EXTENSION = "sipguard"
+# Characters RFC 3986 allows unescaped in a path; everything else is percent-encoded again.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def runtime() -> Runtime:
+    """Return the current app's runtime."""
+    return current_app.extensions[EXTENSION]
+
+
+def public_root() -> str:
+    """Return the URL Plivo reaches this app's root at.
+
+    PUBLIC_BASE_URL when set; otherwise (TRUSTED_PROXY_COUNT > 0) the scheme, host and prefix
+    that ProxyFix took from the trusted X-Forwarded-* headers. Never the raw Host header.
+    """
+    base = runtime().settings.public_base_url
+    if base is not None:
+        return base
+    return f"{request.scheme}://{request.host}{request.script_root}"
+
+
+def signed_url() -> str:
+    """Return the URL Plivo signed for this request: public root, path, raw query."""
+    raw_query = request.environ.get("QUERY_STRING", "")
+    # WSGI hands the query over as latin-1; undo that to get the bytes Plivo sent.
+    query = raw_query.encode("latin-1", "replace").decode("utf-8", "replace")
+    url = public_root() + quote(request.path, safe=_PATH_SAFE)
+    return f"{url}?{query}" if query else url
+
+
+def public_url(endpoint: str, **values: Any) -> str:
+    """Return the absolute URL Plivo should call for `endpoint` (e.g. a Dial action URL)."""
+    path = url_for(endpoint, **values)
+    return public_root() + path.removeprefix(request.script_root)

@@ -1,0 +1,71 @@
+"""Per-request bookkeeping: what a callback produced, committed with its nonce at the end.
+
+Views call `note` / `note_hangup`; the blueprint's after_request hook calls `commit`, which
+claims the nonce and stores the rows in one transaction. A replayed nonce turns the answer into
+403; a database failure turns a durable callback (hangup) into 503 so Plivo retries, and is only
+logged for the others (a caller must still hear something when the database is down).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response, g
+
+from callbacks import Hangup
+from errors import StoreUnavailable
+from store import CallEvent, Replayed
+from webhooks.context import runtime
+from webhooks.responses import error_response
+
+log = logging.getLogger("sipguard.callbacks")
+
+
+def note(event: CallEvent) -> None:
+    """Queue a routing decision for this request's commit."""
+    g.setdefault("events", []).append(event)
+    g.call_uuid = event.call_uuid
+    g.outcome = (event.decision, event.reason or "-")
+
+
+def note_hangup(hangup: Hangup) -> None:
+    """Queue the call's end; it must be stored before Plivo hears 200."""
+    g.hangup = hangup
+    g.call_uuid = hangup.call_uuid
+    g.outcome = ("stored", hangup.auth_failure or hangup.hangup_cause_name or "-")
+
+
+def commit(response: Response) -> Response:
+    """Claim the nonce and store this request's rows; adjust the answer when that fails."""
+    verified = g.get("verified")
+    if verified is not None and response.status_code < 400:
+        rt = runtime()
+        hangup = g.get("hangup")
+        try:
+            rt.store.record(
+                nonce=verified.nonce,
+                nonce_ttl=rt.settings.nonce_ttl,
+                events=g.get("events", ()),
+                hangup=hangup,
+            )
+        except Replayed as exc:
+            g.outcome = ("refused", exc.message)
+            response = error_response(403, exc.message)
+        except StoreUnavailable as exc:
+            if hangup is not None:
+                g.outcome = ("unavailable", exc.message)
+                response = error_response(503, "cannot store the callback now; retry")
+            else:
+                log.error("call=%s not recorded: %s", g.get("call_uuid", "-"), exc.message)
+    decision, reason = g.get("outcome", ("-", "-"))
+    level = logging.INFO if response.status_code < 400 else logging.WARNING
+    log.log(
+        level,
+        "callback route=%s call=%s decision=%s reason=%s status=%s",
+        g.get("route", "-"),
+        g.get("call_uuid", "-"),
+        decision,
+        reason,
+        response.status_code,
+    )
+    return response

@@ -1,0 +1,52 @@
+"""How the app answers over HTTP: Plivo XML, and one shape for every error."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from flask import Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from errors import AppError
+from xml_builders import Element, carries_credentials, to_bytes
+
+log = logging.getLogger("sipguard.http")
+
+
+def xml_response(root: Element) -> Response:
+    """Serialise Plivo XML; a document carrying SIP credentials is never cached."""
+    response = Response(to_bytes(root), status=200, mimetype="application/xml")
+    if carries_credentials(root):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_response(status: int, message: str) -> Response:
+    """Return the JSON error body every failure uses: {"error": message}."""
+    response = jsonify(error=message)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def handle_app_error(exc: AppError) -> Response:
+    """Turn one of the app's own errors into its HTTP answer."""
+    g.outcome = ("refused" if exc.status in (401, 403) else "invalid", exc.message)
+    return error_response(exc.status, exc.message)
+
+
+def handle_http_error(exc: HTTPException) -> Response:
+    """Answer werkzeug's 4xx (404, 405, 413, bad form encoding...) in the same JSON shape."""
+    g.outcome = ("invalid", exc.name)
+    return error_response(exc.code or 500, exc.description or exc.name)
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    """Log an unexpected failure: type and frames, not its message (it may hold form data)."""
+    if isinstance(exc, HTTPException):
+        return handle_http_error(exc)
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s while handling a request\n%s", type(exc).__name__, frames)
+    g.outcome = ("error", type(exc).__name__)
+    return error_response(500, "internal error")

@@ -1,0 +1,322 @@
+"""Plivo XML elements as pure functions returning lxml elements, checked against documented limits.
+
+Names and limits come from ../shared/reference/plivo-voice-api-facts.md §2 and §7: attribute
+names are camelCase exactly as Plivo documents them (``sipAuthUsername``, not
+``sip_auth_username``). Every function raises ``ValidationError`` naming the attribute at fault.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+
+from lxml import etree
+from lxml.etree import _Element as Element
+
+from errors import ValidationError
+
+SIP_AUTH_PASSWORD_MIN, SIP_AUTH_PASSWORD_MAX = 8, 128
+SIP_AUTH_USERNAME_MAX = 128  # not documented for <User>; bounded so a typo cannot bloat the XML
+SIP_HEADER_NAME_MAX, SIP_HEADER_VALUE_MAX = 24, 120
+CALLER_NAME_MAX = 50
+# Plivo silently drops these; refusing them here turns a silent loss into a start-up error.
+RESERVED_SIP_HEADER_PREFIXES = ("ph-", "plivo", "fs-", "sipauth", "zt-", "twilio")
+RESERVED_SIP_HEADER_NAMES = ("clientregion",)
+HANGUP_REASONS = ("rejected", "busy")
+METHODS = ("GET", "POST")
+
+_SIP_URI = re.compile(r"^sips?:[^\s<>\"]+$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9]+$")
+_HEADER_VALUE = re.compile(r"^[A-Za-z0-9%]+$")
+_URL = re.compile(r"^https?://[^\s<>\"]+$")
+_DIGITS_TO_SEND = re.compile(r"^[0-9*#wW]+$")
+_NUMBER = re.compile(r"^\+?[0-9]{1,20}$")
+_CONFIRM_KEY = re.compile(r"^[0-9*#]$")
+_KEYS = re.compile(r"^[0-9*#]+$")
+_POLLY = re.compile(r"^Polly\.[A-Za-z0-9-]+$")
+
+
+def _has_control(value: str) -> bool:
+    # XML 1.0 cannot carry most C0 controls, and none of them belong in a prompt or a name.
+    return any(unicodedata.category(char) in ("Cc", "Cs") for char in value)
+
+
+def _check_text(field: str, value: str, *, max_length: int | None = None) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field, "must be a non-empty string")
+    if _has_control(value):
+        raise ValidationError(field, "must not contain control characters")
+    if max_length is not None and len(value) > max_length:
+        raise ValidationError(field, f"must be at most {max_length} characters")
+    return value
+
+
+def _check_url(field: str, value: str) -> str:
+    if not isinstance(value, str) or not _URL.fullmatch(value):
+        raise ValidationError(field, "must be an absolute http(s) URL")
+    return value
+
+
+def _check_method(field: str, value: str) -> str:
+    if value not in METHODS:
+        raise ValidationError(field, "must be GET or POST")
+    return value
+
+
+def _check_positive(field: str, value: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValidationError(field, "must be a positive whole number")
+    return str(value)
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def render_sip_headers(field: str, headers: Mapping[str, str]) -> str:
+    """Render custom SIP headers as Plivo's ``k1=v1,k2=v2`` after checking each one."""
+    rendered = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValidationError(field, f"header name {name!r} must be letters and digits only")
+        if len(name) > SIP_HEADER_NAME_MAX:
+            raise ValidationError(
+                field, f"header name {name!r} is over {SIP_HEADER_NAME_MAX} characters"
+            )
+        lowered = name.lower()
+        if lowered.startswith(RESERVED_SIP_HEADER_PREFIXES) or lowered in RESERVED_SIP_HEADER_NAMES:
+            raise ValidationError(field, f"header name {name!r} uses a prefix Plivo reserves")
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+            raise ValidationError(field, f"value of {name!r} must be letters, digits and %")
+        if len(value) > SIP_HEADER_VALUE_MAX:
+            raise ValidationError(
+                field, f"value of {name!r} is over {SIP_HEADER_VALUE_MAX} characters"
+            )
+        rendered.append(f"{name}={value}")
+    return ",".join(rendered)
+
+
+def _set(element: Element, attributes: Mapping[str, str | None]) -> Element:
+    for name, value in attributes.items():
+        if value is not None:
+            element.set(name, value)
+    return element
+
+
+def response(*children: Element) -> Element:
+    """Return a ``<Response>`` holding `children` in order."""
+    root = etree.Element("Response")
+    root.extend(children)
+    return root
+
+
+def user(
+    uri: str,
+    *,
+    sip_auth_username: str | None = None,
+    sip_auth_password: str | None = None,
+    send_digits: str | None = None,
+    send_on_preanswer: bool | None = None,
+    sip_headers: Mapping[str, str] | None = None,
+) -> Element:
+    """Return a ``<User>`` for a SIP endpoint, with digest credentials when the PBX asks."""
+    if not isinstance(uri, str) or not _SIP_URI.fullmatch(uri):
+        raise ValidationError("User", "must be a sip: or sips: URI")
+    if (sip_auth_username is None) != (sip_auth_password is None):
+        raise ValidationError(
+            "User.sipAuthPassword", "sipAuthUsername and sipAuthPassword go together"
+        )
+    if sip_auth_username is not None:
+        _check_text("User.sipAuthUsername", sip_auth_username, max_length=SIP_AUTH_USERNAME_MAX)
+    if sip_auth_password is not None:
+        # The message names the limit only: a password never goes into an error message.
+        if not isinstance(sip_auth_password, str) or not (
+            SIP_AUTH_PASSWORD_MIN <= len(sip_auth_password) <= SIP_AUTH_PASSWORD_MAX
+        ):
+            raise ValidationError(
+                "User.sipAuthPassword",
+                f"must be {SIP_AUTH_PASSWORD_MIN}-{SIP_AUTH_PASSWORD_MAX} characters",
+            )
+        if _has_control(sip_auth_password):
+            raise ValidationError("User.sipAuthPassword", "must not contain control characters")
+    if send_digits is not None and not _DIGITS_TO_SEND.fullmatch(send_digits):
+        raise ValidationError("User.sendDigits", "must be digits, *, # and w")
+    element = etree.Element("User")
+    element.text = uri
+    return _set(
+        element,
+        {
+            "sipAuthUsername": sip_auth_username,
+            "sipAuthPassword": sip_auth_password,
+            "sendDigits": send_digits,
+            "sendOnPreanswer": None if send_on_preanswer is None else _bool(send_on_preanswer),
+            "sipHeaders": render_sip_headers("User.sipHeaders", sip_headers)
+            if sip_headers
+            else None,
+        },
+    )
+
+
+def number(
+    digits: str,
+    *,
+    send_digits: str | None = None,
+    send_on_preanswer: bool | None = None,
+    sip_headers: Mapping[str, str] | None = None,
+) -> Element:
+    """Return a ``<Number>`` for a phone number in E.164 digits."""
+    if not isinstance(digits, str) or not _NUMBER.fullmatch(digits):
+        raise ValidationError("Number", "must be a phone number of digits, optionally with +")
+    if send_digits is not None and not _DIGITS_TO_SEND.fullmatch(send_digits):
+        raise ValidationError("Number.sendDigits", "must be digits, *, # and w")
+    element = etree.Element("Number")
+    element.text = digits
+    return _set(
+        element,
+        {
+            "sendDigits": send_digits,
+            "sendOnPreanswer": None if send_on_preanswer is None else _bool(send_on_preanswer),
+            "sipHeaders": render_sip_headers("Number.sipHeaders", sip_headers)
+            if sip_headers
+            else None,
+        },
+    )
+
+
+def dial(
+    targets: Iterable[Element],
+    *,
+    action: str | None = None,
+    method: str | None = None,
+    timeout: int | None = None,
+    time_limit: int | None = None,
+    caller_id: str | None = None,
+    caller_name: str | None = None,
+    confirm_sound: str | None = None,
+    confirm_key: str | None = None,
+    dial_music: str | None = None,
+    callback_url: str | None = None,
+    callback_method: str | None = None,
+    redirect: bool | None = None,
+    sip_headers: Mapping[str, str] | None = None,
+) -> Element:
+    """Return a ``<Dial>`` over `targets` (``<User>``/``<Number>``); the first to answer wins."""
+    children = list(targets)
+    if not children or any(
+        not isinstance(child, Element) or child.tag not in ("User", "Number") for child in children
+    ):
+        raise ValidationError("Dial", "needs at least one <User> or <Number>")
+    if caller_id is not None:
+        _check_text("Dial.callerId", caller_id, max_length=64)
+    if caller_name is not None:
+        _check_text("Dial.callerName", caller_name, max_length=CALLER_NAME_MAX)
+    if confirm_key is not None and not _CONFIRM_KEY.fullmatch(confirm_key):
+        raise ValidationError("Dial.confirmKey", "must be one of 0-9, * or #")
+    if dial_music is not None and dial_music != "real":
+        _check_url("Dial.dialMusic", dial_music)
+    element = _set(
+        etree.Element("Dial"),
+        {
+            "action": _check_url("Dial.action", action) if action is not None else None,
+            "method": _check_method("Dial.method", method) if method is not None else None,
+            "timeout": _check_positive("Dial.timeout", timeout) if timeout is not None else None,
+            "timeLimit": (
+                _check_positive("Dial.timeLimit", time_limit) if time_limit is not None else None
+            ),
+            "callerId": caller_id,
+            "callerName": caller_name,
+            "confirmSound": (
+                _check_url("Dial.confirmSound", confirm_sound) if confirm_sound else None
+            ),
+            "confirmKey": confirm_key,
+            "dialMusic": dial_music,
+            "callbackUrl": _check_url("Dial.callbackUrl", callback_url) if callback_url else None,
+            "callbackMethod": (
+                _check_method("Dial.callbackMethod", callback_method) if callback_method else None
+            ),
+            "redirect": None if redirect is None else _bool(redirect),
+            "sipHeaders": render_sip_headers("Dial.sipHeaders", sip_headers)
+            if sip_headers
+            else None,
+        },
+    )
+    element.extend(children)
+    return element
+
+
+def speak(
+    text: str, *, voice: str | None = None, language: str | None = None, loop: int | None = None
+) -> Element:
+    """Return a ``<Speak>`` of plain text (XML metacharacters are escaped by lxml)."""
+    element = etree.Element("Speak")
+    element.text = _check_text("Speak", text, max_length=3000)
+    if loop is not None and (isinstance(loop, bool) or not isinstance(loop, int) or loop < 0):
+        raise ValidationError("Speak.loop", "must be a whole number, 0 for until the call ends")
+    if voice is not None and not (
+        isinstance(voice, str) and (voice in ("WOMAN", "MAN") or _POLLY.fullmatch(voice))
+    ):
+        raise ValidationError("Speak.voice", "must be WOMAN, MAN or Polly.<Name>")
+    return _set(
+        element,
+        {
+            "voice": voice,
+            "language": _check_text("Speak.language", language) if language else None,
+            "loop": None if loop is None else str(loop),
+        },
+    )
+
+
+def record(
+    *,
+    action: str | None = None,
+    method: str | None = None,
+    max_length: int | None = None,
+    timeout: int | None = None,
+    finish_on_key: str | None = None,
+    play_beep: bool | None = None,
+    callback_url: str | None = None,
+    callback_method: str | None = None,
+) -> Element:
+    """Return a ``<Record>`` (voicemail) element."""
+    if finish_on_key is not None and not _KEYS.fullmatch(finish_on_key):
+        raise ValidationError("Record.finishOnKey", "must be keys among 0-9, * and #")
+    return _set(
+        etree.Element("Record"),
+        {
+            "action": _check_url("Record.action", action) if action else None,
+            "method": _check_method("Record.method", method) if method else None,
+            "maxLength": (
+                _check_positive("Record.maxLength", max_length) if max_length is not None else None
+            ),
+            "timeout": _check_positive("Record.timeout", timeout) if timeout is not None else None,
+            "finishOnKey": finish_on_key,
+            "playBeep": None if play_beep is None else _bool(play_beep),
+            "callbackUrl": _check_url("Record.callbackUrl", callback_url) if callback_url else None,
+            "callbackMethod": (
+                _check_method("Record.callbackMethod", callback_method) if callback_method else None
+            ),
+        },
+    )
+
+
+def redirect(url: str, *, method: str = "POST") -> Element:
+    """Return a ``<Redirect>`` handing the call's control to `url`."""
+    element = etree.Element("Redirect", method=_check_method("Redirect.method", method))
+    element.text = _check_url("Redirect", url)
+    return element
+
+
+def hangup(*, reason: str | None = None, schedule: int | None = None) -> Element:
+    """Return a ``<Hangup>``; ``reason="rejected"`` refuses the call outright."""
+    if reason is not None and reason not in HANGUP_REASONS:
+        raise ValidationError("Hangup.reason", "must be rejected or busy")
+    return _set(
+        etree.Element("Hangup"),
+        {
+            "reason": reason,
+            "schedule": (
+                _check_positive("Hangup.schedule", schedule) if schedule is not None else None
+            ),
+        },
+    )
