@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
 
 from errors import ValidationError
 
@@ -33,6 +35,24 @@ def auth_failure(name: str | None, code: int | None) -> str | None:
         return _AUTH_CAUSE_BY_CODE[code]
     lowered = (name or "").strip().lower()
     return lowered if lowered in (SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT) else None
+
+
+_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def check_urlencoded(body: bytes) -> None:
+    """Refuse a form body with broken percent-encoding or bytes that are not UTF-8.
+
+    Werkzeug decodes such bodies leniently (keeping ``%ZZ``, replacing bad bytes); Plivo never
+    sends them, so they are refused with a clear 400 rather than half-understood.
+    """
+    if _BAD_PERCENT.search(body):
+        raise ValidationError("body", "has broken percent-encoding")
+    for pair in body.split(b"&"):
+        try:
+            unquote_to_bytes(pair.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError("body", "is not valid UTF-8") from None
 
 
 def _field(form: Mapping[str, str], key: str) -> str | None:

@@ -9,7 +9,14 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from flask import Blueprint, Response, abort, g, request
 
 from agents import AgentGroup
-from callbacks import SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT, DialResult, Hangup, InboundCall
+from callbacks import (
+    SIP_AUTH_FAILED,
+    SIP_AUTH_TIMEOUT,
+    DialResult,
+    Hangup,
+    InboundCall,
+    check_urlencoded,
+)
 from errors import ValidationError
 from handoff import TOKEN_PARAM
 from routing import AUTH_NOT_RUNNING, Action, decide
@@ -32,12 +39,26 @@ def verify_signature() -> None:
     rt = runtime()
     if request.endpoint == "webhooks.answer" and request.method not in rt.voice.answer_methods:
         abort(405)
+    if request.method == "POST":
+        _check_body()
     params = request.form.to_dict(flat=False) if request.method == "POST" else {}
     g.verified = None
     g.verified = rt.keyring.verify(request.headers, request.method, signed_url(), params)
 
 
 bp.after_request(persist.commit)
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _check_body() -> None:
+    """Accept only what Plivo sends: a well-formed urlencoded form (or nothing)."""
+    body = request.get_data(cache=True)  # the form is parsed from this cached copy
+    if not body:
+        return
+    if request.mimetype != FORM_TYPE:
+        abort(415, description=f"callbacks must be {FORM_TYPE}")
+    check_urlencoded(body)
 
 
 def _form() -> Mapping[str, str]:
