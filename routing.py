@@ -7,13 +7,14 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from callbacks import InboundCall, IPAddress
+from callbacks import SIP_AUTH_TYPES, InboundCall, IPAddress
 
-NO_SIP_AUTH = "SIP call without SIPAuthType"
 ActionKind = Literal["dial", "redirect", "speak", "reject"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 AUTH_NONE = "none"
+NO_SIP_AUTH = "SIP call without SIPAuthType"
+UNKNOWN_SIP_AUTH = "SIP call with an unknown SIPAuthType"
 AUTH_NOT_RUNNING = (
     "SIP auth is not running: the provider is probably putting a phone number in the "
     "Request-URI instead of sip:{app_id}@app.plivo.com"
@@ -51,9 +52,10 @@ def _unmapped(address: IPAddress) -> IPAddress:
 class Match:
     """Conditions of a rule; each one left as None is not checked.
 
-    `sip_auth_types` None means the SIP-auth default: any authenticated SIP call, or a call
-    that did not come over SIP at all. An unauthenticated SIP call only matches a rule that
-    lists ``"none"`` explicitly.
+    `sip_auth_types` None means the SIP-auth default: a SIP call authenticated by one of the
+    documented types, or a call that did not come over SIP at all. An unauthenticated SIP call
+    only matches a rule that lists ``"none"`` explicitly; a type Plivo may add later matches no
+    rule until the config names it.
     """
 
     sip_auth_types: frozenset[str] | None = None
@@ -66,7 +68,7 @@ class Match:
         """Tell whether every condition holds for `call`."""
         auth = call.sip_auth_type or AUTH_NONE
         if self.sip_auth_types is None:
-            if auth == AUTH_NONE and call.is_sip:
+            if call.is_sip and auth not in SIP_AUTH_TYPES:
                 return False
         elif auth not in self.sip_auth_types:
             return False
@@ -119,4 +121,6 @@ def decide(call: InboundCall, policy: Policy) -> Decision:
             return Decision(rule.action, rule.name, f"rule {rule.name}", auth_not_running)
     if auth_not_running:
         return Decision(policy.unauthenticated_sip, "unauthenticated-sip", NO_SIP_AUTH, True)
+    if call.is_sip and call.sip_auth_type not in SIP_AUTH_TYPES:
+        return Decision(policy.unauthenticated_sip, "unauthenticated-sip", UNKNOWN_SIP_AUTH)
     return Decision(policy.default, "default", "no rule matched")

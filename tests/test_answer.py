@@ -162,3 +162,16 @@ def test_one_log_line_per_callback_without_numbers(signed_post: SignedPost, app_
     ]
     assert "+14155550199" not in app_logs.text
     assert "+14155550100" not in app_logs.text
+
+
+def test_unknown_sip_auth_type_is_not_trusted_by_default_rules(
+    signed_post: SignedPost, app
+) -> None:
+    """A type Plivo might add later must be named in the config before it routes anywhere."""
+    root = _xml(signed_post("/answer", inbound(SIPAuthType="token_of_the_future")))
+    assert etree.tostring(root) == b'<Response><Hangup reason="rejected"/></Response>'
+    [event] = _events(app)
+    assert (event["rule"], event["reason"]) == (
+        "unauthenticated-sip",
+        "SIP call with an unknown SIPAuthType",
+    )

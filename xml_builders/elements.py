@@ -111,6 +111,30 @@ def response(*children: Element) -> Element:
     return root
 
 
+def _target(
+    tag: str,
+    address: str,
+    send_digits: str | None,
+    send_on_preanswer: bool | None,
+    sip_headers: Mapping[str, str] | None,
+) -> Element:
+    """Build a Dial target (<User> or <Number>) with the attributes both share."""
+    if send_digits is not None and not _DIGITS_TO_SEND.fullmatch(send_digits):
+        raise ValidationError(f"{tag}.sendDigits", "must be digits, *, # and w")
+    element = etree.Element(tag)
+    element.text = address
+    return _set(
+        element,
+        {
+            "sendDigits": send_digits,
+            "sendOnPreanswer": None if send_on_preanswer is None else _bool(send_on_preanswer),
+            "sipHeaders": (
+                render_sip_headers(f"{tag}.sipHeaders", sip_headers) if sip_headers else None
+            ),
+        },
+    )
+
+
 def user(
     uri: str,
     *,
@@ -140,21 +164,9 @@ def user(
             )
         if _has_control(sip_auth_password):
             raise ValidationError("User.sipAuthPassword", "must not contain control characters")
-    if send_digits is not None and not _DIGITS_TO_SEND.fullmatch(send_digits):
-        raise ValidationError("User.sendDigits", "must be digits, *, # and w")
-    element = etree.Element("User")
-    element.text = uri
+    element = _target("User", uri, send_digits, send_on_preanswer, sip_headers)
     return _set(
-        element,
-        {
-            "sipAuthUsername": sip_auth_username,
-            "sipAuthPassword": sip_auth_password,
-            "sendDigits": send_digits,
-            "sendOnPreanswer": None if send_on_preanswer is None else _bool(send_on_preanswer),
-            "sipHeaders": render_sip_headers("User.sipHeaders", sip_headers)
-            if sip_headers
-            else None,
-        },
+        element, {"sipAuthUsername": sip_auth_username, "sipAuthPassword": sip_auth_password}
     )
 
 
@@ -168,20 +180,7 @@ def number(
     """Return a ``<Number>`` for a phone number in E.164 digits."""
     if not isinstance(digits, str) or not _NUMBER.fullmatch(digits):
         raise ValidationError("Number", "must be a phone number of digits, optionally with +")
-    if send_digits is not None and not _DIGITS_TO_SEND.fullmatch(send_digits):
-        raise ValidationError("Number.sendDigits", "must be digits, *, # and w")
-    element = etree.Element("Number")
-    element.text = digits
-    return _set(
-        element,
-        {
-            "sendDigits": send_digits,
-            "sendOnPreanswer": None if send_on_preanswer is None else _bool(send_on_preanswer),
-            "sipHeaders": render_sip_headers("Number.sipHeaders", sip_headers)
-            if sip_headers
-            else None,
-        },
-    )
+    return _target("Number", digits, send_digits, send_on_preanswer, sip_headers)
 
 
 def dial(
