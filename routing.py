@@ -13,7 +13,6 @@ ActionKind = Literal["dial", "redirect", "speak", "reject"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 AUTH_NONE = "none"
-NO_SIP_AUTH = "SIP call without SIPAuthType"
 UNKNOWN_SIP_AUTH = "SIP call with an unknown SIPAuthType"
 AUTH_NOT_RUNNING = (
     "SIP auth is not running: the provider is probably putting a phone number in the "
@@ -120,7 +119,7 @@ def decide(call: InboundCall, policy: Policy) -> Decision:
         if rule.match.matches(call):
             return Decision(rule.action, rule.name, f"rule {rule.name}", auth_not_running)
     if auth_not_running:
-        return Decision(policy.unauthenticated_sip, "unauthenticated-sip", NO_SIP_AUTH, True)
+        return Decision(policy.unauthenticated_sip, "unauthenticated-sip", AUTH_NOT_RUNNING, True)
     if call.is_sip and call.sip_auth_type not in SIP_AUTH_TYPES:
         return Decision(policy.unauthenticated_sip, "unauthenticated-sip", UNKNOWN_SIP_AUTH)
     return Decision(policy.default, "default", "no rule matched")

@@ -23,9 +23,12 @@ def _secret(environ: Mapping[str, str], name: str) -> str | None:
         try:
             value = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+            # The path is not echoed: a secret pasted here by mistake must not reach a log.
+            raise ConfigError(
+                f"{name}_FILE: cannot read the file it names ({exc.strerror})"
+            ) from None
         if not value:
-            raise ConfigError(f"{name}_FILE: {path} is empty")
+            raise ConfigError(f"{name}_FILE: the file it names is empty")
     return value or None
 
 
@@ -57,11 +60,16 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
 
 def _base_url(raw: str) -> str:
     parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
         raise ConfigError(
-            "PUBLIC_BASE_URL must be an absolute http(s) URL, e.g. https://voice.example.com"
+            "PUBLIC_BASE_URL must be an absolute http(s) URL with a host (and a valid port), "
+            "e.g. https://voice.example.com"
         )
-    if parts.query or parts.fragment:
+    if parts.query or parts.fragment or "?" in raw or "#" in raw:
         raise ConfigError("PUBLIC_BASE_URL must not have a query or #fragment")
     return raw.rstrip("/")
 
@@ -73,7 +81,7 @@ class Settings:
     auth_tokens: tuple[str, ...] = field(repr=False)
     secret_key: str = field(repr=False)
     voice_config: Path
-    database_url: str
+    database_url: str = field(repr=False)  # may hold a database password
     public_base_url: str | None = None
     trusted_proxy_count: int = 0
     main_auth_tokens: tuple[str, ...] = field(default=(), repr=False)

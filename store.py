@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -46,6 +47,7 @@ from errors import SignatureError, StoreUnavailable
 log = logging.getLogger("sipguard.store")
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x51_96_0A_17  # any constant; identifies this app's migration advisory lock
 
@@ -71,21 +73,21 @@ call_events = Table(
     Column("received_at", DateTime(), nullable=False, index=True),
     Column("call_uuid", String(64), nullable=False, index=True),
     Column("route", String(32), nullable=False),
-    Column("decision", String(64), nullable=False),
+    Column("decision", Text(), nullable=False),
     Column("rule", Text()),
     Column("reason", Text()),
     Column("from_number", Text()),
     Column("to_number", Text()),
-    Column("sip_auth_type", String(64)),
+    Column("sip_auth_type", Text()),
     Column("sip_auth_user", Text()),
-    Column("sip_source_ip", String(64)),
-    Column("group_name", String(64)),
+    Column("sip_source_ip", Text()),
+    Column("group_name", Text()),
     Column("attempt", Integer()),
-    Column("dial_status", String(32)),
+    Column("dial_status", Text()),
     Column("dial_hangup_cause", Text()),
-    Column("auth_failure", String(32)),
-    Column("a_leg_uuid", String(64)),
-    Column("b_leg_uuid", String(64)),
+    Column("auth_failure", Text()),
+    Column("a_leg_uuid", Text()),
+    Column("b_leg_uuid", Text()),
 )
 
 hangups = Table(
@@ -93,8 +95,8 @@ hangups = Table(
     metadata,
     Column("call_uuid", String(64), primary_key=True),
     Column("received_at", DateTime(), nullable=False),
-    Column("call_status", String(32)),
-    Column("direction", String(16)),
+    Column("call_status", Text()),
+    Column("direction", Text()),
     Column("from_number", Text()),
     Column("to_number", Text()),
     Column("hangup_cause", Text()),
@@ -103,10 +105,10 @@ hangups = Table(
     Column("hangup_source", Text()),
     Column("duration", Integer()),
     Column("bill_duration", Integer()),
-    Column("sip_auth_type", String(64)),
+    Column("sip_auth_type", Text()),
     Column("sip_auth_user", Text()),
-    Column("sip_source_ip", String(64)),
-    Column("auth_failure", String(32)),
+    Column("sip_source_ip", Text()),
+    Column("auth_failure", Text()),
     Index("ix_hangups_received_at", "received_at"),
     Index("ix_hangups_auth_failure", "auth_failure", "received_at"),
 )
@@ -239,30 +241,44 @@ class Store:
         """
         now = self._clock()
         insert_ = self._insert()
-        try:
-            with self.engine.begin() as conn:
-                if nonce is not None:
-                    claim = insert_(nonces).values(nonce=nonce, expires_at=now + nonce_ttl)
-                    claim = claim.on_conflict_do_update(
-                        index_elements=[nonces.c.nonce],
-                        set_={"expires_at": claim.excluded.expires_at},
-                        where=nonces.c.expires_at < now,
-                    ).returning(nonces.c.nonce)
-                    # A row comes back only when the nonce was new or its TTL had passed.
-                    if conn.execute(claim).first() is None:
-                        raise Replayed()
-                if events:
-                    rows = [{**asdict(e), "received_at": now} for e in events]
-                    conn.execute(insert(call_events), rows)
-                if hangup is not None:
-                    conn.execute(
-                        insert_(hangups)
-                        .values(_hangup_row(hangup, now))
-                        .on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
-                    )
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"database error ({type(exc).__name__})") from exc
+
+        def write(conn: Connection) -> None:
+            if nonce is not None:
+                claim = insert_(nonces).values(nonce=nonce, expires_at=now + nonce_ttl)
+                claim = claim.on_conflict_do_update(
+                    index_elements=[nonces.c.nonce],
+                    set_={"expires_at": claim.excluded.expires_at},
+                    where=nonces.c.expires_at < now,
+                ).returning(nonces.c.nonce)
+                # A row comes back only when the nonce was new or its TTL had passed.
+                if conn.execute(claim).first() is None:
+                    raise Replayed()
+            if events:
+                rows = [{**asdict(e), "received_at": now} for e in events]
+                conn.execute(insert(call_events), rows)
+            if hangup is not None:
+                conn.execute(
+                    insert_(hangups)
+                    .values(_hangup_row(hangup, now))
+                    .on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
+                )
+
+        self._run(write)
         self._maybe_purge()
+
+    def _run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run `work` on a connection, in a transaction when it writes.
+
+        A database failure becomes StoreUnavailable naming the error's type only, raised outside
+        the handler so no driver error is chained to it: PostgreSQL's messages can quote a whole
+        row (caller numbers) and would reach any log line that prints the chain.
+        """
+        try:
+            with self.engine.begin() if write else self.engine.connect() as conn:
+                return work(conn)
+        except SQLAlchemyError as exc:
+            failure = type(exc).__name__
+        raise StoreUnavailable(f"database error ({failure})")
 
     def _maybe_purge(self) -> None:
         if time.monotonic() < self._next_purge:
@@ -275,12 +291,11 @@ class Store:
 
     def purge_nonces(self) -> int:
         """Delete expired nonces; return how many went."""
-        try:
-            with self.engine.begin() as conn:
-                result = conn.execute(delete(nonces).where(nonces.c.expires_at < self._clock()))
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"database error ({type(exc).__name__})") from exc
-        return result.rowcount
+
+        def purge(conn: Connection) -> int:
+            return conn.execute(delete(nonces).where(nonces.c.expires_at < self._clock())).rowcount
+
+        return self._run(purge)
 
     def ping(self) -> bool:
         """Tell whether the database answers a trivial query."""
@@ -293,17 +308,20 @@ class Store:
 
     def hangup(self, call_uuid: str) -> dict[str, Any] | None:
         """Return the stored hangup row of a call, if any."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(hangups).where(hangups.c.call_uuid == call_uuid)).first()
-        return dict(row._mapping) if row is not None else None
+        rows = self._rows(select(hangups).where(hangups.c.call_uuid == call_uuid))
+        return rows[0] if rows else None
 
     def events(self, call_uuid: str | None = None) -> list[dict[str, Any]]:
         """Return stored call events in arrival order, for one call or all."""
         query = select(call_events).order_by(call_events.c.id)
         if call_uuid is not None:
             query = query.where(call_events.c.call_uuid == call_uuid)
-        with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+        return self._rows(query)
+
+    def _rows(self, query: Any) -> list[dict[str, Any]]:
+        return self._run(
+            lambda conn: [dict(row._mapping) for row in conn.execute(query)], write=False
+        )
 
     def upgrade(self) -> None:
         """Bring the schema to the newest Alembic revision, one process at a time."""

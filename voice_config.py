@@ -71,11 +71,20 @@ def _table(where: str, value: Any, allowed: set[str]) -> dict[str, Any]:
     return value
 
 
+def _named_tables(where: str, value: Any) -> dict[str, Any]:
+    """Read a table of named sub-tables, e.g. [agents.alice] (not an [[agents]] array)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be named tables like [{where}.NAME], not [[{where}]]")
+    return value
+
+
 def _str_list(where: str, value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where} must be a string or a list of strings")
+    if not value:
+        raise ConfigError(f"{where} must not be empty")
     return value
 
 
@@ -163,6 +172,8 @@ def _group(name: str, spec: Any, agents: Mapping[str, Agent]) -> AgentGroup:
     if strategy not in ("simultaneous", "sequential"):
         raise ConfigError(f"{where}.strategy must be simultaneous or sequential")
     members = _str_list(f"{where}.agents", spec.get("agents"))
+    if not members:
+        raise ConfigError(f"{where}.agents must name at least one agent")
     missing = [m for m in members if m not in agents]
     if missing:
         raise ConfigError(f"{where}.agents: no agent named {', '.join(missing)}")
@@ -266,14 +277,16 @@ def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
     _table("VOICE_CONFIG", raw, {"answer", "rules", "groups", "agents"})
     base = path.resolve().parent
 
-    agent_specs = _table("agents", raw.get("agents", {}), set(raw.get("agents", {})))
+    agent_specs = _named_tables("agents", raw.get("agents", {}))
     agents = {}
     for name, spec in agent_specs.items():
         if not _NAME.match(name):
             raise ConfigError(f"agents.{name}: names are letters, digits, _ and - (max 64)")
         agents[name] = _agent(name, spec, environ, base)
+        # Checked on its own, so an error names the agent (even one in no group yet).
+        _check_xml(f"agents.{name}", documents.agent_user, agents[name])
 
-    group_specs = _table("groups", raw.get("groups", {}), set(raw.get("groups", {})))
+    group_specs = _named_tables("groups", raw.get("groups", {}))
     groups = {}
     for name, spec in group_specs.items():
         if not _NAME.match(name):
@@ -286,6 +299,8 @@ def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
 
     answer = _table("answer", raw.get("answer", {}), _ANSWER_KEYS)
     methods = tuple(m.upper() for m in _str_list("answer.methods", answer.get("methods", "POST")))
+    if not methods:
+        raise ConfigError("answer.methods must list POST, GET or both")
     if not set(methods) <= {"GET", "POST"}:
         raise ConfigError("answer.methods must be POST, GET or both")
 

@@ -6,7 +6,8 @@ from agents import Agent, AgentGroup, Fallback
 from xml_builders.elements import Element, dial, hangup, record, redirect, response, speak, user
 
 
-def _agent_user(agent: Agent) -> Element:
+def agent_user(agent: Agent) -> Element:
+    """Return the ``<User>`` that rings `agent`, with its digest credentials if it has any."""
     return user(
         agent.uri,
         sip_auth_username=agent.username,
@@ -20,7 +21,7 @@ def dial_group(group: AgentGroup, attempt: int, action_url: str) -> Element:
     """Ring the group's agents for `attempt`; Plivo reports the result to `action_url`."""
     return response(
         dial(
-            [_agent_user(agent) for agent in group.agents_for(attempt)],
+            [agent_user(agent) for agent in group.agents_for(attempt)],
             action=action_url,
             method="POST",
             timeout=group.timeout,
