@@ -42,7 +42,6 @@ def verify_signature() -> None:
     if request.method == "POST":
         _check_body()
     params = request.form.to_dict(flat=False) if request.method == "POST" else {}
-    g.verified = None
     g.verified = rt.keyring.verify(request.headers, request.method, signed_url(), params)
 
 
