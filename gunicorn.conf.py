@@ -8,3 +8,5 @@ timeout = 30
 accesslog = "-"
 # %(U)s is the path without its query: handoff tokens travel in the query and stay out of logs.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms'
+# The control socket lives at one per-user path, so two instances on a host would collide.
+control_socket_disable = True

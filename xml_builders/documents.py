@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agents import Agent, AgentGroup, Fallback
+from errors import ValidationError
 from xml_builders.elements import Element, dial, hangup, record, redirect, response, speak, user
 
 
@@ -39,7 +40,8 @@ def dial_group(group: AgentGroup, attempt: int, action_url: str) -> Element:
 def fallback(plan: Fallback) -> Element:
     """Run a group's fallback: voicemail, a message then hang up, or a redirect."""
     if plan.kind == "redirect":
-        assert plan.url is not None
+        if plan.url is None:
+            raise ValidationError("fallback.url", "a redirect fallback needs url")
         return response(redirect(plan.url))
     spoken = [speak(plan.text, voice=plan.voice, language=plan.language)] if plan.text else []
     if plan.kind == "voicemail":
