@@ -172,8 +172,6 @@ def _group(name: str, spec: Any, agents: Mapping[str, Agent]) -> AgentGroup:
     if strategy not in ("simultaneous", "sequential"):
         raise ConfigError(f"{where}.strategy must be simultaneous or sequential")
     members = _str_list(f"{where}.agents", spec.get("agents"))
-    if not members:
-        raise ConfigError(f"{where}.agents must name at least one agent")
     missing = [m for m in members if m not in agents]
     if missing:
         raise ConfigError(f"{where}.agents: no agent named {', '.join(missing)}")
@@ -299,8 +297,6 @@ def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
 
     answer = _table("answer", raw.get("answer", {}), _ANSWER_KEYS)
     methods = tuple(m.upper() for m in _str_list("answer.methods", answer.get("methods", "POST")))
-    if not methods:
-        raise ConfigError("answer.methods must list POST, GET or both")
     if not set(methods) <= {"GET", "POST"}:
         raise ConfigError("answer.methods must be POST, GET or both")
 
