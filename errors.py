@@ -43,3 +43,45 @@ class StoreUnavailable(AppError):
     """The database did not answer; the caller decides whether that is fatal."""
 
     status = 503
+
+
+class PlivoAPIError(Exception):
+    """Plivo's REST API refused a request or could not be reached.
+
+    `status` is Plivo's HTTP status (None when no HTTP answer came back), `api_id` and `error`
+    come from Plivo's JSON body. Never matched on text: Plivo's messages change spelling.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        error: str,
+        *,
+        api_id: str | None = None,
+        retry_after: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.api_id = api_id
+        self.retry_after = retry_after
+        self.hint = hint
+        super().__init__(self.describe())
+
+    @property
+    def rate_limited(self) -> bool:
+        """True when Plivo answered 429 Too Many Requests."""
+        return self.status == 429
+
+    def describe(self) -> str:
+        """Return one line saying what Plivo answered and what to do about it."""
+        where = f"HTTP {self.status}" if self.status is not None else "no answer"
+        text = f"Plivo API: {where}: {self.error}"
+        if self.rate_limited:
+            wait = self.retry_after or "a short wait"
+            text += f" (rate limited: retry after {wait}{' s' if wait.isdigit() else ''})"
+        if self.api_id:
+            text += f" [api_id {self.api_id}]"
+        if self.hint:
+            text += f". {self.hint}"
+        return text

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from errors import ConfigError
 from handoff import HandoffSigner
+from plivo_api import PlivoAPI
 from settings import Settings
 from signature import Keyring
 from store import Store
@@ -24,3 +26,17 @@ class Runtime:
     def secrets(self) -> tuple[str, ...]:
         """Return every secret the app holds, for the log redaction filter."""
         return (*self.settings.secrets(), *self.voice.secrets())
+
+    def plivo(self) -> PlivoAPI:
+        """Return a Plivo REST client for the configured account (auth ID + newest token)."""
+        if not self.settings.auth_id:
+            raise ConfigError(
+                "PLIVO_AUTH_ID is not set: the REST commands need your account's auth ID "
+                "(Plivo console, overview page) beside PLIVO_AUTH_TOKEN"
+            )
+        return PlivoAPI(
+            self.settings.auth_id,
+            self.settings.auth_tokens[0],
+            base_url=self.settings.plivo_api_url,
+            timeout=self.settings.plivo_api_timeout,
+        )

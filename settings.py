@@ -58,7 +58,7 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _base_url(raw: str) -> str:
+def _base_url(raw: str, name: str = "PUBLIC_BASE_URL") -> str:
     parts = urlsplit(raw)
     try:
         port = parts.port  # raises on a port that is not a number from 0 to 65535
@@ -66,11 +66,11 @@ def _base_url(raw: str) -> str:
         port = -1
     if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
         raise ConfigError(
-            "PUBLIC_BASE_URL must be an absolute http(s) URL with a host (and a valid port), "
+            f"{name} must be an absolute http(s) URL with a host (and a valid port), "
             "e.g. https://voice.example.com"
         )
     if parts.query or parts.fragment or "?" in raw or "#" in raw:
-        raise ConfigError("PUBLIC_BASE_URL must not have a query or #fragment")
+        raise ConfigError(f"{name} must not have a query or #fragment")
     return raw.rstrip("/")
 
 
@@ -91,6 +91,8 @@ class Settings:
     handoff_ttl_seconds: int = 4 * 3600
     max_content_length: int = 64 * 1024
     log_level: str = "INFO"
+    plivo_api_url: str = "https://api.plivo.com"
+    plivo_api_timeout: int = 10
 
     def secrets(self) -> tuple[str, ...]:
         """Return every configured secret, for the log redaction filter."""
@@ -147,4 +149,8 @@ def load_settings(environ: Mapping[str, str], instance_path: Path) -> Settings:
         handoff_ttl_seconds=_int(environ, "HANDOFF_TOKEN_TTL_SECONDS", 4 * 3600, minimum=1),
         max_content_length=_int(environ, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024),
         log_level=log_level,
+        plivo_api_url=_base_url(
+            environ.get("PLIVO_API_URL", "").strip() or "https://api.plivo.com", "PLIVO_API_URL"
+        ),
+        plivo_api_timeout=_int(environ, "PLIVO_API_TIMEOUT_SECONDS", 10, minimum=1),
     )

@@ -26,6 +26,8 @@ OLD_TOKEN = "test-account-token-old-9876543210"
 MAIN_TOKEN = "test-main-account-token-ABCDEFGH"
 SECRET_KEY = "test-secret-key-" + "s" * 32
 BASE_URL = "https://voice.example.test"
+AUTH_ID = "MATESTAUTHID00000001"
+API = f"https://api.plivo.com/v1/Account/{AUTH_ID}/"
 CANARIES = {
     "AGENT_ALICE_PASSWORD": "Canary-Alice-Pw-a1ice",
     "AGENT_BOB_PASSWORD": "Canary-Bob-Pw-b0bby",
@@ -54,6 +56,8 @@ _APP_VARIABLES = (
     "HANDOFF_TOKEN_TTL_SECONDS",
     "MAX_CONTENT_LENGTH",
     "AUTO_MIGRATE",
+    "PLIVO_API_URL",
+    "PLIVO_API_TIMEOUT_SECONDS",
 )
 
 
@@ -106,6 +110,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def app_config(sqlite_url: str) -> dict[str, str]:
     return {
+        "PLIVO_AUTH_ID": AUTH_ID,
         "PLIVO_AUTH_TOKEN": TOKEN,
         "PLIVO_MAIN_AUTH_TOKEN": MAIN_TOKEN,
         "SECRET_KEY": SECRET_KEY,
