@@ -37,34 +37,39 @@ _KEYS = re.compile(r"^[0-9*#]+$")
 _POLLY = re.compile(r"^Polly\.[A-Za-z0-9-]+$")
 
 
-def _has_control(value: str) -> bool:
+def has_control(value: str) -> bool:
+    """Tell whether `value` holds a control character or a lone surrogate."""
     # XML 1.0 cannot carry most C0 controls, and none of them belong in a prompt or a name.
     return any(unicodedata.category(char) in ("Cc", "Cs") for char in value)
 
 
-def _check_text(field: str, value: str, *, max_length: int | None = None) -> str:
+def check_text(field: str, value: str, *, max_length: int | None = None) -> str:
+    """Check a non-empty string without control characters, at most `max_length` long."""
     if not isinstance(value, str) or not value:
         raise ValidationError(field, "must be a non-empty string")
-    if _has_control(value):
+    if has_control(value):
         raise ValidationError(field, "must not contain control characters")
     if max_length is not None and len(value) > max_length:
         raise ValidationError(field, f"must be at most {max_length} characters")
     return value
 
 
-def _check_url(field: str, value: str) -> str:
+def check_url(field: str, value: str) -> str:
+    """Check an absolute http(s) URL."""
     if not isinstance(value, str) or not _URL.fullmatch(value):
         raise ValidationError(field, "must be an absolute http(s) URL")
     return value
 
 
-def _check_method(field: str, value: str) -> str:
+def check_method(field: str, value: str) -> str:
+    """Check an HTTP method Plivo uses for callbacks."""
     if value not in METHODS:
         raise ValidationError(field, "must be GET or POST")
     return value
 
 
-def _check_positive(field: str, value: int) -> str:
+def check_positive(field: str, value: int) -> str:
+    """Check a positive whole number; return it as Plivo's attribute text."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValidationError(field, "must be a positive whole number")
     return str(value)
@@ -135,6 +140,39 @@ def _target(
     )
 
 
+def is_sip_uri(value: object) -> bool:
+    """Tell whether `value` is a single sip: or sips: URI."""
+    return isinstance(value, str) and _SIP_URI.fullmatch(value) is not None
+
+
+def is_number(value: object) -> bool:
+    """Tell whether `value` is a phone number as Plivo dials it (digits, optional +)."""
+    return isinstance(value, str) and _NUMBER.fullmatch(value) is not None
+
+
+def check_sip_credentials(
+    fields: tuple[str, str], username: str | None, password: str | None
+) -> None:
+    """Check outbound digest credentials: both or neither, within the documented limits.
+
+    Shared by `<User>` and Make Call; `fields` names them as the caller's input does.
+    """
+    username_field, password_field = fields
+    if (username is None) != (password is None):
+        raise ValidationError(password_field, f"{username_field} and {password_field} go together")
+    if username is not None:
+        check_text(username_field, username, max_length=SIP_AUTH_USERNAME_MAX)
+    if password is not None:
+        # The message names the limit only: a password never goes into an error message.
+        if not isinstance(password, str) or not (
+            SIP_AUTH_PASSWORD_MIN <= len(password) <= SIP_AUTH_PASSWORD_MAX
+        ):
+            limits = f"{SIP_AUTH_PASSWORD_MIN}-{SIP_AUTH_PASSWORD_MAX}"
+            raise ValidationError(password_field, f"must be {limits} characters")
+        if has_control(password):
+            raise ValidationError(password_field, "must not contain control characters")
+
+
 def user(
     uri: str,
     *,
@@ -145,25 +183,11 @@ def user(
     sip_headers: Mapping[str, str] | None = None,
 ) -> Element:
     """Return a ``<User>`` for a SIP endpoint, with digest credentials when the PBX asks."""
-    if not isinstance(uri, str) or not _SIP_URI.fullmatch(uri):
+    if not is_sip_uri(uri):
         raise ValidationError("User", "must be a sip: or sips: URI")
-    if (sip_auth_username is None) != (sip_auth_password is None):
-        raise ValidationError(
-            "User.sipAuthPassword", "sipAuthUsername and sipAuthPassword go together"
-        )
-    if sip_auth_username is not None:
-        _check_text("User.sipAuthUsername", sip_auth_username, max_length=SIP_AUTH_USERNAME_MAX)
-    if sip_auth_password is not None:
-        # The message names the limit only: a password never goes into an error message.
-        if not isinstance(sip_auth_password, str) or not (
-            SIP_AUTH_PASSWORD_MIN <= len(sip_auth_password) <= SIP_AUTH_PASSWORD_MAX
-        ):
-            raise ValidationError(
-                "User.sipAuthPassword",
-                f"must be {SIP_AUTH_PASSWORD_MIN}-{SIP_AUTH_PASSWORD_MAX} characters",
-            )
-        if _has_control(sip_auth_password):
-            raise ValidationError("User.sipAuthPassword", "must not contain control characters")
+    check_sip_credentials(
+        ("User.sipAuthUsername", "User.sipAuthPassword"), sip_auth_username, sip_auth_password
+    )
     element = _target("User", uri, send_digits, send_on_preanswer, sip_headers)
     return _set(
         element, {"sipAuthUsername": sip_auth_username, "sipAuthPassword": sip_auth_password}
@@ -178,7 +202,7 @@ def number(
     sip_headers: Mapping[str, str] | None = None,
 ) -> Element:
     """Return a ``<Number>`` for a phone number in E.164 digits."""
-    if not isinstance(digits, str) or not _NUMBER.fullmatch(digits):
+    if not is_number(digits):
         raise ValidationError("Number", "must be a phone number of digits, optionally with +")
     return _target("Number", digits, send_digits, send_on_preanswer, sip_headers)
 
@@ -207,32 +231,32 @@ def dial(
     ):
         raise ValidationError("Dial", "needs at least one <User> or <Number>")
     if caller_id is not None:
-        _check_text("Dial.callerId", caller_id, max_length=64)
+        check_text("Dial.callerId", caller_id, max_length=64)
     if caller_name is not None:
-        _check_text("Dial.callerName", caller_name, max_length=CALLER_NAME_MAX)
+        check_text("Dial.callerName", caller_name, max_length=CALLER_NAME_MAX)
     if confirm_key is not None and not _CONFIRM_KEY.fullmatch(confirm_key):
         raise ValidationError("Dial.confirmKey", "must be one of 0-9, * or #")
     if dial_music is not None and dial_music != "real":
-        _check_url("Dial.dialMusic", dial_music)
+        check_url("Dial.dialMusic", dial_music)
     element = _set(
         etree.Element("Dial"),
         {
-            "action": _check_url("Dial.action", action) if action is not None else None,
-            "method": _check_method("Dial.method", method) if method is not None else None,
-            "timeout": _check_positive("Dial.timeout", timeout) if timeout is not None else None,
+            "action": check_url("Dial.action", action) if action is not None else None,
+            "method": check_method("Dial.method", method) if method is not None else None,
+            "timeout": check_positive("Dial.timeout", timeout) if timeout is not None else None,
             "timeLimit": (
-                _check_positive("Dial.timeLimit", time_limit) if time_limit is not None else None
+                check_positive("Dial.timeLimit", time_limit) if time_limit is not None else None
             ),
             "callerId": caller_id,
             "callerName": caller_name,
             "confirmSound": (
-                _check_url("Dial.confirmSound", confirm_sound) if confirm_sound else None
+                check_url("Dial.confirmSound", confirm_sound) if confirm_sound else None
             ),
             "confirmKey": confirm_key,
             "dialMusic": dial_music,
-            "callbackUrl": _check_url("Dial.callbackUrl", callback_url) if callback_url else None,
+            "callbackUrl": check_url("Dial.callbackUrl", callback_url) if callback_url else None,
             "callbackMethod": (
-                _check_method("Dial.callbackMethod", callback_method) if callback_method else None
+                check_method("Dial.callbackMethod", callback_method) if callback_method else None
             ),
             "redirect": None if redirect is None else _bool(redirect),
             "sipHeaders": render_sip_headers("Dial.sipHeaders", sip_headers)
@@ -249,7 +273,7 @@ def speak(
 ) -> Element:
     """Return a ``<Speak>`` of plain text (XML metacharacters are escaped by lxml)."""
     element = etree.Element("Speak")
-    element.text = _check_text("Speak", text, max_length=3000)
+    element.text = check_text("Speak", text, max_length=3000)
     if loop is not None and (isinstance(loop, bool) or not isinstance(loop, int) or loop < 0):
         raise ValidationError("Speak.loop", "must be a whole number, 0 for until the call ends")
     if voice is not None and not (
@@ -260,7 +284,7 @@ def speak(
         element,
         {
             "voice": voice,
-            "language": _check_text("Speak.language", language) if language else None,
+            "language": check_text("Speak.language", language) if language else None,
             "loop": None if loop is None else str(loop),
         },
     )
@@ -283,17 +307,17 @@ def record(
     return _set(
         etree.Element("Record"),
         {
-            "action": _check_url("Record.action", action) if action else None,
-            "method": _check_method("Record.method", method) if method else None,
+            "action": check_url("Record.action", action) if action else None,
+            "method": check_method("Record.method", method) if method else None,
             "maxLength": (
-                _check_positive("Record.maxLength", max_length) if max_length is not None else None
+                check_positive("Record.maxLength", max_length) if max_length is not None else None
             ),
-            "timeout": _check_positive("Record.timeout", timeout) if timeout is not None else None,
+            "timeout": check_positive("Record.timeout", timeout) if timeout is not None else None,
             "finishOnKey": finish_on_key,
             "playBeep": None if play_beep is None else _bool(play_beep),
-            "callbackUrl": _check_url("Record.callbackUrl", callback_url) if callback_url else None,
+            "callbackUrl": check_url("Record.callbackUrl", callback_url) if callback_url else None,
             "callbackMethod": (
-                _check_method("Record.callbackMethod", callback_method) if callback_method else None
+                check_method("Record.callbackMethod", callback_method) if callback_method else None
             ),
         },
     )
@@ -301,8 +325,8 @@ def record(
 
 def redirect(url: str, *, method: str = "POST") -> Element:
     """Return a ``<Redirect>`` handing the call's control to `url`."""
-    element = etree.Element("Redirect", method=_check_method("Redirect.method", method))
-    element.text = _check_url("Redirect", url)
+    element = etree.Element("Redirect", method=check_method("Redirect.method", method))
+    element.text = check_url("Redirect", url)
     return element
 
 
@@ -315,7 +339,7 @@ def hangup(*, reason: str | None = None, schedule: int | None = None) -> Element
         {
             "reason": reason,
             "schedule": (
-                _check_positive("Hangup.schedule", schedule) if schedule is not None else None
+                check_positive("Hangup.schedule", schedule) if schedule is not None else None
             ),
         },
     )
