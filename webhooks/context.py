@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from flask import current_app, request, url_for
 
+from errors import ConfigError
 from runtime import Runtime
 
 EXTENSION = "sipguard"
@@ -44,3 +45,18 @@ def public_url(endpoint: str, **values: Any) -> str:
     """Return the absolute URL Plivo should call for `endpoint` (e.g. a Dial action URL)."""
     path = url_for(endpoint, **values)
     return public_root() + path.removeprefix(request.script_root)
+
+
+def external_url(endpoint: str, **values: Any) -> str:
+    """Return the absolute URL of `endpoint` outside a request (CLI, REST helpers).
+
+    Built from PUBLIC_BASE_URL, the only root known without a request from Plivo.
+    """
+    base = runtime().settings.public_base_url
+    if base is None:
+        raise ConfigError(
+            "PUBLIC_BASE_URL is not set: it is needed to tell Plivo where this app's webhooks "
+            "are (or pass the URLs explicitly)"
+        )
+    path = current_app.url_map.bind("localhost", script_name="/").build(endpoint, values)
+    return base + path
