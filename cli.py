@@ -9,6 +9,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
+import plivo_cli
 from callbacks import InboundCall
 from errors import ValidationError
 from routing import decide
@@ -98,3 +99,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db)
     app.cli.add_command(voice)
     app.cli.add_command(sign_request)
+    app.cli.add_command(plivo_cli.sipauth)
+    app.cli.add_command(plivo_cli.call)
+    app.cli.add_command(plivo_cli.handoff)

@@ -345,11 +345,12 @@ class SipAuth:
             if acl is None:
                 self._room_for_acl(acls)
             else:
-                present = {_entry_network(item) for item in self.list_entries(str(acl["uuid"]))}
-                present.discard(None)
+                existing = self.list_entries(str(acl["uuid"]))
+                present = {_entry_network(item) for item in existing}
                 report.entries_kept = [str(e) for e in missing if e.network in present]
                 missing = [e for e in missing if e.network not in present]
-                self._room_for_entries(str(acl["uuid"]), len(present), len(missing))
+                # Plivo's count is what it holds, duplicates and unreadable entries included.
+                self._room_for_entries(str(acl["uuid"]), len(existing), len(missing))
             if acl is None:
                 self._room_for_entries(name, 0, len(missing))
         credential = None
