@@ -37,6 +37,19 @@ def auth_failure(name: str | None, code: int | None) -> str | None:
     return lowered if lowered in (SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT) else None
 
 
+def auth_failure_code(cause: str, code: int | None, direction: str | None) -> int:
+    """Return the code of a SIP-auth failure: 4210 inbound, 4240 / 4250 outbound.
+
+    The code when Plivo sent one; otherwise timeouts are 4250 (outbound only) and a
+    sip_auth_failed is 4240 on an outbound leg, 4210 on an inbound call.
+    """
+    if code in _AUTH_CAUSE_BY_CODE:
+        return int(code)
+    if cause == SIP_AUTH_TIMEOUT:
+        return OUTBOUND_AUTH_TIMEOUT_CODE
+    return OUTBOUND_AUTH_FAILED_CODE if direction == "outbound" else INBOUND_AUTH_FAILED_CODE
+
+
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -111,6 +112,21 @@ hangups = Table(
     Column("auth_failure", Text()),
     Index("ix_hangups_received_at", "received_at"),
     Index("ix_hangups_auth_failure", "auth_failure", "received_at"),
+    Index("ix_hangups_sip_source_ip", "sip_source_ip"),
+)
+
+
+# Refused callbacks are counted per minute, route and reason, never stored one row each: a flood
+# of forged requests must not be able to fill the database.
+signature_rejections = Table(
+    "signature_rejections",
+    metadata,
+    Column("minute", DateTime(), nullable=False),
+    Column("route", String(32), nullable=False),
+    Column("reason", String(128), nullable=False),
+    Column("count", Integer(), nullable=False),
+    PrimaryKeyConstraint("minute", "route", "reason"),
+    Index("ix_signature_rejections_minute", "minute"),
 )
 
 
@@ -296,6 +312,42 @@ class Store:
             return conn.execute(delete(nonces).where(nonces.c.expires_at < self._clock())).rowcount
 
         return self._run(purge)
+
+    def count_rejection(self, route: str, reason: str) -> None:
+        """Add one refused callback to its minute's count (raises StoreUnavailable)."""
+        now = self._clock()
+        minute = now.replace(second=0, microsecond=0)
+        upsert = self._insert()(signature_rejections).values(
+            minute=minute, route=route[:32], reason=reason[:128], count=1
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["minute", "route", "reason"],
+            set_={"count": signature_rejections.c["count"] + 1},
+        )
+        self._run(lambda conn: conn.execute(upsert))
+
+    def purge_events(self, older_than: timedelta) -> dict[str, int]:
+        """Delete call events, hangups and rejection counts older than `older_than`."""
+        cutoff = self._clock() - older_than
+
+        def purge(conn: Connection) -> dict[str, int]:
+            return {
+                "call_events": conn.execute(
+                    delete(call_events).where(call_events.c.received_at < cutoff)
+                ).rowcount,
+                "hangups": conn.execute(
+                    delete(hangups).where(hangups.c.received_at < cutoff)
+                ).rowcount,
+                "signature_rejections": conn.execute(
+                    delete(signature_rejections).where(signature_rejections.c.minute < cutoff)
+                ).rowcount,
+            }
+
+        return self._run(purge)
+
+    def query(self, statement: Any) -> list[dict[str, Any]]:
+        """Run a read-only SELECT built on this module's tables; return rows as dicts."""
+        return self._rows(statement)
 
     def ping(self) -> bool:
         """Tell whether the database answers a trivial query."""
