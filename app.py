@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -48,6 +49,10 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     logs.configure(settings.log_level, rt.secrets())
     app.config.update(
         SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="sipguard_session",
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=(settings.public_base_url or "https:").startswith("https:"),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
         MAX_CONTENT_LENGTH=settings.max_content_length,
         MAX_FORM_MEMORY_SIZE=settings.max_content_length,
     )

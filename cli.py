@@ -1,23 +1,34 @@
-"""Flask CLI commands: `flask --app app:create_app db ...|voice explain ...|sign-request ...`."""
+"""Flask CLI commands: db, voice, report, monitor, sign-request (and plivo_cli's REST ones)."""
 
 from __future__ import annotations
 
+import json
 import shlex
+import sys
 import uuid
+from datetime import timedelta
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
+from werkzeug.security import generate_password_hash
 
+import analytics
 import plivo_cli
 from callbacks import InboundCall
 from errors import ValidationError
 from routing import decide
 from signature import signed_headers
+from store import utcnow
 from webhooks.context import runtime
 
 db = AppGroup("db", help="Database schema and housekeeping.")
 voice = AppGroup("voice", help="Inspect the voice configuration.")
+report = AppGroup("report", help="Reports over the stored callbacks.")
+monitor = AppGroup("monitor", help="The /monitor page's admin password.")
+
+
+MIN_MONITOR_PASSWORD = 12
 
 
 def _pairs(fields: tuple[str, ...]) -> dict[str, list[str]]:
@@ -41,6 +52,71 @@ def upgrade() -> None:
 def purge_nonces() -> None:
     """Delete nonces whose replay window has passed."""
     click.echo(f"purged {runtime().store.purge_nonces()} expired nonce(s)")
+
+
+@db.command("purge-events")
+@click.option("--days", type=click.IntRange(min=1), help="Keep this many days (RETENTION_DAYS).")
+def purge_events(days: int | None) -> None:
+    """Delete call events, hangups and rejection counts older than the retention period."""
+    rt = runtime()
+    keep = days or rt.settings.retention_days
+    counts = rt.store.purge_events(timedelta(days=keep))
+    parts = ", ".join(f"{n} {table}" for table, n in counts.items())
+    click.echo(f"kept {keep} day(s); purged {parts}")
+
+
+@report.command("auth-failures")
+@click.option(
+    "--since", "span", default="1h", show_default=True, help="Look back: 90s, 15m, 1h, 7d."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def auth_failures(span: str, as_json: bool) -> None:
+    """Show SIP-auth failures by IP, user and cause, likely lockouts and warnings."""
+    try:
+        look_back = analytics.parse_span(span)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint="--since") from None
+    until = utcnow()
+    result = analytics.report(runtime().store, until - look_back, until)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    data = result.as_dict()
+    click.echo(f"SIP auth failures {data['since']} .. {data['until']}: {data['total_failures']}")
+    for title, key, label in (
+        ("by source IP (inbound 4210)", "by_source_ip", "SOURCE IP"),
+        ("by SIP user (inbound)", "by_sip_user", "SIP USER"),
+        ("by cause", "by_cause", "CAUSE"),
+        ("refused callbacks by reason", "signature_rejections", "REASON"),
+    ):
+        click.echo(f"\n{title}")
+        rows = data[key]
+        if not rows:
+            click.echo("  (none)")
+            continue
+        width = max(len(label), *(len(row["key"]) for row in rows))
+        click.echo(f"  {label.ljust(width)}  {'COUNT':>6}  LAST")
+        for row in rows:
+            click.echo(f"  {row['key'].ljust(width)}  {row['count']:>6}  {row['last']}")
+    click.echo("\nlikely lockouts")
+    for item in data["lockouts"] or []:
+        state = "ACTIVE" if item["active"] else "ended"
+        click.echo(f"  {item['ip']}  {item['started']} .. {item['until']}  {state}")
+    if not data["lockouts"]:
+        click.echo("  (none)")
+    not_running = data["auth_not_running"]
+    click.echo(f"\nSIP calls without SIPAuthType (auth not running): {not_running['count']}")
+    for text in data["warnings"]:
+        click.echo(f"warning: {text}")
+
+
+@monitor.command("hash-password")
+def hash_password() -> None:
+    """Read a password from stdin and print the MONITOR_PASSWORD_HASH value for it."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_MONITOR_PASSWORD:
+        raise click.BadParameter(f"use at least {MIN_MONITOR_PASSWORD} characters")
+    click.echo(generate_password_hash(password))
 
 
 @click.command("sign-request")
@@ -98,6 +174,8 @@ def init_app(app: Flask) -> None:
     """Register the command groups."""
     app.cli.add_command(db)
     app.cli.add_command(voice)
+    app.cli.add_command(report)
+    app.cli.add_command(monitor)
     app.cli.add_command(sign_request)
     app.cli.add_command(plivo_cli.sipauth)
     app.cli.add_command(plivo_cli.call)

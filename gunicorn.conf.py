@@ -1,6 +1,10 @@
 """gunicorn settings, read automatically from the working directory (Procfile, make run)."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -10,3 +14,44 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms'
 # The control socket lives at one per-user path, so two instances on a host would collide.
 control_socket_disable = True
+
+# Prometheus multiprocess mode: every worker writes its samples under this directory and /metrics
+# adds them up. It must be set before any worker imports prometheus_client, i.e. here.
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sipguard-metrics-")
+_METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def on_starting(server: Any) -> None:
+    """Start from empty metric files: samples of a previous run must not be added in."""
+    if _METRICS_DIR.exists():
+        shutil.rmtree(_METRICS_DIR)
+    _METRICS_DIR.mkdir(parents=True)
+
+
+def when_ready(server: Any) -> None:
+    """With METRICS_BIND (host:port), serve /metrics from the master on an internal address."""
+    address = os.environ.get("METRICS_BIND", "").strip()
+    if not address:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    host, _, port = address.rpartition(":")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
+    server.log.info("metrics on http://%s/metrics", address)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Fold a dead worker's live gauges away (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this configuration made for itself."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_METRICS_DIR, ignore_errors=True)

@@ -93,10 +93,14 @@ class Settings:
     log_level: str = "INFO"
     plivo_api_url: str = "https://api.plivo.com"
     plivo_api_timeout: int = 10
+    metrics_token: str | None = field(default=None, repr=False)
+    monitor_password_hash: str | None = field(default=None, repr=False)
+    retention_days: int = 30
 
     def secrets(self) -> tuple[str, ...]:
         """Return every configured secret, for the log redaction filter."""
-        return (*self.auth_tokens, *self.main_auth_tokens, self.secret_key)
+        extra = tuple(s for s in (self.metrics_token, self.monitor_password_hash) if s)
+        return (*self.auth_tokens, *self.main_auth_tokens, self.secret_key, *extra)
 
 
 def load_settings(environ: Mapping[str, str], instance_path: Path) -> Settings:
@@ -153,4 +157,29 @@ def load_settings(environ: Mapping[str, str], instance_path: Path) -> Settings:
             environ.get("PLIVO_API_URL", "").strip() or "https://api.plivo.com", "PLIVO_API_URL"
         ),
         plivo_api_timeout=_int(environ, "PLIVO_API_TIMEOUT_SECONDS", 10, minimum=1),
+        metrics_token=_metrics_token(environ),
+        monitor_password_hash=_password_hash(environ),
+        retention_days=_int(environ, "RETENTION_DAYS", 30, minimum=1),
     )
+
+
+MIN_METRICS_TOKEN_LENGTH = 16
+
+
+def _metrics_token(environ: Mapping[str, str]) -> str | None:
+    token = _secret(environ, "METRICS_TOKEN")
+    if token is not None and len(token) < MIN_METRICS_TOKEN_LENGTH:
+        raise ConfigError(
+            f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} random characters"
+        )
+    return token
+
+
+def _password_hash(environ: Mapping[str, str]) -> str | None:
+    value = _secret(environ, "MONITOR_PASSWORD_HASH")
+    if value is not None and not value.startswith(("scrypt:", "pbkdf2:")):
+        raise ConfigError(
+            "MONITOR_PASSWORD_HASH must be a password hash, not a password: make one with "
+            "`flask --app app:create_app monitor hash-password` (reads the password from stdin)"
+        )
+    return value

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance"
 DEV_SECRETS = INSTANCE / "dev-secrets.env"
 SAMPLE_CONFIG = ROOT / "config" / "voice.sample.toml"
+DEV_MONITOR_PASSWORD = "MONITOR_DEV_PASSWORD"
 
 
 def _password_variables(config: Path) -> list[str]:
@@ -54,7 +55,23 @@ def main(argv: list[str]) -> None:
         for name in ("PLIVO_AUTH_TOKEN", "SECRET_KEY", *_password_variables(voice_config))
         if not configured.get(name) and not configured.get(f"{name}_FILE")
     ]
+    if not configured.get("MONITOR_PASSWORD_HASH") and not configured.get(
+        "MONITOR_PASSWORD_HASH_FILE"
+    ):
+        needed.append(DEV_MONITOR_PASSWORD)
     generated = {k: v for k, v in _dev_secrets(needed).items() if k in needed}
+    if DEV_MONITOR_PASSWORD in generated:
+        from werkzeug.security import generate_password_hash
+
+        password = generated.pop(DEV_MONITOR_PASSWORD)
+        generated["MONITOR_PASSWORD_HASH"] = generate_password_hash(password)
+        if not argv:
+            print(
+                f"monitor page: http://127.0.0.1:{port}/monitor (password: "
+                f"{DEV_MONITOR_PASSWORD} in {DEV_SECRETS.relative_to(ROOT)})",
+                file=sys.stderr,
+                flush=True,
+            )
     env = {
         "VOICE_CONFIG": str(voice_config),
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",

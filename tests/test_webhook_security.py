@@ -24,7 +24,15 @@ from tests.conftest import (
     make_signed_post,
 )
 
-UNSIGNED_ENDPOINTS = {"health.healthz"}
+# Not Plivo's routes: /healthz is public; the operator routes have their own guard (admin login,
+# bearer token) and must NOT accept a Plivo signature instead (tests/test_monitor.py).
+UNSIGNED_ENDPOINTS = {
+    "health.healthz",
+    "monitor.metrics_endpoint",
+    "monitor.login",
+    "monitor.logout",
+    "monitor.page",
+}
 
 
 def _collection_app() -> Flask:

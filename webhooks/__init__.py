@@ -6,13 +6,14 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from errors import AppError
-from webhooks import health, responses, views
+from webhooks import health, monitor, responses, views
 
 
 def init_app(app: Flask) -> None:
     """Register the signed webhook routes, the health check and the one error handler."""
     app.register_blueprint(views.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(monitor.bp)
     app.register_error_handler(AppError, responses.handle_app_error)
     app.register_error_handler(HTTPException, responses.handle_http_error)
     app.register_error_handler(Exception, responses.handle_unexpected)

@@ -9,10 +9,12 @@ logged for the others (a caller must still hear something when the database is d
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Response, g
 
-from callbacks import Hangup
+import metrics
+from callbacks import Hangup, auth_failure_code
 from errors import StoreUnavailable
 from store import CallEvent, Replayed
 from webhooks.context import runtime
@@ -50,6 +52,7 @@ def commit(response: Response) -> Response:
             )
         except Replayed as exc:
             g.outcome = ("refused", exc.message)
+            g.rejection = exc.message
             response = error_response(403, exc.message)
         except StoreUnavailable as exc:
             if hangup is not None:
@@ -68,4 +71,39 @@ def commit(response: Response) -> Response:
         reason,
         response.status_code,
     )
+    _observe(response.status_code)
     return response
+
+
+def _observe(status: int) -> None:
+    """Count the callback in the metrics, and a refused signature in the store too."""
+    route, rejection = g.get("route", "-"), g.get("rejection")
+    started = g.get("started")
+    failures: list[tuple[str, int]] = []
+    if status < 400:
+        hangup: Hangup | None = g.get("hangup")
+        if hangup is not None and hangup.auth_failure is not None:
+            code = auth_failure_code(
+                hangup.auth_failure, hangup.hangup_cause_code, hangup.direction
+            )
+            failures.append((hangup.auth_failure, code))
+        for event in g.get("events", ()):
+            if event.auth_failure is not None:
+                raw = (event.dial_hangup_cause or "").strip()
+                number = int(raw) if raw.isdigit() else None
+                failures.append(
+                    (event.auth_failure, auth_failure_code(event.auth_failure, number, "outbound"))
+                )
+    metrics.observe(
+        route,
+        g.get("outcome", ("-", "-"))[0],
+        status,
+        time.perf_counter() - started if started is not None else 0.0,
+        auth_failures=failures,
+        rejection=rejection,
+    )
+    if rejection is not None:
+        try:
+            runtime().store.count_rejection(route, rejection)
+        except StoreUnavailable:
+            log.warning("could not count a refused callback: database unavailable")

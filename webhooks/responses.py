@@ -8,7 +8,7 @@ import traceback
 from flask import Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from errors import AppError
+from errors import AppError, SignatureError
 from xml_builders import Element, carries_credentials, to_bytes
 
 log = logging.getLogger("sipguard.http")
@@ -33,6 +33,8 @@ def error_response(status: int, message: str) -> Response:
 def handle_app_error(exc: AppError) -> Response:
     """Turn one of the app's own errors into its HTTP answer."""
     g.outcome = ("refused" if exc.status in (401, 403) else "invalid", exc.message)
+    if isinstance(exc, SignatureError):
+        g.rejection = exc.message
     return error_response(exc.status, exc.message)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -35,6 +36,7 @@ HANDOFF_URL_PARAM = "handoff_url"
 @bp.before_request
 def verify_signature() -> None:
     """Refuse any request to this blueprint that Plivo did not sign."""
+    g.started = time.perf_counter()
     g.route = request.endpoint.removeprefix("webhooks.") if request.endpoint else "-"
     rt = runtime()
     if request.endpoint == "webhooks.answer" and request.method not in rt.voice.answer_methods:

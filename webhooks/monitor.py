@@ -1,0 +1,239 @@
+"""Operator pages: /metrics for Prometheus, /monitor for people. Neither accepts a Plivo signature.
+
+/monitor shows caller numbers, so it needs the admin password (MONITOR_PASSWORD_HASH, checked
+with werkzeug's hash) and keeps the login in Flask's session cookie, signed with SECRET_KEY.
+Forms carry a per-session CSRF token; failed logins are throttled per client address.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections import deque
+from datetime import timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.security import check_password_hash
+
+import analytics
+import metrics
+from errors import AppError, ValidationError
+from store import utcnow
+from webhooks.context import runtime
+
+bp = Blueprint("monitor", __name__, template_folder="templates")
+
+SESSION_KEY = "monitor_admin"
+CSRF_KEY = "monitor_csrf"
+LOGIN_LIMIT, LOGIN_WINDOW = 5, 300.0  # failed logins per client address per 5 minutes
+CHART_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+OTHER_COLOUR = "#8c8c8c"
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+class Disabled(AppError):
+    """The page is switched off until its secret is configured."""
+
+    status = 404
+
+
+class Throttled(AppError):
+    """Too many failed logins from one address."""
+
+    status = 429
+
+
+@bp.after_request
+def _harden(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+# -- /metrics -----------------------------------------------------------------------------------
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    """Prometheus exposition, for a scraper holding METRICS_TOKEN as a bearer token."""
+    token = runtime().settings.metrics_token
+    if token is None:
+        raise Disabled(
+            "metrics are not served here: set METRICS_TOKEN, or METRICS_BIND to serve them "
+            "on an internal address"
+        )
+    sent = request.headers.get("Authorization", "")
+    scheme, _, value = sent.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+        response = Response(
+            '{"error": "bearer token required"}\n', 401, mimetype="application/json"
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    body, content_type = metrics.render()
+    return Response(body, 200, content_type=content_type)
+
+
+# -- /monitor -----------------------------------------------------------------------------------
+
+
+def _password_hash() -> str:
+    value = runtime().settings.monitor_password_hash
+    if value is None:
+        raise Disabled("the monitor page is off: set MONITOR_PASSWORD_HASH (see README)")
+    return value
+
+
+def _csrf() -> str:
+    token = session.get(CSRF_KEY)
+    if not isinstance(token, str):
+        token = session[CSRF_KEY] = secrets.token_urlsafe(32)
+    return token
+
+
+def _check_csrf() -> None:
+    sent = request.form.get("csrf", "")
+    if not hmac.compare_digest(sent.encode(), _csrf().encode()):
+        abort(400, description="the form expired; reload the page and try again")
+
+
+def _throttle() -> deque[float]:
+    failures: dict[str, deque[float]] = current_app.extensions.setdefault("monitor_logins", {})
+    if len(failures) > 10_000:
+        failures.clear()  # bounded memory under a spray of addresses
+    recent = failures.setdefault(request.remote_addr or "-", deque())
+    now = time.monotonic()
+    while recent and now - recent[0] > LOGIN_WINDOW:
+        recent.popleft()
+    return recent
+
+
+@bp.route("/monitor/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Ask for the admin password; on success start a signed session."""
+    expected = _password_hash()
+    error = None
+    if request.method == "POST":
+        _check_csrf()
+        recent = _throttle()
+        if len(recent) >= LOGIN_LIMIT:
+            raise Throttled("too many failed logins; wait a few minutes")
+        if check_password_hash(expected, request.form.get("password", "")):
+            session.clear()
+            session.permanent = True
+            session[SESSION_KEY] = True
+            return redirect(url_for("monitor.page"))
+        recent.append(time.monotonic())
+        error = "wrong password"
+    status = 401 if error else 200
+    return render_template("login.html", csrf=_csrf(), error=error), status
+
+
+@bp.post("/monitor/logout")
+def logout() -> Any:
+    """End the session."""
+    _check_csrf()
+    session.clear()
+    return redirect(url_for("monitor.login"))
+
+
+@bp.get("/monitor")
+def page() -> Any:
+    """Recent calls, failures by IP with a chart, likely lockouts, warnings."""
+    _password_hash()
+    if session.get(SESSION_KEY) is not True:
+        return redirect(url_for("monitor.login"))
+    raw_since = request.args.get("since", "1h")
+    try:
+        span = analytics.parse_span(raw_since)
+    except ValidationError:
+        raw_since, span = "1h", timedelta(hours=1)
+    rt = runtime()
+    until = utcnow()
+    since = until - span
+    report = analytics.report(rt.store, since, until)
+    width, slices = analytics.timeline(report.failures, since, until)
+    return render_template(
+        "monitor.html",
+        report=report,
+        since_text=raw_since,
+        chart=_chart(slices, width, since),
+        calls=analytics.recent_calls(rt.store),
+        csrf=_csrf(),
+        iso=lambda value: value.isoformat(sep=" ", timespec="seconds") if value else "",
+    )
+
+
+def _chart(slices: list[dict[str, int]], width: timedelta, since: Any) -> dict[str, Any]:
+    """Lay out a stacked bar chart of failures per IP as plain numbers for the SVG template."""
+    totals: dict[str, int] = {}
+    for bucket in slices:
+        for ip, n in bucket.items():
+            totals[ip] = totals.get(ip, 0) + n
+    top = sorted(totals, key=lambda ip: -totals[ip])[: len(CHART_COLOURS)]
+    colour = dict(zip(top, CHART_COLOURS, strict=False))
+    plot_w, plot_h, left, bottom = 720, 180, 40, 20
+    peak = max((sum(b.values()) for b in slices), default=0) or 1
+    bar_w = plot_w / len(slices)
+    bars = []
+    for index, bucket in enumerate(slices):
+        y = float(plot_h)
+        start = since + width * index
+        for ip in [*top, "other"]:
+            n = (
+                bucket.get(ip, 0)
+                if ip != "other"
+                else sum(v for k, v in bucket.items() if k not in colour)
+            )
+            if not n:
+                continue
+            h = n / peak * plot_h
+            y -= h
+            bars.append(
+                {
+                    "x": round(left + index * bar_w, 1),
+                    "y": round(y, 1),
+                    "w": round(max(bar_w - 1, 1), 1),
+                    "h": round(h, 1),
+                    "fill": colour.get(ip, OTHER_COLOUR),
+                    "title": f"{start:%H:%M:%S} {ip}: {n}",
+                }
+            )
+    legend = [{"ip": ip, "fill": colour[ip], "count": totals[ip]} for ip in top]
+    if len(totals) > len(top):
+        legend.append(
+            {
+                "ip": "other",
+                "fill": OTHER_COLOUR,
+                "count": sum(n for ip, n in totals.items() if ip not in colour),
+            }
+        )
+    return {
+        "bars": bars,
+        "legend": legend,
+        "peak": peak if totals else 0,
+        "width": left + plot_w + 10,
+        "height": plot_h + bottom,
+        "plot_h": plot_h,
+        "left": left,
+        "plot_w": plot_w,
+    }
