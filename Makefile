@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: run sign test lint typecheck pytest clean
+.PHONY: run sign test lint typecheck pytest clean browser
 
 # (Re)build the virtualenv whenever a requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -36,6 +36,14 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium and chromedriver for the /monitor browser test (skipped without them,
+# unless REQUIRE_BROWSER=1). Needs root or sudo; nothing is downloaded by the test tools.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
