@@ -29,6 +29,7 @@ from routing import AUTH_NOT_RUNNING
 from store import Store, call_events, hangups, signature_rejections
 
 MAX_ROWS = 200_000
+LOCKOUT_HISTORY = timedelta(hours=1)
 _SPAN = re.compile(r"(\d{1,6})([smhd])")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -213,8 +214,11 @@ def _counts(pairs: Iterable[tuple[str | None, datetime]]) -> list[Count]:
 
 def report(store: Store, since: datetime, until: datetime) -> Report:
     """Build the auth-failure report for [since, until) (naive UTC, the store's convention)."""
-    # Read one window earlier so a lockout whose failures straddle `since` is still seen.
-    failures, truncated = load_failures(store, since - lockout.WINDOW, until)
+    # A lockout in force at `since` depends on earlier failures (and on earlier lockouts, whose
+    # refused attempts do not count): replay the rule from LOCKOUT_HISTORY before the window.
+    # Exact whenever an IP paused for 2 minutes within that hour, as any IP but a relentless
+    # attacker does.
+    failures, truncated = load_failures(store, since - LOCKOUT_HISTORY, until)
     inbound = [f for f in failures if f.inbound and f.source_ip]
     lockouts = [
         item
@@ -233,7 +237,11 @@ def report(store: Store, since: datetime, until: datetime) -> Report:
             func.sum(signature_rejections.c["count"]).label("n"),
             func.max(signature_rejections.c.minute).label("last"),
         )
-        .where(signature_rejections.c.minute >= since, signature_rejections.c.minute < until)
+        # Counts are per minute: the minute `since` falls in is included whole.
+        .where(
+            signature_rejections.c.minute >= since.replace(second=0, microsecond=0),
+            signature_rejections.c.minute < until,
+        )
         .group_by(signature_rejections.c.reason)
         .order_by(func.sum(signature_rejections.c["count"]).desc())
     )

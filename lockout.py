@@ -69,7 +69,7 @@ def lockouts(failures: Iterable[tuple[str, datetime]]) -> list[Lockout]:
     """Return every lockout that (ip, time) failed attempts would trigger, oldest first."""
     trackers: dict[str, Tracker] = {}
     found = []
-    for ip, at in sorted(failures, key=lambda item: item[1]):
+    for ip, at in sorted(failures, key=lambda item: (item[1], item[0])):
         tracker = trackers.setdefault(ip, Tracker(ip))
         lockout = tracker.fail(at)
         if lockout is not None:

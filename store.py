@@ -338,8 +338,11 @@ class Store:
                 "hangups": conn.execute(
                     delete(hangups).where(hangups.c.received_at < cutoff)
                 ).rowcount,
+                # A minute's count goes only once the whole minute is past the cutoff.
                 "signature_rejections": conn.execute(
-                    delete(signature_rejections).where(signature_rejections.c.minute < cutoff)
+                    delete(signature_rejections).where(
+                        signature_rejections.c.minute <= cutoff - timedelta(minutes=1)
+                    )
                 ).rowcount,
             }
 
