@@ -34,6 +34,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     text,
@@ -127,6 +128,17 @@ signature_rejections = Table(
     Column("count", Integer(), nullable=False),
     PrimaryKeyConstraint("minute", "route", "reason"),
     Index("ix_signature_rejections_minute", "minute"),
+)
+
+
+# Failed /monitor logins, shared by every worker and instance so the throttle is one limit.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("address", String(64), nullable=False),
+    Column("at", DateTime(), nullable=False),
+    Index("ix_login_failures_address_at", "address", "at"),
 )
 
 
@@ -347,6 +359,26 @@ class Store:
             }
 
         return self._run(purge)
+
+    def login_failures(self, address: str, within: timedelta) -> int:
+        """Count failed monitor logins from `address` in the last `within`."""
+        since = self._clock() - within
+        query = (
+            select(func.count())
+            .select_from(login_failures)
+            .where(login_failures.c.address == address[:64], login_failures.c.at >= since)
+        )
+        return int(self._run(lambda conn: conn.execute(query).scalar_one(), write=False))
+
+    def record_login_failure(self, address: str, keep: timedelta) -> None:
+        """Remember a failed monitor login; forget those older than `keep`."""
+        now = self._clock()
+
+        def write(conn: Connection) -> None:
+            conn.execute(delete(login_failures).where(login_failures.c.at < now - keep))
+            conn.execute(insert(login_failures).values(address=address[:64], at=now))
+
+        self._run(write)
 
     def query(self, statement: Any) -> list[dict[str, Any]]:
         """Run a read-only SELECT built on this module's tables; return rows as dicts."""

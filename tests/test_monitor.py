@@ -281,3 +281,18 @@ def test_unusable_monitoring_settings_refuse_to_start(
     with pytest.raises(ConfigError, match=message) as caught:
         create_app({**app_config, **overrides})
     assert "hunter2hunter2" not in str(caught.value)
+
+
+def test_login_throttle_is_shared_by_every_worker(app_config: dict[str, str]) -> None:
+    """Two apps on one database (two workers or instances) count failed logins together."""
+    config = {**app_config, "MONITOR_PASSWORD_HASH": generate_password_hash(ADMIN_PASSWORD)}
+    workers = [create_app(config), create_app(config)]
+    try:
+        for attempt in range(5):
+            client = workers[attempt % 2].test_client()
+            assert _login(client, "not the password").status_code == 401
+        for worker in workers:
+            assert _login(worker.test_client(), ADMIN_PASSWORD).status_code == 429
+    finally:
+        for worker in workers:
+            worker.extensions["sipguard"].store.dispose()

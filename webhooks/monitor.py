@@ -2,15 +2,14 @@
 
 /monitor shows caller numbers, so it needs the admin password (MONITOR_PASSWORD_HASH, checked
 with werkzeug's hash) and keeps the login in Flask's session cookie, signed with SECRET_KEY.
-Forms carry a per-session CSRF token; failed logins are throttled per client address.
+Forms carry a per-session CSRF token; failed logins are throttled per client address (behind a
+proxy, set TRUSTED_PROXY_COUNT so the address is the client's, not the proxy's).
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import time
-from collections import deque
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +17,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     redirect,
     render_template,
     request,
@@ -37,7 +35,9 @@ bp = Blueprint("monitor", __name__, template_folder="templates")
 
 SESSION_KEY = "monitor_admin"
 CSRF_KEY = "monitor_csrf"
-LOGIN_LIMIT, LOGIN_WINDOW = 5, 300.0  # failed logins per client address per 5 minutes
+# Failed logins per client address per 5 minutes, counted in the store: one limit for every
+# worker and instance.
+LOGIN_LIMIT, LOGIN_WINDOW = 5, timedelta(minutes=5)
 CHART_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 OTHER_COLOUR = "#8c8c8c"
 CSP = (
@@ -116,15 +116,9 @@ def _check_csrf() -> None:
         abort(400, description="the form expired; reload the page and try again")
 
 
-def _throttle() -> deque[float]:
-    failures: dict[str, deque[float]] = current_app.extensions.setdefault("monitor_logins", {})
-    if len(failures) > 10_000:
-        failures.clear()  # bounded memory under a spray of addresses
-    recent = failures.setdefault(request.remote_addr or "-", deque())
-    now = time.monotonic()
-    while recent and now - recent[0] > LOGIN_WINDOW:
-        recent.popleft()
-    return recent
+def _client() -> str:
+    # The peer address, or the client's when TRUSTED_PROXY_COUNT lets ProxyFix set it.
+    return request.remote_addr or "-"
 
 
 @bp.route("/monitor/login", methods=["GET", "POST"])
@@ -134,15 +128,15 @@ def login() -> Any:
     error = None
     if request.method == "POST":
         _check_csrf()
-        recent = _throttle()
-        if len(recent) >= LOGIN_LIMIT:
+        store = runtime().store
+        if store.login_failures(_client(), LOGIN_WINDOW) >= LOGIN_LIMIT:
             raise Throttled("too many failed logins; wait a few minutes")
         if check_password_hash(expected, request.form.get("password", "")):
             session.clear()
             session.permanent = True
             session[SESSION_KEY] = True
             return redirect(url_for("monitor.page"))
-        recent.append(time.monotonic())
+        store.record_login_failure(_client(), keep=LOGIN_WINDOW)
         error = "wrong password"
     status = 401 if error else 200
     return render_template("login.html", csrf=_csrf(), error=error), status
