@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: run sign test lint typecheck pytest clean browser
+.PHONY: run sign test lint typecheck pytest clean browser reliability
 
 # (Re)build the virtualenv whenever a requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -36,6 +36,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The reliability suite: generated abuse in-process, then real gunicorn on real PostgreSQL with a
+# worker killed and the database cut. Prints its figures last. About three minutes.
+reliability: $(STAMP)
+	REQUIRE_POSTGRES=1 $(BIN)/python -m pytest reliability -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Debian's chromium and chromedriver for the /monitor browser test (skipped without them,
 # unless REQUIRE_BROWSER=1). Needs root or sudo; nothing is downloaded by the test tools.
