@@ -19,17 +19,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import signature
-from tests.conftest import CANARIES, DATA, SECRET_KEY, TOKEN
+from tests.conftest import CANARIES, DATA, SECRET_KEY, TOKEN, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS_TOKEN = "reliability-metrics-token-0123"
-
-
-def free_port() -> int:
-    """Return a TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -234,3 +235,22 @@ def inbound(**fields: str) -> dict[str, str]:
     }
     form.update(fields)
     return {k: v for k, v in form.items() if v is not None}
+
+
+def free_port() -> int:
+    """Return a loopback TCP port nothing listens on now (for real servers in tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def metric_total(exposition: str, name: str, **labels: str) -> float:
+    """Sum the samples called `name` whose labels include `labels`, in Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from dotenv import dotenv_values
 
 import signature
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,12 +39,6 @@ def _fresh_copy(target: Path) -> None:
             shutil.copy2(source, destination)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _get(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=2) as response:
         return response.status, response.read()
@@ -55,7 +49,7 @@ def test_make_run_on_a_fresh_copy_answers_healthz_and_signed_calls(tmp_path: Pat
     repo = tmp_path / "repo"
     _fresh_copy(repo)
     assert not (repo / "instance").exists()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "SECRET_KEY"))}
     # Reuse this suite's virtualenv: the install step itself is what CI's `make test` proves.
     venv = Path(sys.executable).parent.parent

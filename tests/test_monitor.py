@@ -8,13 +8,19 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app import create_app
 from errors import ConfigError
 from store import signature_rejections
-from tests.conftest import ALL_CANARIES, TOKEN, SignedPost, inbound, make_signed_post
+from tests.conftest import (
+    ALL_CANARIES,
+    TOKEN,
+    SignedPost,
+    inbound,
+    make_signed_post,
+    metric_total,
+)
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -31,15 +37,6 @@ def monitored(app_config: dict[str, str]) -> Any:
     )
     yield application
     application.extensions["sipguard"].store.dispose()
-
-
-def _samples(body: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def _login(client: Any, password: str = ADMIN_PASSWORD) -> Any:
@@ -100,7 +97,7 @@ def test_metrics_count_callbacks_failures_and_rejections(monitored: Flask) -> No
     after = scrape()
 
     def delta(name: str, **labels: str) -> float:
-        return _samples(after, name, **labels) - _samples(before, name, **labels)
+        return metric_total(after, name, **labels) - metric_total(before, name, **labels)
 
     assert delta("sipguard_callbacks_total", route="hangup", status="200") == 4
     assert delta("sipguard_callbacks_total", route="answer", status="200") == 3

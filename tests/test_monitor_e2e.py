@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,11 +17,18 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.security import generate_password_hash
 
 import signature
-from tests.conftest import ALL_CANARIES, CANARIES, DATA, SECRET_KEY, TOKEN
+from tests.conftest import (
+    ALL_CANARIES,
+    CANARIES,
+    DATA,
+    SECRET_KEY,
+    TOKEN,
+    free_port,
+    metric_total,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -42,16 +48,10 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _gunicorn(tmp_path: Path, workers: int, **extra: str) -> Iterator[Server]:
     """Start `gunicorn 'app:create_app()'` with the repository's config; stop it afterwards."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     metrics_dir = tmp_path / "prometheus"
     env = {k: v for k, v in os.environ.items() if k not in _GUNICORN_VARIABLES}
@@ -168,15 +168,6 @@ def _worker_pids(metrics_dir: Path) -> set[str]:
     return {path.stem.rpartition("_")[2] for path in metrics_dir.glob("counter_*.db")}
 
 
-def _sum(body: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
 @pytest.mark.slow
 def test_metrics_add_up_across_two_gunicorn_workers(tmp_path: Path) -> None:
     """Counters written by two workers are summed by /metrics, which wants its bearer token."""
@@ -211,14 +202,18 @@ def test_metrics_add_up_across_two_gunicorn_workers(tmp_path: Path) -> None:
         )
         assert response.status_code == 200
         body = response.text
-        ok = _sum(body, "sipguard_callbacks_total", route="hangup", status="200")
+        ok = metric_total(body, "sipguard_callbacks_total", route="hangup", status="200")
         assert ok == sent
-        assert _sum(body, "sipguard_callbacks_total", route="hangup", status="403") == forged
-        auth = _sum(body, "sipguard_auth_failures_total", cause="sip_auth_failed", code="4210")
+        assert (
+            metric_total(body, "sipguard_callbacks_total", route="hangup", status="403") == forged
+        )
+        auth = metric_total(
+            body, "sipguard_auth_failures_total", cause="sip_auth_failed", code="4210"
+        )
         assert auth == failures
-        assert _sum(body, "sipguard_auth_failures_total") == failures
-        assert _sum(body, "sipguard_signature_rejections_total") == forged
-        timed = _sum(body, "sipguard_callback_seconds_count", route="hangup")
+        assert metric_total(body, "sipguard_auth_failures_total") == failures
+        assert metric_total(body, "sipguard_signature_rejections_total") == forged
+        timed = metric_total(body, "sipguard_callback_seconds_count", route="hangup")
         assert timed >= sent
         assert timed == sent + forged  # refused callbacks are timed too
         assert TOKEN not in body and METRICS_TOKEN not in body
