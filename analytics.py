@@ -23,6 +23,7 @@ from callbacks import (
     OUTBOUND_AUTH_FAILED_CODE,
     OUTBOUND_AUTH_TIMEOUT_CODE,
     auth_failure_code,
+    whole_number,
 )
 from errors import ValidationError
 from routing import AUTH_NOT_RUNNING
@@ -183,9 +184,8 @@ def load_failures(store: Store, since: datetime, until: datetime) -> tuple[list[
         for row in from_hangups
     ]
     for row in from_dials:
-        raw = (row["dial_hangup_cause"] or "").strip()
         code = auth_failure_code(
-            row["auth_failure"], int(raw) if raw.isdigit() else None, "outbound"
+            row["auth_failure"], whole_number((row["dial_hangup_cause"] or "").strip()), "outbound"
         )
         failures.append(
             Failure(

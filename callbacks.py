@@ -68,12 +68,30 @@ def check_urlencoded(body: bytes) -> None:
             raise ValidationError("body", "is not valid UTF-8") from None
 
 
+MAX_WHOLE_NUMBER = 2**31 - 1  # the store's INTEGER columns
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,10}")
+
+
+def whole_number(text: str | None) -> int | None:
+    """Read ASCII digits as a number that fits the store; None for anything else.
+
+    str.isdigit() is not enough: it accepts "²" or "①", which int() then refuses.
+    """
+    if text is None or not _WHOLE_NUMBER.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_WHOLE_NUMBER else None
+
+
 def _field(form: Mapping[str, str], key: str) -> str | None:
     value = form.get(key)
     if value is None or value == "":
         return None
     if len(value) > MAX_FIELD_LENGTH:
         raise ValidationError(key, f"is longer than {MAX_FIELD_LENGTH} characters")
+    if "\x00" in value:
+        # Plivo never sends one, and PostgreSQL cannot store one in text.
+        raise ValidationError(key, "contains a NUL character")
     return value
 
 
@@ -89,12 +107,7 @@ def _call_uuid(form: Mapping[str, str], key: str = "CallUUID") -> str:
 def _int(form: Mapping[str, str], key: str) -> int | None:
     """Read a whole number leniently: a callback is stored even if one number is garbled."""
     value = _field(form, key)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
+    return whole_number(value.strip()) if value is not None else None
 
 
 def _ip(value: str | None) -> IPAddress | None:
@@ -177,7 +190,7 @@ class DialResult:
     def auth_failure(self) -> str | None:
         """Return sip_auth_failed (4240) or sip_auth_timeout (4250) when the agent leg hit one."""
         cause = (self.dial_hangup_cause or "").strip()
-        return auth_failure(cause, int(cause) if cause.isdigit() else None)
+        return auth_failure(cause, whole_number(cause))
 
     @property
     def answered(self) -> bool:

@@ -79,7 +79,8 @@ class PlivoAPIError(Exception):
         text = f"Plivo API: {where}: {self.error}"
         if self.rate_limited:
             wait = self.retry_after or "a short wait"
-            text += f" (rate limited: retry after {wait}{' s' if wait.isdigit() else ''})"
+            unit = " s" if wait.isascii() and wait.isdigit() else ""
+            text += f" (rate limited: retry after {wait}{unit})"
         if self.api_id:
             text += f" [api_id {self.api_id}]"
         if self.hint:

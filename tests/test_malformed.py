@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 import signature
+from callbacks import whole_number
 from tests.conftest import BASE_URL, TOKEN, SignedPost, inbound
 
 FORM = "application/x-www-form-urlencoded"
@@ -89,7 +90,7 @@ def test_overlong_field_is_a_400_naming_it(signed_post: SignedPost, path: str, f
 
 @pytest.mark.parametrize(
     "value",
-    ["<Hangup/>", "</Response><Dial>", "\x00\x1b[31m", "😀" * 200, "' OR 1=1 --", "a" * 1024],
+    ["<Hangup/>", "</Response><Dial>", "\x1b[31m\x07", "😀" * 200, "' OR 1=1 --", "a" * 1024],
 )
 def test_hostile_values_never_break_the_xml(signed_post: SignedPost, value: str) -> None:
     form = inbound(SIPAuthType="ip_acl", From=value, To=value, SIPAuthUser=value)
@@ -126,3 +127,33 @@ def test_well_formed_unicode_is_accepted(signed_post: SignedPost, app) -> None:
     response = signed_post("/hangup", inbound(CallUUID="uni-1", HangupCauseName="Zürich ☎"))
     assert response.status_code == 200
     assert app.extensions["sipguard"].store.hangup("uni-1")["hangup_cause_name"] == "Zürich ☎"
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("0", 0),
+        ("4210", 4210),
+        ("2147483647", 2147483647),
+        ("2147483648", None),  # past the store's INTEGER
+        ("9" * 20, None),
+        ("²", None),  # str.isdigit() says yes; int() says no
+        ("①", None),
+        ("٤٢١٠", None),  # Arabic-Indic digits: int() reads them, Plivo never sends them
+        (" 1", None),
+        ("-1", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_whole_number_reads_only_ascii_digits_that_fit(
+    text: str | None, number: int | None
+) -> None:
+    assert whole_number(text) == number
+
+
+@pytest.mark.parametrize("route", ["/answer", "/hangup"])
+def test_a_nul_character_is_a_400_naming_the_field(signed_post: SignedPost, route: str) -> None:
+    response = signed_post(route, inbound(From="sip:a\x00b@203.0.113.10"))
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "From: contains a NUL character"}

@@ -14,7 +14,7 @@ import time
 from flask import Response, g
 
 import metrics
-from callbacks import Hangup, auth_failure_code
+from callbacks import Hangup, auth_failure_code, whole_number
 from errors import StoreUnavailable
 from store import CallEvent, Replayed
 from webhooks.context import runtime
@@ -89,8 +89,7 @@ def _observe(status: int) -> None:
             failures.append((hangup.auth_failure, code))
         for event in g.get("events", ()):
             if event.auth_failure is not None:
-                raw = (event.dial_hangup_cause or "").strip()
-                number = int(raw) if raw.isdigit() else None
+                number = whole_number((event.dial_hangup_cause or "").strip())
                 failures.append(
                     (event.auth_failure, auth_failure_code(event.auth_failure, number, "outbound"))
                 )

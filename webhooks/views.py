@@ -17,6 +17,7 @@ from callbacks import (
     Hangup,
     InboundCall,
     check_urlencoded,
+    whole_number,
 )
 from errors import ValidationError
 from handoff import TOKEN_PARAM
@@ -150,9 +151,10 @@ def handoff(group: str) -> Response:
 
 def _attempt(group: AgentGroup) -> int:
     raw = request.args.get("attempt", "")
-    if not raw.isdigit() or int(raw) >= group.attempts():
+    attempt = whole_number(raw)
+    if attempt is None or attempt >= group.attempts():
         raise ValidationError("attempt", f"must be 0-{group.attempts() - 1} for this group")
-    return int(raw)
+    return attempt
 
 
 @bp.post("/dial-action")
