@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -165,6 +166,9 @@ class CallEvent:
     b_leg_uuid: str | None = None
 
 
+_EVENT_FIELDS = tuple(CallEvent.__dataclass_fields__)
+
+
 class Replayed(SignatureError):
     """The nonce was already accepted within its TTL."""
 
@@ -191,6 +195,31 @@ def _hangup_row(hangup: Hangup, received_at: datetime) -> dict[str, Any]:
         "sip_source_ip": hangup.sip_source_ip,
         "auth_failure": hangup.auth_failure,
     }
+
+
+def _event_row(event: CallEvent) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies; the fields are flat, so a plain read is enough.
+    return {name: getattr(event, name) for name in _EVENT_FIELDS}
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The callback writes, built once: SQLAlchemy then only looks their compiled form up."""
+
+    claim: Any
+    event: Any
+    hangup: Any
+
+    @classmethod
+    def build(cls, insert_: Any) -> _Statements:
+        claim = insert_(nonces).values(nonce=bindparam("nonce"), expires_at=bindparam("expires_at"))
+        claim = claim.on_conflict_do_update(
+            index_elements=[nonces.c.nonce],
+            set_={"expires_at": claim.excluded.expires_at},
+            where=nonces.c.expires_at < bindparam("now"),
+        ).returning(nonces.c.nonce)
+        hangup = insert_(hangups).on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
+        return cls(claim=claim, event=insert(call_events), hangup=hangup)
 
 
 def normalise_url(url: str) -> str:
@@ -242,6 +271,7 @@ class Store:
     ) -> None:
         self.url = normalise_url(url)
         self.engine = _engine(self.url)
+        self._statements = _Statements.build(self._insert())
         self._clock = clock
         self._purge_every = purge_every
         self._next_purge = 0.0
@@ -268,28 +298,22 @@ class Store:
         StoreUnavailable when the database fails (nothing is written either).
         """
         now = self._clock()
-        insert_ = self._insert()
+        statements = self._statements
 
         def write(conn: Connection) -> None:
             if nonce is not None:
-                claim = insert_(nonces).values(nonce=nonce, expires_at=now + nonce_ttl)
-                claim = claim.on_conflict_do_update(
-                    index_elements=[nonces.c.nonce],
-                    set_={"expires_at": claim.excluded.expires_at},
-                    where=nonces.c.expires_at < now,
-                ).returning(nonces.c.nonce)
+                claimed = conn.execute(
+                    statements.claim,
+                    {"nonce": nonce, "expires_at": now + nonce_ttl, "now": now},
+                )
                 # A row comes back only when the nonce was new or its TTL had passed.
-                if conn.execute(claim).first() is None:
+                if claimed.first() is None:
                     raise Replayed()
             if events:
-                rows = [{**asdict(e), "received_at": now} for e in events]
-                conn.execute(insert(call_events), rows)
+                rows = [{**_event_row(e), "received_at": now} for e in events]
+                conn.execute(statements.event, rows)
             if hangup is not None:
-                conn.execute(
-                    insert_(hangups)
-                    .values(_hangup_row(hangup, now))
-                    .on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
-                )
+                conn.execute(statements.hangup, _hangup_row(hangup, now))
 
         self._run(write)
         self._maybe_purge()

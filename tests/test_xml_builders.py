@@ -994,3 +994,17 @@ def test_trailing_newline_refused(field: str, build: Callable[[], object]) -> No
 
 def test_dial_with_string_target_raises_validation_error() -> None:
     refused("Dial", lambda: dial([URI]))
+
+
+def test_has_control_is_exactly_unicode_categories_cc_and_cs() -> None:
+    """The fast character class matches unicodedata on every code point."""
+    import unicodedata
+
+    from xml_builders import has_control
+
+    wrong = [
+        hex(point)
+        for point in range(0x110000)
+        if has_control(chr(point)) != (unicodedata.category(chr(point)) in ("Cc", "Cs"))
+    ]
+    assert wrong == []

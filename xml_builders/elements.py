@@ -8,7 +8,6 @@ names are camelCase exactly as Plivo documents them (``sipAuthUsername``, not
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 
 from lxml import etree
@@ -35,12 +34,15 @@ _NUMBER = re.compile(r"^\+?[0-9]{1,20}$")
 _CONFIRM_KEY = re.compile(r"^[0-9*#]$")
 _KEYS = re.compile(r"^[0-9*#]+$")
 _POLLY = re.compile(r"^Polly\.[A-Za-z0-9-]+$")
+# Unicode categories Cc (C0, DEL, C1) and Cs (surrogates), as one character class: a regex scan
+# is an order of magnitude faster than unicodedata.category() per character.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def has_control(value: str) -> bool:
     """Tell whether `value` holds a control character or a lone surrogate."""
     # XML 1.0 cannot carry most C0 controls, and none of them belong in a prompt or a name.
-    return any(unicodedata.category(char) in ("Cc", "Cs") for char in value)
+    return _CONTROL.search(value) is not None
 
 
 def check_text(field: str, value: str, *, max_length: int | None = None) -> str:
