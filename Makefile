@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: run sign test lint typecheck pytest clean browser reliability
+.PHONY: run sign test lint typecheck pytest clean browser reliability bench
 
 # (Re)build the virtualenv whenever a requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -52,3 +52,9 @@ browser:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Throughput and latency of the app against a bare Flask app and the plivo SDK's way, side by
+# side under gunicorn on loopback (about 2 minutes; wrk is installed when missing), plus in-process
+# ratios; see bench/README.md. Needs PostgreSQL on 127.0.0.1:5432 like the suite does.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
