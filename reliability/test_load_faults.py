@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from reliability.servers import METRICS_TOKEN, Instance, Link, get, post_signed, start
 from tests.conftest import ALL_CANARIES, SECRET_KEY, TOKEN, inbound
+from tests.servers import METRICS_TOKEN, Instance, Link, get, post_signed, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

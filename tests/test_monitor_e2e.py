@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,85 +17,28 @@ from werkzeug.security import generate_password_hash
 import signature
 from tests.conftest import (
     ALL_CANARIES,
-    CANARIES,
-    DATA,
     SECRET_KEY,
     TOKEN,
     free_port,
     metric_total,
 )
+from tests.servers import Instance, start
 
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 METRICS_TOKEN = "e2e-metrics-token-0123456789abcdef"
 ADMIN_PASSWORD = "e2e admin password, correct horse"
 ATTACKER_IP = "203.0.113.66"
-# Variables of the developer's shell that would change how gunicorn starts.
-_GUNICORN_VARIABLES = ("BIND", "PORT", "WEB_CONCURRENCY", "METRICS_BIND", "GUNICORN_CMD_ARGS")
-
-
-@dataclass(frozen=True)
-class Server:
-    """A running gunicorn: where it answers and where its Prometheus files are."""
-
-    base: str
-    metrics_dir: Path
-    log: Path
 
 
 @contextmanager
-def _gunicorn(tmp_path: Path, workers: int, **extra: str) -> Iterator[Server]:
-    """Start `gunicorn 'app:create_app()'` with the repository's config; stop it afterwards."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    metrics_dir = tmp_path / "prometheus"
-    env = {k: v for k, v in os.environ.items() if k not in _GUNICORN_VARIABLES}
-    env.update(
-        {
-            "WEB_CONCURRENCY": str(workers),
-            "BIND": f"127.0.0.1:{port}",
-            "PUBLIC_BASE_URL": base,
-            "PLIVO_AUTH_TOKEN": TOKEN,
-            "SECRET_KEY": SECRET_KEY,
-            "VOICE_CONFIG": str(DATA / "voice.toml"),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'sipguard.db'}",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            **CANARIES,
-            **extra,
-        }
-    )
-    log_path = tmp_path / "gunicorn.log"
-    log = log_path.open("wb")
-    # Run from tmp_path (with the repository on the path) so no developer .env is read.
-    process = subprocess.Popen(
-        [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "--pythonpath", str(ROOT)]
-        + ["app:create_app()"],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+def _gunicorn(tmp_path: Path, workers: int, **extra: str) -> Iterator[Instance]:
+    """Start the app under gunicorn on SQLite in tmp_path; stop it afterwards."""
+    instance = start(
+        f"sqlite:///{tmp_path / 'sipguard.db'}", tmp_path / "gunicorn.log", workers=workers, **extra
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"gunicorn did not answer:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield Server(base, metrics_dir, log_path)
+        yield instance
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+        instance.stop()
 
 
 def _hangup_form(**fields: str) -> dict[str, str]:
@@ -307,3 +245,20 @@ def test_monitor_page_in_a_real_browser(tmp_path: Path) -> None:
                 assert secret not in page
         finally:
             driver.quit()
+
+
+@pytest.mark.slow
+def test_metrics_bind_serves_every_workers_counters_on_an_internal_port(tmp_path: Path) -> None:
+    """With METRICS_BIND, gunicorn's master serves the summed metrics there, no token needed;
+    the public /metrics stays closed when no METRICS_TOKEN is set."""
+    metrics_port = free_port()
+    with _gunicorn(
+        tmp_path, workers=2, METRICS_BIND=f"127.0.0.1:{metrics_port}", METRICS_TOKEN=""
+    ) as server:
+        jobs = [(_hangup_form(), False) for _ in range(20)]
+        assert _send(server.base, jobs) == [200] * 20
+        internal = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert internal.status_code == 200
+        counted = metric_total(internal.text, "sipguard_callbacks_total", route="hangup")
+        assert counted == 20
+        assert requests.get(f"{server.base}/metrics", timeout=5).status_code == 404

@@ -1,5 +1,5 @@
-"""Real processes for the reliability suite: gunicorn instances, a breakable database link, and
-a signing HTTP client that behaves like Plivo's retries. Loopback only."""
+"""Real processes for the end-to-end and reliability suites: gunicorn instances of the app, a
+breakable link to PostgreSQL, and a small signing HTTP client. Loopback only."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class Instance:
 
     port: int
     log: Path
+    metrics_dir: Path
     process: subprocess.Popen[bytes]
 
     @property
@@ -57,8 +58,13 @@ class Instance:
 
 
 def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> Instance:
-    """Start `gunicorn 'app:create_app()'` with the suite's settings and wait for /healthz."""
+    """Start `gunicorn 'app:create_app()'` with the suites' settings and wait for /healthz.
+
+    It runs in the log's directory with the repository on its path, and an environment built
+    from scratch: neither a developer's shell nor a .env file changes what the tests see.
+    """
     port = free_port()
+    metrics_dir = log.with_suffix(".metrics")
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PLIVO_AUTH_TOKEN": TOKEN,
@@ -69,21 +75,22 @@ def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> In
         "METRICS_TOKEN": METRICS_TOKEN,
         "BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": str(workers),
-        "PROMETHEUS_MULTIPROC_DIR": str(log.with_suffix(".metrics")),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         **CANARIES,
         **extra,
     }
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     handle = log.open("wb")
     process = subprocess.Popen(
-        [gunicorn, "-c", "gunicorn.conf.py", "app:create_app()"],
-        cwd=ROOT,
+        [gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), "--pythonpath", str(ROOT)]
+        + ["app:create_app()"],
+        cwd=log.parent,
         env=env,
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    instance = Instance(port, log, process)
+    instance = Instance(port, log, metrics_dir, process)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
