@@ -99,6 +99,7 @@ class Report:
     rejections: list[Count]
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings other than lockouts
 
     def active_lockouts(self) -> list[lockout.Lockout]:
         """Return the lockouts still in force at the end of the window."""
@@ -258,17 +259,27 @@ def report(store: Store, since: datetime, until: datetime) -> Report:
         truncated=truncated,
     )
     result.warnings = warnings(result)
+    result.notes = notes(result)
     return result
 
 
 def warnings(result: Report) -> list[str]:
     """Say in words what the numbers suggest is misconfigured or under attack."""
+    return lockout_warnings(result) + notes(result)
+
+
+def lockout_warnings(result: Report) -> list[str]:
+    """One warning per source IP Plivo has probably locked out now."""
+    return [
+        f"{item.ip} is probably locked out by Plivo until {_iso(item.until)} "
+        f"({item.failures} failed attempts within 60 s): all its calls get 403"
+        for item in result.active_lockouts()
+    ]
+
+
+def notes(result: Report) -> list[str]:
+    """The warnings other than lockouts (for views that list lockouts on their own)."""
     found = []
-    for item in result.active_lockouts():
-        found.append(
-            f"{item.ip} is probably locked out by Plivo until {_iso(item.until)} "
-            f"({item.failures} failed attempts within 60 s): all its calls get 403"
-        )
     if result.not_running.count:
         count = result.not_running.count
         found.append(f"{count} SIP call(s) arrived without SIPAuthType. {AUTH_NOT_RUNNING}")
@@ -313,3 +324,9 @@ def timeline(
 def recent_calls(store: Store, limit: int = 50) -> list[dict[str, Any]]:
     """Return the latest routing decisions, newest first."""
     return store.query(select(call_events).order_by(call_events.c.id.desc()).limit(limit))
+
+
+def recent_hangups(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    """Return the latest call ends, newest first (inbound auth failures exist only here)."""
+    query = select(hangups).order_by(hangups.c.received_at.desc(), hangups.c.call_uuid)
+    return store.query(query.limit(limit))

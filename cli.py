@@ -106,7 +106,7 @@ def auth_failures(span: str, as_json: bool) -> None:
         click.echo("  (none)")
     not_running = data["auth_not_running"]
     click.echo(f"\nSIP calls without SIPAuthType (auth not running): {not_running['count']}")
-    for text in data["warnings"]:
+    for text in result.notes:  # lockouts are listed above
         click.echo(f"warning: {text}")
 
 

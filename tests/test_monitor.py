@@ -185,6 +185,8 @@ def test_page_after_login_shows_calls_lockouts_and_no_secrets(
     assert "seen-call" in text
     assert 'class="lock"' in text and "203.0.113.66 locked out until" in text
     assert "arrived without SIPAuthType" in text
+    assert "is probably locked out" not in text  # listed once, under lockouts, not as a warning
+    assert "brute-3" in text and 'class="failed"' in text  # the failed calls' hangups
     assert text.count('class="bar"') >= 1
     assert page.headers["Cache-Control"] == "no-store"
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]

@@ -172,6 +172,7 @@ def page() -> Any:
         since_text=raw_since,
         chart=_chart(slices, width, since),
         calls=analytics.recent_calls(rt.store),
+        hangups=analytics.recent_hangups(rt.store),
         csrf=_csrf(),
         iso=lambda value: value.isoformat(sep=" ", timespec="seconds") if value else "",
     )
