@@ -62,6 +62,29 @@ def our_dial() -> bytes:
     )
 
 
+def bare_lxml_dial() -> bytes:
+    """The same <Dial> with lxml and no checks at all: the ceiling for any lxml builder."""
+    root = etree.Element("Response")
+    dial_element = etree.SubElement(
+        root,
+        "Dial",
+        action=workload.DIAL_ACTION,
+        method="POST",
+        timeout=str(workload.DIAL_TIMEOUT),
+        callerId=workload.DIAL_CALLER_ID,
+        callerName=workload.DIAL_CALLER_NAME,
+        redirect="true",
+    )
+    element = etree.SubElement(
+        dial_element,
+        "User",
+        sipAuthUsername=workload.AGENT_USERNAME,
+        sipAuthPassword=workload.AGENT_PASSWORD,
+    )
+    element.text = workload.AGENT_URI
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
 def tree(document: bytes) -> Any:
     """Return a comparable form of an XML document: tags, attributes, texts, in order."""
 
@@ -71,15 +94,18 @@ def tree(document: bytes) -> Any:
     return walk(etree.fromstring(document))
 
 
-def xml() -> tuple[Comparison, Comparison, bool]:
-    """Compare building + serialising the <Dial>: compact and pretty SDK output."""
-    same = tree(our_dial()) == tree(build_dial().encode())
+def xml() -> tuple[Comparison, Comparison, Comparison, bool]:
+    """Compare building + serialising the <Dial>: compact and pretty SDK output, and the
+    ceiling (bare lxml, no checks) against the same SDK output."""
+    same = tree(our_dial()) == tree(build_dial().encode()) == tree(bare_lxml_dial())
     ours = per_call_us(our_dial)
-    compact = Comparison("XML build+serialise", ours, per_call_us(build_dial))
+    sdk = per_call_us(build_dial)
+    compact = Comparison("XML build+serialise", ours, sdk)
     pretty = Comparison(
         "XML vs to_string() pretty", ours, per_call_us(lambda: build_dial(pretty=True))
     )
-    return compact, pretty, same
+    ceiling = Comparison("XML ceiling: bare lxml", per_call_us(bare_lxml_dial), sdk)
+    return compact, pretty, ceiling, same
 
 
 def verify() -> Comparison:
