@@ -13,10 +13,11 @@ limit/offset on the SipAuth lists (the other Plivo lists page that way, 20 per p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import plivo
 import requests
@@ -100,10 +101,17 @@ RESOURCES: Mapping[str, Resource] = {
 }
 
 
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
 def _segment(name: str, value: str) -> str:
-    """Quote one path segment; an id that needs quoting is refused rather than sent."""
-    if not isinstance(value, str) or not value or quote(value, safe="") != value:
-        raise ValidationError(name, "must be an id of letters, digits, '-', '_', '.' or '~'")
+    """Check one path segment: an id of letters, digits, '-' and '_' only.
+
+    Anything else is refused rather than sent: "." or ".." would be resolved by the HTTP
+    client into another resource (the ACL instead of its entry, the account instead of a call).
+    """
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValidationError(name, "must be an id of letters, digits, '-' and '_'")
     return value
 
 
@@ -167,17 +175,31 @@ class PlivoAPI:
     def _pages(self, kind: str, parents: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         path = self._path(kind, parents)
         offset = 0
+        seen: set[object] = set()
         for _ in range(MAX_PAGES):
             page = self._request("GET", path, params={"limit": PAGE_SIZE, "offset": offset})
             objects = page.get("objects")
             if not isinstance(objects, list):
                 raise PlivoAPIError(200, "list answer has no 'objects' array")
-            yield from (self._ours(kind, obj) for obj in objects if isinstance(obj, dict))
+            fresh = 0
+            for obj in objects:
+                if not isinstance(obj, dict):
+                    continue
+                item = self._ours(kind, obj)
+                key = item.get("uuid")
+                if key is not None and key in seen:
+                    continue  # a server that ignores `offset` must not double the count
+                seen.add(key)
+                fresh += 1
+                yield item
+            if objects and not fresh:
+                return  # the same page again: `offset` is being ignored
             offset += len(objects)
             meta = page.get("meta")
             meta = meta if isinstance(meta, dict) else {}
             total = meta.get("total_count")
-            done = not objects or (meta.get("next") is None and "next" in meta)
+            # A short page is the last one, whatever `meta` says (or if it is missing).
+            done = len(objects) < PAGE_SIZE or (meta.get("next") is None and "next" in meta)
             if done or (isinstance(total, int) and offset >= total):
                 return
 

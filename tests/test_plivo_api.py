@@ -95,7 +95,7 @@ def test_passwords_never_come_back_from_a_response(api: PlivoAPI, rsps) -> None:
     assert "password" not in api.get("credential", "c-1")
 
 
-@pytest.mark.parametrize("bad", ["", "../Account", "a/b", "a b", "a?x=1", "é"])
+@pytest.mark.parametrize("bad", ["", ".", "..", "../Account", "a/b", "a b", "a?x=1", "é", "a.b"])
 def test_ids_that_would_change_the_path_are_refused_before_any_request(
     api: PlivoAPI, rsps, bad: str
 ) -> None:
@@ -217,3 +217,17 @@ def test_base_url_is_configurable_for_the_sandbox(rsps) -> None:
 def test_unusable_settings_are_config_errors(auth_id: str, base_url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         PlivoAPI(auth_id, TOKEN, base_url=base_url)
+
+
+def test_a_short_page_without_meta_is_the_last(api: PlivoAPI, rsps) -> None:
+    rsps.get(API + "SipAuth/IpAccessControlList/", json={"objects": [{"ip_acl_uuid": "a-1"}]})
+    assert [item["uuid"] for item in api.list("acl")] == ["a-1"]
+    assert len(rsps.calls) == 1
+
+
+def test_a_server_ignoring_offset_neither_loops_nor_doubles(api: PlivoAPI, rsps) -> None:
+    full = {"objects": [{"ip_acl_uuid": f"a-{i}"} for i in range(PAGE_SIZE)]}
+    rsps.get(API + "SipAuth/IpAccessControlList/", json=full)
+    found = api.list("acl")
+    assert len(found) == PAGE_SIZE
+    assert len(rsps.calls) == 2  # the repeated page ends the listing
