@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -140,6 +141,15 @@ login_failures = Table(
     Column("address", String(64), nullable=False),
     Column("at", DateTime(), nullable=False),
     Index("ix_login_failures_address_at", "address", "at"),
+)
+
+
+# Monitor logins, server-side: logging out (or expiry) ends a session even for a copied cookie.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", DateTime(), nullable=False, index=True),
 )
 
 
@@ -384,18 +394,16 @@ class Store:
 
         return self._run(purge)
 
-    def login_failures(self, address: str, within: timedelta) -> int:
-        """Count failed monitor logins from `address` in the last `within`."""
+    def login_failures(self, address: str | None, within: timedelta) -> int:
+        """Count failed monitor logins from `address` (or from anywhere) in the last `within`."""
         since = self._clock() - within
-        query = (
-            select(func.count())
-            .select_from(login_failures)
-            .where(login_failures.c.address == address[:64], login_failures.c.at >= since)
-        )
+        query = select(func.count()).select_from(login_failures).where(login_failures.c.at >= since)
+        if address is not None:
+            query = query.where(login_failures.c.address == address[:64])
         return int(self._run(lambda conn: conn.execute(query).scalar_one(), write=False))
 
     def record_login_failure(self, address: str, keep: timedelta) -> None:
-        """Remember a failed monitor login; forget those older than `keep`."""
+        """Remember a monitor login attempt as failed; forget those older than `keep`."""
         now = self._clock()
 
         def write(conn: Connection) -> None:
@@ -403,6 +411,36 @@ class Store:
             conn.execute(insert(login_failures).values(address=address[:64], at=now))
 
         self._run(write)
+
+    def forget_login_failures(self, address: str) -> None:
+        """Clear `address`'s failed attempts after it logged in."""
+        statement = delete(login_failures).where(login_failures.c.address == address[:64])
+        self._run(lambda conn: conn.execute(statement))
+
+    def open_admin_session(self, max_age: timedelta) -> str:
+        """Start a monitor session; return its random id (expired ones are dropped)."""
+        now = self._clock()
+        session_id = secrets.token_urlsafe(32)
+
+        def write(conn: Connection) -> None:
+            conn.execute(delete(admin_sessions).where(admin_sessions.c.created_at < now - max_age))
+            conn.execute(insert(admin_sessions).values(id=session_id, created_at=now))
+
+        self._run(write)
+        return session_id
+
+    def admin_session_valid(self, session_id: str, max_age: timedelta) -> bool:
+        """Tell whether a monitor session exists and is younger than `max_age`."""
+        query = select(admin_sessions.c.id).where(
+            admin_sessions.c.id == session_id[:64],
+            admin_sessions.c.created_at >= self._clock() - max_age,
+        )
+        return self._run(lambda conn: conn.execute(query).first() is not None, write=False)
+
+    def close_admin_session(self, session_id: str) -> None:
+        """End a monitor session for good (a copied cookie stops working too)."""
+        statement = delete(admin_sessions).where(admin_sessions.c.id == session_id[:64])
+        self._run(lambda conn: conn.execute(statement))
 
     def query(self, statement: Any) -> list[dict[str, Any]]:
         """Run a read-only SELECT built on this module's tables; return rows as dicts."""

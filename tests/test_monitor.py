@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app import create_app
 from errors import ConfigError
-from store import signature_rejections
+from store import admin_sessions, signature_rejections
 from tests.conftest import (
     ALL_CANARIES,
     TOKEN,
@@ -21,6 +24,7 @@ from tests.conftest import (
     make_signed_post,
     metric_total,
 )
+from webhooks.monitor import LOGIN_LIMIT_ALL
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -295,3 +299,108 @@ def test_login_throttle_is_shared_by_every_worker(app_config: dict[str, str]) ->
     finally:
         for worker in workers:
             worker.extensions["sipguard"].store.dispose()
+
+
+# -- sessions and throttle, after review ---------------------------------------------------------
+
+
+def _page_status(client: Any) -> int:
+    return int(client.get("/monitor").status_code)
+
+
+def test_logout_ends_the_session_even_for_a_copied_cookie(monitored: Flask) -> None:
+    client = monitored.test_client()
+    assert _login(client).status_code == 302
+    stolen = client.get_cookie("sipguard_session")
+    assert stolen is not None
+    page = client.get("/monitor").get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    client.post("/monitor/logout", data={"csrf": csrf.group(1)})
+    thief = monitored.test_client()
+    thief.set_cookie("sipguard_session", stolen.value)
+    assert _page_status(thief) == 302
+
+
+def test_sessions_end_after_eight_hours_whatever_the_activity(monitored: Flask) -> None:
+    client = monitored.test_client()
+    _login(client)
+    assert _page_status(client) == 200
+    store = monitored.extensions["sipguard"].store
+    with store.engine.begin() as conn:
+        conn.execute(
+            admin_sessions.update().values(
+                created_at=admin_sessions.c.created_at - timedelta(hours=8, seconds=1)
+            )
+        )
+    assert _page_status(client) == 302
+
+
+def test_a_new_password_hash_ends_every_session(
+    monitored: Flask, app_config: dict[str, str]
+) -> None:
+    client = monitored.test_client()
+    _login(client)
+    cookie = client.get_cookie("sipguard_session")
+    assert cookie is not None
+    rotated = create_app(
+        {**app_config, "MONITOR_PASSWORD_HASH": generate_password_hash("a brand new password")}
+    )
+    try:
+        other = rotated.test_client()
+        other.set_cookie("sipguard_session", cookie.value)
+        assert _page_status(other) == 302
+    finally:
+        rotated.extensions["sipguard"].store.dispose()
+
+
+def test_failed_logins_from_one_ipv6_64_count_together(monitored: Flask) -> None:
+    for host in range(1, 6):
+        client = monitored.test_client()
+        client.environ_base["REMOTE_ADDR"] = f"2001:db8:1:2::{host:x}"
+        assert _login(client, "not the password").status_code == 401
+    neighbour = monitored.test_client()
+    neighbour.environ_base["REMOTE_ADDR"] = "2001:db8:1:2:ffff::9"
+    assert _login(neighbour, "not the password").status_code == 429
+    elsewhere = monitored.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "2001:db8:1:3::1"
+    assert _login(elsewhere, "not the password").status_code == 401
+
+
+def test_failed_logins_from_everywhere_have_a_ceiling(monitored: Flask) -> None:
+    for host in range(LOGIN_LIMIT_ALL):
+        client = monitored.test_client()
+        client.environ_base["REMOTE_ADDR"] = f"198.51.100.{host}"
+        assert _login(client, "not the password").status_code == 401
+    late = monitored.test_client()
+    late.environ_base["REMOTE_ADDR"] = "203.0.113.200"
+    assert _login(late, ADMIN_PASSWORD).status_code == 429
+
+
+def test_a_window_past_the_limit_falls_back_and_the_report_refuses_it(
+    monitored: Flask, runner
+) -> None:
+    client = monitored.test_client()
+    _login(client)
+    assert client.get("/monitor?since=999999d").status_code == 200
+    result = runner.invoke(args=["report", "auth-failures", "--since", "999999d"])
+    assert result.exit_code == 2
+    assert "at most 366 days" in result.output
+
+
+def test_gunicorn_start_clears_only_metric_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "counter_123.db").write_bytes(b"x")
+    (shared / "sipguard.sqlite").write_bytes(b"keep me")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
+    spec = importlib.util.spec_from_file_location(
+        "gunicorn_conf", Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+    )
+    assert spec is not None and spec.loader is not None
+    config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config)
+    config.on_starting(None)
+    assert sorted(p.name for p in shared.iterdir()) == ["sipguard.sqlite"]

@@ -2,13 +2,17 @@
 
 /monitor shows caller numbers, so it needs the admin password (MONITOR_PASSWORD_HASH, checked
 with werkzeug's hash) and keeps the login in Flask's session cookie, signed with SECRET_KEY.
-Forms carry a per-session CSRF token; failed logins are throttled per client address (behind a
-proxy, set TRUSTED_PROXY_COUNT so the address is the client's, not the proxy's).
+Sessions live in the store as well (logging out ends a copied cookie too; 8 h from login at most;
+a new MONITOR_PASSWORD_HASH ends them all). Forms carry a per-session CSRF token; failed logins
+are throttled per client address (an IPv6 client's /64) and in total (behind a proxy, set
+TRUSTED_PROXY_COUNT so the address is the client's, not the proxy's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -33,11 +37,14 @@ from webhooks.context import runtime
 
 bp = Blueprint("monitor", __name__, template_folder="templates")
 
-SESSION_KEY = "monitor_admin"
+SESSION_KEY = "monitor_session"
+FINGERPRINT_KEY = "monitor_fingerprint"
+SESSION_MAX_AGE = timedelta(hours=8)  # from login, not renewed by activity
 CSRF_KEY = "monitor_csrf"
 # Failed logins per client address per 5 minutes, counted in the store: one limit for every
 # worker and instance.
 LOGIN_LIMIT, LOGIN_WINDOW = 5, timedelta(minutes=5)
+LOGIN_LIMIT_ALL = 50  # from every address together: a spread-out guesser is throttled too
 CHART_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 OTHER_COLOUR = "#8c8c8c"
 CSP = (
@@ -117,26 +124,57 @@ def _check_csrf() -> None:
 
 
 def _client() -> str:
-    # The peer address, or the client's when TRUSTED_PROXY_COUNT lets ProxyFix set it.
-    return request.remote_addr or "-"
+    """The throttle's key: the client address, an IPv6 client's whole /64.
+
+    The peer address, or the client's when TRUSTED_PROXY_COUNT lets ProxyFix set it.
+    """
+    raw = request.remote_addr or "-"
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return raw
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _fingerprint(password_hash: str) -> str:
+    """Tie a session to the configured hash: changing MONITOR_PASSWORD_HASH ends every session."""
+    key = runtime().settings.secret_key.encode()
+    return hmac.new(key, password_hash.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _signed_in(expected: str) -> bool:
+    session_id, fingerprint = session.get(SESSION_KEY), session.get(FINGERPRINT_KEY)
+    if not isinstance(session_id, str) or not isinstance(fingerprint, str):
+        return False
+    if not hmac.compare_digest(fingerprint, _fingerprint(expected)):
+        return False
+    return runtime().store.admin_session_valid(session_id, SESSION_MAX_AGE)
 
 
 @bp.route("/monitor/login", methods=["GET", "POST"])
 def login() -> Any:
-    """Ask for the admin password; on success start a signed session."""
+    """Ask for the admin password; on success start a session (server-side, 8 h at most)."""
     expected = _password_hash()
     error = None
     if request.method == "POST":
         _check_csrf()
-        store = runtime().store
-        if store.login_failures(_client(), LOGIN_WINDOW) >= LOGIN_LIMIT:
+        store, client = runtime().store, _client()
+        if (
+            store.login_failures(client, LOGIN_WINDOW) >= LOGIN_LIMIT
+            or store.login_failures(None, LOGIN_WINDOW) >= LOGIN_LIMIT_ALL
+        ):
             raise Throttled("too many failed logins; wait a few minutes")
+        # Counted before the check, so parallel guesses cannot slip past the limit.
+        store.record_login_failure(client, keep=LOGIN_WINDOW)
         if check_password_hash(expected, request.form.get("password", "")):
+            store.forget_login_failures(client)
             session.clear()
             session.permanent = True
-            session[SESSION_KEY] = True
+            session[SESSION_KEY] = store.open_admin_session(SESSION_MAX_AGE)
+            session[FINGERPRINT_KEY] = _fingerprint(expected)
             return redirect(url_for("monitor.page"))
-        store.record_login_failure(_client(), keep=LOGIN_WINDOW)
         error = "wrong password"
     status = 401 if error else 200
     return render_template("login.html", csrf=_csrf(), error=error), status
@@ -144,8 +182,11 @@ def login() -> Any:
 
 @bp.post("/monitor/logout")
 def logout() -> Any:
-    """End the session."""
+    """End the session, on the server too."""
     _check_csrf()
+    session_id = session.get(SESSION_KEY)
+    if isinstance(session_id, str):
+        runtime().store.close_admin_session(session_id)
     session.clear()
     return redirect(url_for("monitor.login"))
 
@@ -153,8 +194,7 @@ def logout() -> Any:
 @bp.get("/monitor")
 def page() -> Any:
     """Recent calls, failures by IP with a chart, likely lockouts, warnings."""
-    _password_hash()
-    if session.get(SESSION_KEY) is not True:
+    if not _signed_in(_password_hash()):
         return redirect(url_for("monitor.login"))
     raw_since = request.args.get("since", "1h")
     try:
