@@ -31,6 +31,7 @@ from store import Store, call_events, hangups, signature_rejections
 
 MAX_ROWS = 200_000
 LOCKOUT_HISTORY = timedelta(hours=1)
+MAX_SPAN = timedelta(days=366)
 _SPAN = re.compile(r"(\d{1,6})([smhd])")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -40,7 +41,10 @@ def parse_span(text: str) -> timedelta:
     match = _SPAN.fullmatch(text.strip().lower()) if isinstance(text, str) else None
     if match is None or int(match.group(1)) == 0:
         raise ValidationError("since", "must be a positive number with s, m, h or d (e.g. 1h)")
-    return timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
+    span = timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
+    if span > MAX_SPAN:
+        raise ValidationError("since", f"must be at most {MAX_SPAN.days} days")
+    return span
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def load_failures(store: Store, since: datetime, until: datetime) -> tuple[list[
         )
         .where(hangups.c.auth_failure.is_not(None))
         .where(hangups.c.received_at >= since, hangups.c.received_at < until)
-        .order_by(hangups.c.received_at)
+        .order_by(hangups.c.received_at.desc())  # when there are too many, keep the newest
         .limit(MAX_ROWS + 1)
     )
     from_dials = store.query(
@@ -170,7 +174,7 @@ def load_failures(store: Store, since: datetime, until: datetime) -> tuple[list[
         )
         .where(call_events.c.auth_failure.is_not(None))
         .where(call_events.c.received_at >= since, call_events.c.received_at < until)
-        .order_by(call_events.c.received_at)
+        .order_by(call_events.c.received_at.desc())
         .limit(MAX_ROWS + 1)
     )
     failures = [
@@ -199,6 +203,8 @@ def load_failures(store: Store, since: datetime, until: datetime) -> tuple[list[
         )
     truncated = len(from_hangups) > MAX_ROWS or len(from_dials) > MAX_ROWS
     failures.sort(key=lambda item: item.at)
+    if truncated:
+        failures = failures[-MAX_ROWS:]
     return failures, truncated
 
 

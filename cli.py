@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 import uuid
 from datetime import timedelta
 
@@ -113,7 +112,7 @@ def auth_failures(span: str, as_json: bool) -> None:
 @monitor.command("hash-password")
 def hash_password() -> None:
     """Read a password from stdin and print the MONITOR_PASSWORD_HASH value for it."""
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = plivo_cli.read_secret_line("Monitor password: ")
     if len(password) < MIN_MONITOR_PASSWORD:
         raise click.BadParameter(f"use at least {MIN_MONITOR_PASSWORD} characters")
     click.echo(generate_password_hash(password))

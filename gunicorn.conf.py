@@ -24,10 +24,13 @@ _METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
 def on_starting(server: Any) -> None:
-    """Start from empty metric files: samples of a previous run must not be added in."""
-    if _METRICS_DIR.exists():
-        shutil.rmtree(_METRICS_DIR)
-    _METRICS_DIR.mkdir(parents=True)
+    """Start from empty metric files: samples of a previous run must not be added in.
+
+    Only prometheus-client's own *.db files go: the directory may be one the operator shares.
+    """
+    _METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in _METRICS_DIR.glob("*.db"):
+        stale.unlink()
 
 
 def when_ready(server: Any) -> None:

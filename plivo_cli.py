@@ -8,6 +8,7 @@ Exit codes, for scripts:
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import os
 import sys
@@ -198,7 +199,7 @@ def read_password(
     if generate:
         return generate_password(), True
     if password_stdin:
-        return sys.stdin.readline().rstrip("\r\n"), False
+        return read_secret_line("Password: "), False
     if password_env is not None:
         value = os.environ.get(password_env)
         if value is None:
@@ -212,6 +213,13 @@ def read_password(
             raise click.BadParameter(f"cannot read {password_file}: {reason}") from None
         return (lines[0] if lines else ""), False
     return None, False
+
+
+def read_secret_line(prompt: str) -> str:
+    """Read one line from stdin; at a terminal, without echoing it."""
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 def _required(password: str | None) -> str:
@@ -405,6 +413,7 @@ def assign(
 @click.option("--allow", multiple=True, metavar="CIDR", help="Trusted address or range; repeat.")
 @click.option("--credential-user", metavar="NAME", help="SIP username callers authenticate as.")
 @click.option("--acl-name", help="IP ACL to create or reuse (default sipguard-APP_ID).")
+@click.option("--prune", is_flag=True, help="Remove entries of a reused ACL not in --allow.")
 @password_options(generate=True)
 @reports
 def setup(
@@ -413,6 +422,7 @@ def setup(
     allow: tuple[str, ...],
     credential_user: str | None,
     acl_name: str | None,
+    prune: bool,
     **source: Any,
 ) -> tuple[Any, Callable[[], None]]:
     """Create or reuse the IP ACL, entries and credential MODE needs, and assign them."""
@@ -424,6 +434,7 @@ def setup(
         credential_user=credential_user,
         password=password,
         acl_name=acl_name,
+        prune=prune,
     )
     data = _with_generated(_setup_data(report), generated, password)
     return data, _lines(*_setup_lines(report), *_generated_note(generated, password))
@@ -438,6 +449,8 @@ def _setup_data(report: SetupReport) -> dict[str, Any]:
         "ip_acl_created": report.acl_created,
         "entries_added": report.entries_added,
         "entries_kept": report.entries_kept,
+        "entries_extra": report.entries_extra,
+        "entries_removed": report.entries_removed,
         "credential": report.credential if report.credential else None,
         "credential_action": report.credential_action,
     }
@@ -452,6 +465,10 @@ def _setup_lines(report: SetupReport) -> list[str]:
             lines.append(f"  allow     {cidr}: added")
         for cidr in report.entries_kept:
             lines.append(f"  allow     {cidr}: already present")
+        for cidr in report.entries_removed:
+            lines.append(f"  allow     {cidr}: removed (--prune)")
+        for cidr in report.entries_extra:
+            lines.append(f"  allow     {cidr}: in the ACL but not in --allow (--prune removes it)")
     if report.credential is not None:
         lines.append(
             f"credential  {report.credential.get('username')} "

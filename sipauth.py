@@ -206,6 +206,8 @@ class SetupReport:
     acl_created: bool = False
     entries_added: list[str] = field(default_factory=list)
     entries_kept: list[str] = field(default_factory=list)
+    entries_extra: list[str] = field(default_factory=list)  # in the ACL, not asked for
+    entries_removed: list[str] = field(default_factory=list)  # extra ones removed by prune
     credential: dict[str, Any] | None = None
     credential_action: str | None = None  # "created", "password updated" or "kept"
 
@@ -313,11 +315,13 @@ class SipAuth:
         credential_user: str | None = None,
         password: Password | None = None,
         acl_name: str | None = None,
+        prune: bool = False,
     ) -> SetupReport:
         """Create or reuse the ACL, entries and credential `mode` needs, then assign them.
 
         Everything is checked (limits, quotas, a password for a new credential) before the
-        first change is sent, so a refused setup leaves the account as it was.
+        first change is sent, so a refused setup leaves the account as it was. Entries of a
+        reused ACL that `allow` does not name are reported, and removed with `prune`.
         """
         if mode not in AUTH_TYPES:
             raise ValidationError("mode", f"must be one of {', '.join(AUTH_TYPES)}")
@@ -338,7 +342,7 @@ class SipAuth:
         name = check_acl_name(acl_name or f"sipguard-{app_id}")
 
         # Plan: read what exists, check every quota, then write.
-        acl, missing = None, list(_unique(entries))
+        acl, missing, extra = None, list(_unique(entries)), []
         if needs_acl:
             acls = self.list_acls()
             acl = next((item for item in acls if item.get("name") == name), None)
@@ -349,8 +353,12 @@ class SipAuth:
                 present = {_entry_network(item) for item in existing}
                 report.entries_kept = [str(e) for e in missing if e.network in present]
                 missing = [e for e in missing if e.network not in present]
+                wanted = {e.network for e in entries}
+                extra = [item for item in existing if _entry_network(item) not in wanted]
+                report.entries_extra = [_entry_label(item) for item in extra]
                 # Plivo's count is what it holds, duplicates and unreadable entries included.
-                self._room_for_entries(str(acl["uuid"]), len(existing), len(missing))
+                holding = len(existing) - (len(extra) if prune else 0)
+                self._room_for_entries(str(acl["uuid"]), holding, len(missing))
             if acl is None:
                 self._room_for_entries(name, 0, len(missing))
         credential = None
@@ -374,6 +382,11 @@ class SipAuth:
             if acl is None:
                 acl = self.api.create("acl", {"name": name})
                 report.acl_created = True
+            if prune:
+                # Removed first: access only narrows, and the quota holds throughout.
+                for item in extra:
+                    self.remove_entry(str(acl["uuid"]), str(item["uuid"]))
+                report.entries_removed, report.entries_extra = report.entries_extra, []
             for entry in missing:
                 self._add(str(acl["uuid"]), entry)
                 report.entries_added.append(str(entry))
@@ -449,6 +462,13 @@ def _unique(entries: Iterable[Entry]) -> Iterable[Entry]:
         if entry.network not in seen:
             seen.add(entry.network)
             yield entry
+
+
+def _entry_label(item: dict[str, Any]) -> str:
+    """How an entry Plivo returned reads in a report: ip/prefix, or its uuid."""
+    if item.get("ip") is not None and item.get("prefix") is not None:
+        return f"{item['ip']}/{item['prefix']}"
+    return str(item.get("ip") or item.get("uuid"))
 
 
 def _entry_network(item: dict[str, Any]) -> object:

@@ -533,3 +533,21 @@ def test_purge_events_deletes_old_rows_and_keeps_newer_ones(
         "hangups": 0,
         "signature_rejections": 0,
     }
+
+
+def test_a_truncated_report_keeps_the_newest_failures(
+    write: Writer, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a flood, what is happening now matters: the oldest rows are the ones dropped."""
+    monkeypatch.setattr(analytics, "MAX_ROWS", 3)
+    for i in range(5):
+        write.hangup(
+            _s(i * 10),
+            HangupCauseName="sip_auth_failed",
+            HangupCauseCode="4210",
+            SIPSourceIP=IP_A,
+        )
+    result = analytics.report(store, T0, T0 + HOUR)
+    assert result.truncated
+    assert [f.at for f in result.failures] == [_s(20), _s(30), _s(40)]
+    assert any("narrow it" in w for w in result.warnings)

@@ -473,3 +473,44 @@ def test_setup_past_the_acl_quota_writes_nothing(admin: SipAuth, rsps) -> None:
     with pytest.raises(ValidationError, match="maximum of 100"):
         admin.setup("123", "ip_acl", allow=["192.0.2.0/24"])
     assert len(rsps.calls) == 1
+
+
+def _reused_acl_with(rsps: Any, entries: list[tuple[str, str, int]]) -> None:
+    rsps.get(ACLS, json=listing([{"ip_acl_uuid": "a-7", "name": "sipguard-123"}]))
+    rsps.get(
+        ACLS + "a-7/Entry/",
+        json=listing(
+            [{"entry_uuid": uuid, "ip_address": ip, "cidr_prefix": p} for uuid, ip, p in entries]
+        ),
+    )
+
+
+def test_setup_reports_entries_it_was_not_asked_for(admin: SipAuth, rsps) -> None:
+    _reused_acl_with(rsps, [("e-1", "203.0.113.0", 24), ("e-old", "192.0.2.0", 24)])
+    rsps.post(API + "Application/123/", status=202, json={})
+    report = admin.setup("123", "ip_acl", allow=["203.0.113.0/24"])
+    assert report.entries_extra == ["192.0.2.0/24"]
+    assert report.entries_removed == []
+    assert [m for m, _, _ in bodies(rsps)] == ["GET", "GET", "POST"]
+
+
+def test_setup_with_prune_removes_them_before_adding(admin: SipAuth, rsps) -> None:
+    _reused_acl_with(rsps, [("e-old", "192.0.2.0", 24)])
+    rsps.delete(ACLS + "a-7/Entry/e-old/", status=204)
+    rsps.post(ACLS + "a-7/Entry/", status=201, json={"entry_uuid": "e-new"})
+    rsps.post(API + "Application/123/", status=202, json={})
+    report = admin.setup("123", "ip_acl", allow=["203.0.113.0/24"], prune=True)
+    assert [(m, p) for m, p, _ in bodies(rsps)][2:] == [
+        ("DELETE", "SipAuth/IpAccessControlList/a-7/Entry/e-old/"),
+        ("POST", "SipAuth/IpAccessControlList/a-7/Entry/"),
+        ("POST", "Application/123/"),
+    ]
+    assert (report.entries_removed, report.entries_extra) == (["192.0.2.0/24"], [])
+
+
+def test_prune_makes_room_within_the_entry_quota(admin: SipAuth, rsps) -> None:
+    full = [(f"e-{i}", f"10.0.{i}.0", 24) for i in range(MAX_ENTRIES_PER_ACL)]
+    _reused_acl_with(rsps, full)
+    with pytest.raises(ValidationError, match="maximum of 50"):
+        admin.setup("123", "ip_acl", allow=["203.0.113.0/24"])
+    assert {c.request.method for c in rsps.calls} == {"GET"}
