@@ -12,6 +12,7 @@ from lxml import etree
 from plivo.utils import validate_v3_signature
 
 from bench import workload
+from bench.bare_app import bare_lxml_dial
 from bench.sdk_app import build_dial
 from signature import Keyring
 from xml_builders import dial, response, to_bytes, user
@@ -60,29 +61,6 @@ def our_dial() -> bytes:
             )
         )
     )
-
-
-def bare_lxml_dial() -> bytes:
-    """The same <Dial> with lxml and no checks at all: the ceiling for any lxml builder."""
-    root = etree.Element("Response")
-    dial_element = etree.SubElement(
-        root,
-        "Dial",
-        action=workload.DIAL_ACTION,
-        method="POST",
-        timeout=str(workload.DIAL_TIMEOUT),
-        callerId=workload.DIAL_CALLER_ID,
-        callerName=workload.DIAL_CALLER_NAME,
-        redirect="true",
-    )
-    element = etree.SubElement(
-        dial_element,
-        "User",
-        sipAuthUsername=workload.AGENT_USERNAME,
-        sipAuthPassword=workload.AGENT_PASSWORD,
-    )
-    element.text = workload.AGENT_URI
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 def tree(document: bytes) -> Any:
