@@ -19,7 +19,7 @@ from typing import Any
 from agents import Secret
 from errors import PlivoAPIError, ValidationError
 from plivo_api import PlivoAPI
-from xml_builders import has_control
+from xml_builders import check_text, has_control
 
 USERNAME_MIN, USERNAME_MAX = 3, 64
 PASSWORD_MIN, PASSWORD_MAX = 12, 128
@@ -94,13 +94,9 @@ def generate_password(
 
 def check_acl_name(name: str) -> str:
     """A non-empty name of at most 120 characters."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError("name", "must be a non-empty string")
-    if len(name) > ACL_NAME_MAX:
-        raise ValidationError("name", f"must be at most {ACL_NAME_MAX} characters")
-    if has_control(name):
-        raise ValidationError("name", "must not contain control characters")
-    return name
+    if isinstance(name, str) and name and not name.strip():
+        raise ValidationError("name", "must not be blank")
+    return check_text("name", name, max_length=ACL_NAME_MAX)
 
 
 @dataclass(frozen=True)
@@ -150,15 +146,9 @@ def parse_entry(cidr: str, description: str | None = None) -> Entry:
 
 def check_description(description: str | None) -> str | None:
     """At most 255 characters; optional."""
-    if description is None:
-        return None
-    if not isinstance(description, str) or len(description) > ENTRY_DESCRIPTION_MAX:
-        raise ValidationError(
-            "description", f"must be a string of at most {ENTRY_DESCRIPTION_MAX} characters"
-        )
-    if has_control(description):
-        raise ValidationError("description", "must not contain control characters")
-    return description
+    if description is None or description == "":
+        return description
+    return check_text("description", description, max_length=ENTRY_DESCRIPTION_MAX)
 
 
 def assignment(
