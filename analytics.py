@@ -23,7 +23,7 @@ from callbacks import (
     OUTBOUND_AUTH_FAILED_CODE,
     OUTBOUND_AUTH_TIMEOUT_CODE,
     auth_failure_code,
-    whole_number,
+    dial_failure_code,
 )
 from errors import ValidationError
 from routing import AUTH_NOT_RUNNING
@@ -189,9 +189,7 @@ def load_failures(store: Store, since: datetime, until: datetime) -> tuple[list[
         for row in from_hangups
     ]
     for row in from_dials:
-        code = auth_failure_code(
-            row["auth_failure"], whole_number((row["dial_hangup_cause"] or "").strip()), "outbound"
-        )
+        code = dial_failure_code(row["auth_failure"], row["dial_hangup_cause"])
         failures.append(
             Failure(
                 at=row["received_at"],

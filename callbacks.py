@@ -50,6 +50,11 @@ def auth_failure_code(cause: str, code: int | None, direction: str | None) -> in
     return OUTBOUND_AUTH_FAILED_CODE if direction == "outbound" else INBOUND_AUTH_FAILED_CODE
 
 
+def dial_failure_code(cause: str, dial_hangup_cause: str | None) -> int:
+    """Return the code of an agent leg's SIP-auth failure from its DialHangupCause (4240/4250)."""
+    return auth_failure_code(cause, whole_number((dial_hangup_cause or "").strip()), "outbound")
+
+
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 

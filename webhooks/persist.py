@@ -14,7 +14,7 @@ import time
 from flask import Response, g
 
 import metrics
-from callbacks import Hangup, auth_failure_code, whole_number
+from callbacks import Hangup, auth_failure_code, dial_failure_code
 from errors import StoreUnavailable
 from store import CallEvent, Replayed
 from webhooks.context import runtime
@@ -89,10 +89,8 @@ def _observe(status: int) -> None:
             failures.append((hangup.auth_failure, code))
         for event in g.get("events", ()):
             if event.auth_failure is not None:
-                number = whole_number((event.dial_hangup_cause or "").strip())
-                failures.append(
-                    (event.auth_failure, auth_failure_code(event.auth_failure, number, "outbound"))
-                )
+                code = dial_failure_code(event.auth_failure, event.dial_hangup_cause)
+                failures.append((event.auth_failure, code))
     metrics.observe(
         route,
         g.get("outcome", ("-", "-"))[0],
