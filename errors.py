@@ -39,6 +39,18 @@ class ValidationError(AppError):
         self.field = field
 
 
+class Disabled(AppError):
+    """An operator page is switched off until its secret is configured."""
+
+    status = 404
+
+
+class Throttled(AppError):
+    """Too many failed logins from one address, or from everywhere."""
+
+    status = 429
+
+
 class StoreUnavailable(AppError):
     """The database did not answer; the caller decides whether that is fatal."""
 

@@ -31,7 +31,7 @@ from werkzeug.security import check_password_hash
 
 import analytics
 import metrics
-from errors import AppError, ValidationError
+from errors import Disabled, Throttled, ValidationError
 from store import utcnow
 from webhooks.context import runtime
 
@@ -51,18 +51,6 @@ CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-
-
-class Disabled(AppError):
-    """The page is switched off until its secret is configured."""
-
-    status = 404
-
-
-class Throttled(AppError):
-    """Too many failed logins from one address."""
-
-    status = 429
 
 
 @bp.after_request
