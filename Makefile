@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: run sign test lint typecheck pytest clean browser reliability bench
+.PHONY: run sandbox demo flask sign test lint typecheck pytest clean browser reliability bench
 
 # (Re)build the virtualenv whenever a requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -17,6 +17,21 @@ $(STAMP): requirements.txt requirements-dev.txt
 # development secrets (instance/dev-secrets.env), the sample voice config.
 run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python scripts/devserver.py
+
+# The local Plivo stand-in on port 5100, for the `make run` app: its REST API (flask sipauth,
+# call, handoff), inbound calls (flask sandbox call) and simulated agents. See README, Sandbox.
+sandbox: $(STAMP)
+	PORT=$(PORT) $(BIN)/python scripts/devserver.py flask sandbox serve
+
+# Start the app and the sandbox on free ports, set up SIP auth with `flask sipauth setup`, play
+# the seed's scenarios, print timelines and the auth-failure report; exit 0 only if all held.
+demo: $(STAMP)
+	$(BIN)/python -m sandbox.demo
+
+# Any Flask CLI command in `make run`'s environment (its dev secrets, PLIVO_API_URL = the sandbox):
+# make flask ARGS='sandbox call --from-ip 198.51.100.7 --request-uri sip:APP_ID@app.plivo.com'
+flask: $(STAMP)
+	PORT=$(PORT) $(BIN)/python scripts/devserver.py flask $(ARGS)
 
 # Print a curl command for a callback signed like Plivo would, with the same settings
 # as `make run`: make sign ARGS='/answer CallUUID=test-1 SIPAuthType=ip_acl'

@@ -17,6 +17,7 @@ import plivo_cli
 from callbacks import InboundCall
 from errors import ValidationError
 from routing import decide
+from sandbox import cli as sandbox_cli
 from signature import signed_headers
 from store import utcnow
 from webhooks.context import runtime
@@ -179,3 +180,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(plivo_cli.sipauth)
     app.cli.add_command(plivo_cli.call)
     app.cli.add_command(plivo_cli.handoff)
+    app.cli.add_command(sandbox_cli.sandbox)

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from flask.cli import AppGroup, with_appcontext
@@ -100,12 +100,7 @@ def reports(func: F) -> F:
         try:
             result = func(*args, **kwargs)
         except (ValidationError, PlivoAPIError, ConfigError, click.BadParameter) as exc:
-            if as_json:
-                click.echo(json.dumps(_error_fields(exc)), err=True)
-            else:
-                text = exc.describe() if isinstance(exc, PlivoAPIError) else _message(exc)
-                click.echo(f"error: {text}", err=True)
-            sys.exit(_exit_code(exc))
+            fail(exc, as_json)
         if result is None:
             return
         data, show = result
@@ -115,6 +110,16 @@ def reports(func: F) -> F:
             show()
 
     return wrapper  # type: ignore[return-value]
+
+
+def fail(exc: Exception, as_json: bool) -> NoReturn:
+    """Report one of the project's errors (text, or JSON on stderr) and exit with its code."""
+    if as_json:
+        click.echo(json.dumps(_error_fields(exc)), err=True)
+    else:
+        text = exc.describe() if isinstance(exc, PlivoAPIError) else _message(exc)
+        click.echo(f"error: {text}", err=True)
+    sys.exit(_exit_code(exc))
 
 
 def _message(exc: Exception) -> str:

@@ -22,12 +22,27 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance"
 DEV_SECRETS = INSTANCE / "dev-secrets.env"
 SAMPLE_CONFIG = ROOT / "config" / "voice.sample.toml"
+SANDBOX_CONFIG = ROOT / "config" / "sandbox.sample.toml"
+SANDBOX_PORT = 5100
 DEV_MONITOR_PASSWORD = "MONITOR_DEV_PASSWORD"
 
 
-def _password_variables(config: Path) -> list[str]:
+def _password_variables(config: Path, sandbox: Path) -> list[str]:
+    """The environment variables the voice config's agents and the sandbox's PBXs read."""
     agents = tomllib.loads(config.read_text(encoding="utf-8")).get("agents", {})
-    return [spec["password_env"] for spec in agents.values() if "password_env" in spec]
+    names = [spec["password_env"] for spec in agents.values() if "password_env" in spec]
+    if sandbox.exists():
+        endpoints = tomllib.loads(sandbox.read_text(encoding="utf-8")).get("endpoints", {})
+        for spec in endpoints.values():
+            name = spec.get("auth", {}).get("password_env")
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def _auth_id() -> str:
+    """A development auth ID in Plivo's shape (MA + 18 letters or digits)."""
+    return "MADEV" + secrets.token_hex(8).upper()[:15]
 
 
 def _dev_secrets(needed: list[str]) -> dict[str, str]:
@@ -39,7 +54,9 @@ def _dev_secrets(needed: list[str]) -> dict[str, str]:
     if missing:
         for name in missing:
             # Upper, lower and digits: agent passwords must satisfy Plivo's limits too.
-            stored[name] = "Dev" + secrets.token_urlsafe(24) + "9x"
+            stored[name] = (
+                _auth_id() if name == "PLIVO_AUTH_ID" else "Dev" + secrets.token_urlsafe(24) + "9x"
+            )
         INSTANCE.mkdir(exist_ok=True)
         DEV_SECRETS.write_text("".join(f"{k}={v}\n" for k, v in stored.items()), encoding="utf-8")
         DEV_SECRETS.chmod(0o600)
@@ -50,9 +67,11 @@ def main(argv: list[str]) -> None:
     port = os.environ.get("PORT", "5000")
     configured = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v} | dict(os.environ)
     voice_config = Path(configured.get("VOICE_CONFIG", str(SAMPLE_CONFIG)))
+    sandbox_config = Path(configured.get("SANDBOX_CONFIG", str(SANDBOX_CONFIG)))
+    variables = _password_variables(voice_config, sandbox_config)
     needed = [
         name
-        for name in ("PLIVO_AUTH_TOKEN", "SECRET_KEY", *_password_variables(voice_config))
+        for name in ("PLIVO_AUTH_TOKEN", "PLIVO_AUTH_ID", "SECRET_KEY", *variables)
         if not configured.get(name) and not configured.get(f"{name}_FILE")
     ]
     if not configured.get("MONITOR_PASSWORD_HASH") and not configured.get(
@@ -74,11 +93,15 @@ def main(argv: list[str]) -> None:
             )
     env = {
         "VOICE_CONFIG": str(voice_config),
+        "SANDBOX_CONFIG": str(sandbox_config),
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         **generated,
         **configured,
         "BIND": f"127.0.0.1:{port}",
     }
+    if "PLIVO_AUTH_TOKEN" in generated and not configured.get("PLIVO_API_URL"):
+        # A generated token opens no real Plivo account: REST commands go to `make sandbox`.
+        env["PLIVO_API_URL"] = f"http://127.0.0.1:{SANDBOX_PORT}"
     if "PLIVO_AUTH_TOKEN" in generated and not argv:
         rule = "!" * 78
         print(
@@ -89,6 +112,8 @@ def main(argv: list[str]) -> None:
             "  Print a signed test request (a curl command) with:\n"
             "    make sign ARGS='/answer CallUUID=test-1 From=sip:frontdesk@203.0.113.10 \\\n"
             "        SIPAuthType=ip_acl'\n"
+            "  REST commands (flask sipauth/call/handoff) go to the local sandbox:\n"
+            f"  run `make sandbox` beside it (http://127.0.0.1:{SANDBOX_PORT}).\n"
             "  For real traffic set PLIVO_AUTH_TOKEN and PUBLIC_BASE_URL (see README).\n"
             f"{rule}\n",
             file=sys.stderr,

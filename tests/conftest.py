@@ -254,3 +254,30 @@ def metric_total(exposition: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+@pytest.fixture
+def world(app: Flask, app_config: dict[str, str]) -> Any:
+    """The app and an in-process sandbox playing Plivo for it (tests/sandbox_support.py)."""
+    from tests.sandbox_support import make_world
+
+    return make_world(app, app_config)
+
+
+@pytest.fixture
+def live(app_config: dict[str, str]) -> Iterator[Any]:
+    """A sandbox served on loopback, and an app whose PLIVO_API_URL points at it.
+
+    Yields the World; `live.url` is the sandbox's base URL. Callbacks still reach the app
+    through its test client.
+    """
+    from tests.sandbox_support import make_world, serve
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    application = create_app({**app_config, "PLIVO_API_URL": url})
+    found = make_world(application, app_config)
+    with serve(found.sandbox, port):
+        found.url = url
+        yield found
+    application.extensions["sipguard"].store.dispose()

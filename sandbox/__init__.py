@@ -1,0 +1,76 @@
+"""A local stand-in for Plivo: REST API, inbound SIP auth, signed callbacks, XML, agents.
+
+`flask sandbox serve` runs it on its own port; point PLIVO_API_URL at it and the project's REST
+module and CLI work unchanged. `flask sandbox call` places an inbound call through it. Modules:
+digest (RFC 2617/7616), account (REST resources and limits), config (the simulated world),
+calls (the call engine), timeline, server (the web edge), client (its Python client), cli.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+
+from errors import ConfigError
+from sandbox.account import Account
+from sandbox.calls import HttpAnswer, Runner, Sandbox, run_in_thread
+from sandbox.config import load_sandbox_config
+from sandbox.timeline import Clock
+from settings import Settings
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sandbox.sample.toml"
+CALLBACK_TIMEOUT = (2.0, 15.0)  # connect, read: Plivo's ct default, well inside its rt
+
+
+class RequestsHttp:
+    """Send callbacks with requests; connection failures surface as OSError."""
+
+    def __init__(self) -> None:
+        self._session = requests.Session()
+        self._session.trust_env = False  # loopback callbacks must not go through a proxy
+
+    def __call__(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> HttpAnswer:
+        try:
+            response = self._session.request(
+                method,
+                url,
+                headers=dict(headers),
+                data=body,
+                timeout=CALLBACK_TIMEOUT,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise ConnectionError(type(exc).__name__) from None
+        return HttpAnswer(
+            response.status_code, response.headers.get("Content-Type", ""), response.content
+        )
+
+
+def build(
+    settings: Settings,
+    environ: Mapping[str, str],
+    config_path: Path = DEFAULT_CONFIG,
+    *,
+    clock: Clock | None = None,
+    run: Runner = run_in_thread,
+) -> Sandbox:
+    """Build a sandbox for the account in `settings` (auth ID, tokens, PUBLIC_BASE_URL)."""
+    if not settings.auth_id:
+        raise ConfigError(
+            "PLIVO_AUTH_ID is not set: the sandbox plays that account (any MA/SA id of 20 "
+            "characters will do locally)"
+        )
+    config = load_sandbox_config(config_path, environ, settings.public_base_url)
+    return Sandbox(
+        Account(settings.auth_id),
+        config,
+        auth_token=settings.auth_tokens[0],
+        main_token=settings.main_auth_tokens[0] if settings.main_auth_tokens else None,
+        http=RequestsHttp(),
+        clock=clock,
+        run=run,
+    )

@@ -1,0 +1,166 @@
+"""`flask sandbox serve|call|timeline|hangup|clock`: run the Plivo stand-in and drive it.
+
+`serve` plays the account in PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN on its own port; every other
+command talks to the sandbox at PLIVO_API_URL, the URL the project's REST module already uses.
+Exit codes are plivo_cli's; a call the sandbox refused (403/404) exits 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import click
+from flask.cli import AppGroup
+from werkzeug.serving import make_server
+
+import plivo_cli
+from errors import ConfigError, PlivoAPIError
+from sandbox import DEFAULT_CONFIG, build
+from sandbox.client import SandboxClient, SandboxError
+from sandbox.server import create_sandbox_app
+from webhooks.context import runtime
+
+DEFAULT_PORT = 5100
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+sandbox = AppGroup("sandbox", help="A local stand-in for Plivo (REST, SIP auth, callbacks).")
+
+
+def _client() -> SandboxClient:
+    settings = runtime().settings
+    parts = urlsplit(settings.plivo_api_url)
+    if parts.hostname not in LOOPBACK:
+        raise ConfigError(
+            f"PLIVO_API_URL is {settings.plivo_api_url}, not a local sandbox: set it to the URL "
+            f"`flask sandbox serve` printed (e.g. http://127.0.0.1:{DEFAULT_PORT})"
+        )
+    if not settings.auth_id:
+        raise ConfigError("PLIVO_AUTH_ID is not set: the sandbox plays that account")
+    return SandboxClient(settings.plivo_api_url, settings.auth_id, settings.auth_tokens[0])
+
+
+def _fail(exc: Exception, as_json: bool) -> NoReturn:
+    if isinstance(exc, SandboxError):
+        exc = PlivoAPIError(exc.status, str(exc))  # the sandbox stands where Plivo's API does
+    plivo_cli.fail(exc, as_json)
+
+
+def _show(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif "text" in data:
+        click.echo(data["text"])
+
+
+@sandbox.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Default: PLIVO_API_URL's, or 5100.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Sandbox world (SANDBOX_CONFIG, default config/sandbox.sample.toml).",
+)
+def serve(host: str, port: int | None, config_path: Path | None) -> None:
+    """Run the sandbox until interrupted."""
+    settings = runtime().settings
+    if port is None:
+        parts = urlsplit(settings.plivo_api_url)
+        port = parts.port if parts.hostname in LOOPBACK and parts.port else DEFAULT_PORT
+    path = config_path or Path(os.environ.get("SANDBOX_CONFIG") or DEFAULT_CONFIG)
+    try:
+        world = build(settings, os.environ, path)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    server = make_server(host, port, create_sandbox_app(world, settings.auth_tokens[0]), True)
+    url = f"http://{host}:{server.server_port}"
+    click.echo(f"sandbox: Plivo stand-in for account {settings.auth_id} at {url}", err=True)
+    click.echo(f"sandbox: point the app at it with PLIVO_API_URL={url}", err=True)
+    for app in world.account.applications.values():
+        click.echo(
+            f"sandbox: application {app.app_id} ({app.app_name}): {app.answer_url}", err=True
+        )
+    for number, app_id in world.account.numbers.items():
+        click.echo(f"sandbox: number {number} -> application {app_id}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@sandbox.command("call")
+@click.option("--from-ip", required=True, help="The caller's source IP (IPv4 or IPv6).")
+@click.option("--request-uri", required=True, help="e.g. sip:APP_ID@app.plivo.com")
+@click.option("--from", "from_", help="From header (default sip:caller@FROM_IP).")
+@click.option("--to", help="To header (default the Request-URI).")
+@click.option("--username", help="SIP username to answer the 407 challenge with.")
+@plivo_cli.password_options(generate=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def call(
+    from_ip: str,
+    request_uri: str,
+    from_: str | None,
+    to: str | None,
+    username: str | None,
+    as_json: bool,
+    **source: Any,
+) -> None:
+    """Place an inbound SIP call through the sandbox and print its timeline."""
+    try:
+        password, _ = plivo_cli.read_password(**source)
+        if (username is None) != (password is None):
+            raise click.BadParameter("--username and a password source go together")
+        answer = _client().call(
+            from_ip, request_uri, username=username, password=password, from_=from_, to=to
+        )
+    except (SandboxError, ConfigError, click.BadParameter) as exc:
+        _fail(exc, as_json)
+    status, reason = answer.get("status"), answer.get("reason")
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        if "call" in answer:
+            click.echo(answer["call"]["text"])
+        click.echo(f"result: {status} {reason}")
+    if status != 200:
+        sys.exit(plivo_cli.EXIT_REFUSED)
+
+
+@sandbox.command("timeline")
+@click.argument("call_uuid")
+@click.option("--wait", type=click.FloatRange(0, 60), default=0, help="Seconds to wait for it.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def timeline(call_uuid: str, wait: float, as_json: bool) -> None:
+    """Print a call's timeline."""
+    try:
+        _show(_client().timeline(call_uuid, wait), as_json)
+    except (SandboxError, ConfigError) as exc:
+        _fail(exc, as_json)
+
+
+@sandbox.command("hangup")
+@click.argument("call_uuid")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def hangup(call_uuid: str, as_json: bool) -> None:
+    """Hang up, as the caller, a call the simulated AI agent holds."""
+    try:
+        _show(_client().hang_up(call_uuid), as_json)
+    except (SandboxError, ConfigError) as exc:
+        _fail(exc, as_json)
+
+
+@sandbox.command("clock")
+@click.option("--advance", type=click.FloatRange(min=0), default=0, help="Seconds to move on.")
+def clock(advance: float) -> None:
+    """Show the sandbox clock, or move it forward (lockouts expire, nonces go stale)."""
+    try:
+        click.echo(_client().advance(advance))
+    except (SandboxError, ConfigError) as exc:
+        _fail(exc, False)

@@ -1,0 +1,382 @@
+"""`make demo`: the app and the sandbox side by side, the seed's scenarios played and checked.
+
+Starts the app (gunicorn) and `flask sandbox serve` on free loopback ports with fresh secrets and
+an empty SQLite database, protects the sample application with the project's own
+`flask sipauth setup` (PLIVO_API_URL pointing at the sandbox), then plays:
+
+1. a call from an allowed IP with good credentials: routed to the AI agent, handed over with
+   `flask handoff` (the Transfer API) to the support group, whose first agent's PBX rejects the
+   app's credentials (sip_auth_failed 4240) and whose second agent answers;
+2. a call whose Request-URI is a phone number: SIP auth does not run, no SIPAuth* parameters;
+3. eleven bad-password calls from one IP: the tenth starts a lockout, a good call is refused
+   while it lasts (sandbox clock advanced 59 s), and passes once 60 s have gone by.
+
+It prints every timeline and the app's auth-failure report, checks each step against the seed,
+and exits 0 only if every check held.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sandbox.client import SandboxClient
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_ID = "10000000000000000001"  # config/sandbox.sample.toml
+URI = f"sip:{APP_ID}@app.plivo.com"
+NUMBER_URI = "sip:+14155550199@app.plivo.com"
+CALLER = "ai-frontline"
+GOOD_IP, ATTACKER_IP, CARRIER_IP = "198.51.100.7", "198.51.100.66", "192.0.2.50"
+ALLOW = ("198.51.100.0/24", "2001:db8:42::/48")
+START_TIMEOUT = 30.0
+
+
+def _password() -> str:
+    """A password within Plivo's rules (upper, lower, digit; 12-128 characters)."""
+    alphabet = string.ascii_letters + string.digits
+    return "Aa1" + "".join(secrets.choice(alphabet) for _ in range(21))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Checks:
+    """Collect pass/fail lines; the demo's exit code is whether all passed."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.count = 0
+
+    def __call__(self, ok: bool, what: str) -> bool:
+        self.count += 1
+        print(f"  [{'ok' if ok else 'FAIL'}] {what}", flush=True)
+        if not ok:
+            self.failed.append(what)
+        return ok
+
+
+def _events(call: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [event for event in call.get("events", []) if event["kind"] == kind]
+
+
+def _callback(call: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    return [event for event in _events(call, "callback") if event.get("callback") == name]
+
+
+class Demo:
+    """The two processes, their environment, and the steps."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.app_port, self.sandbox_port = _free_port(), _free_port()
+        self.caller_password = _password()
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(ROOT),
+            "PLIVO_AUTH_ID": "MADEMO" + secrets.token_hex(7).upper(),
+            "PLIVO_AUTH_TOKEN": secrets.token_urlsafe(30),
+            "SECRET_KEY": secrets.token_urlsafe(48),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.app_port}",
+            "PLIVO_API_URL": f"http://127.0.0.1:{self.sandbox_port}",
+            "VOICE_CONFIG": str(ROOT / "config" / "voice.sample.toml"),
+            "SANDBOX_CONFIG": str(ROOT / "config" / "sandbox.sample.toml"),
+            "DATABASE_URL": f"sqlite:///{workdir / 'demo.db'}",
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+            "BIND": f"127.0.0.1:{self.app_port}",
+            "WEB_CONCURRENCY": "2",
+            "AGENT_ALICE_PASSWORD": _password(),
+            "AGENT_BOB_PASSWORD": _password(),
+            # Alice's PBX has a newer password than the app: its credentials get 4240.
+            "SANDBOX_ALICE_PBX_PASSWORD": _password(),
+            "DEMO_CALLER_PASSWORD": self.caller_password,
+            "LOG_LEVEL": "WARNING",
+        }
+        self.client = SandboxClient(
+            self.env["PLIVO_API_URL"], self.env["PLIVO_AUTH_ID"], self.env["PLIVO_AUTH_TOKEN"]
+        )
+        self.check = Checks()
+
+    # -- processes ------------------------------------------------------------------------------
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Start the app and the sandbox; stop both however the demo ends."""
+        bin_dir = Path(sys.executable).parent
+        app = self._start(
+            "app",
+            [str(bin_dir / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
+            f"{self.env['PUBLIC_BASE_URL']}/healthz",
+        )
+        try:
+            sandbox = self._start(
+                "sandbox",
+                [*self._flask(), "sandbox", "serve", "--port", str(self.sandbox_port)],
+                f"{self.env['PLIVO_API_URL']}/sandbox/healthz",
+            )
+            try:
+                yield
+            finally:
+                _stop(sandbox)
+        finally:
+            _stop(app)
+
+    def _flask(self) -> list[str]:
+        return [sys.executable, "-m", "flask", "--app", "app:create_app"]
+
+    def _start(self, name: str, argv: list[str], health: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            argv,
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self._log(name)}")
+            try:
+                if requests.get(health, timeout=2).status_code == 200:
+                    return process
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        _stop(process)
+        raise RuntimeError(f"{name} did not start in {START_TIMEOUT:g} s:\n{self._log(name)}")
+
+    def _log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run one of the project's Flask CLI commands against the sandbox."""
+        return subprocess.run(
+            [*self._flask(), *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        _title("Set up: credential + IP ACL with the project's own `flask sipauth setup`")
+        allow = [arg for cidr in ALLOW for arg in ("--allow", cidr)]
+        done = self.cli(
+            "sipauth", "setup", "--app-id", APP_ID, "--mode", "ip_acl_and_credential", *allow,
+            "--credential-user", CALLER, "--password-env", "DEMO_CALLER_PASSWORD",
+        )  # fmt: skip
+        print(done.stdout + done.stderr, end="")
+        self.check(done.returncode == 0, "flask sipauth setup exits 0 against the sandbox")
+        listed = self.cli("sipauth", "credential", "list", "--json")
+        names = [c.get("username") for c in json.loads(listed.stdout or "[]")]
+        self.check(names == [CALLER], f"the sandbox holds one credential, {CALLER}")
+        self.check(
+            self.caller_password not in listed.stdout + done.stdout + done.stderr,
+            "no password in the CLI's output (the sandbox keeps HA1 only)",
+        )
+
+    def handoff_call(self) -> None:
+        _title("1. Allowed IP, good credentials -> AI agent -> handoff to the support group")
+        answer = self.client.call(
+            GOOD_IP, URI, username=CALLER, password=self.caller_password,
+            from_=f"sip:{CALLER}@{GOOD_IP}",
+        )  # fmt: skip
+        call = answer.get("call", {})
+        print(call.get("text", ""))
+        check = self.check
+        check(answer.get("challenged") is True, "Plivo challenged with 407 (credential auth)")
+        check(answer["status"] == 200, "ip_acl_and_credential passed: the call connected")
+        sent = (_callback(call, "answer") or [{}])[0].get("sip", {})
+        expected = {"SIPAuthType": "ip_acl_and_credential", "SIPAuthUser": CALLER}
+        check(
+            sent == {**expected, "SIPSourceIP": GOOD_IP},
+            "answer_url got SIPAuthType, SIPAuthUser and SIPSourceIP",
+        )
+        check(call.get("state") == "parked", "the app routed the call to the AI agent")
+        check(
+            any(event.get("handoff_url") for event in _events(call, "ai")),
+            "the AI agent was given a handoff_url",
+        )
+        uuid = str(answer.get("call_uuid"))
+        done = self.cli("handoff", uuid, "support")
+        print((done.stdout + done.stderr).strip())
+        check(done.returncode == 0, "`flask handoff` moved the call with Plivo's Transfer API")
+        call = self.client.timeline(uuid, wait=20)
+        print(call.get("text", ""))
+        legs = {event["address"]: event for event in _events(call, "leg")}
+        alice = legs.get("sip:alice@pbx.example.com", {})
+        bob = legs.get("sip:bob@pbx.example.com", {})
+        check(
+            (alice.get("cause"), alice.get("code")) == ("sip_auth_failed", 4240),
+            "alice's PBX rejected the app's credentials: sip_auth_failed 4240",
+        )
+        check(bob.get("outcome") == "answered", "bob's PBX accepted the credentials and answered")
+        actions = _callback(call, "action")
+        check(
+            [a.get("status") for a in actions] == [200, 200],
+            "both Dial action callbacks were answered by the app (signed, accepted)",
+        )
+        hangup = call.get("hangup") or {}
+        check(
+            hangup.get("CallStatus") == "completed" and bool(_callback(call, "hangup")),
+            "the call ended completed and the hangup callback was delivered",
+        )
+        secrets_seen = [self.env[k] for k in ("AGENT_ALICE_PASSWORD", "AGENT_BOB_PASSWORD")]
+        check(
+            not any(s in json.dumps(call) for s in secrets_seen),
+            "no agent credentials in the timeline",
+        )
+
+    def carrier_call(self) -> None:
+        _title("2. A phone number in the Request-URI: SIP auth does not run")
+        answer = self.client.call(CARRIER_IP, NUMBER_URI, from_="+14155550142")
+        call = answer.get("call", {})
+        print(call.get("text", ""))
+        check = self.check
+        auth = (_events(call, "auth") or [{}])[0]
+        check(auth.get("decision") == "not-run", "no auth ran for sip:+14155550199@app.plivo.com")
+        answered = _callback(call, "answer")
+        check(
+            bool(answered) and answered[0].get("sip") == {},
+            "answer_url got no SIPAuthType / SIPAuthUser / SIPSourceIP",
+        )
+        check(
+            "Hangup reason=rejected" in call.get("text", ""),
+            "the app saw auth was not running and rejected the call (sample config)",
+        )
+
+    def lockout(self) -> None:
+        _title("3. Eleven bad passwords from one IP, then a good call during and after the lockout")
+        check = self.check
+        results = []
+        for _ in range(11):
+            answer = self.client.call(ATTACKER_IP, URI, username=CALLER, password="Wrong-Passw0rd")
+            results.append(answer)
+        print(results[-1].get("call", {}).get("text", ""))
+        statuses = [r["status"] for r in results]
+        check(statuses == [403] * 11, "all eleven bad-password calls got 403")
+        reasons = [str(r.get("reason")) for r in results]
+        check(
+            all("locked out" not in r for r in reasons[:9]) and "locked out until" in reasons[9],
+            "the 10th failure within 60 s started the lockout, not the 9th",
+        )
+        check("source IP locked out" in reasons[10], "the 11th was refused by the lockout")
+        hangups = [r.get("call", {}).get("hangup") or {} for r in results]
+        check(
+            all(
+                (h.get("HangupCauseName"), h.get("HangupCauseCode"), h.get("CallStatus"))
+                == ("sip_auth_failed", "4210", "failed")
+                for h in hangups
+            ),
+            "every refused call ended sip_auth_failed 4210, CallStatus failed",
+        )
+        locks = [lock["ip"] for lock in self.client.lockouts()]
+        check(locks == [ATTACKER_IP], f"the sandbox reports {ATTACKER_IP} locked out")
+
+        def good() -> dict[str, Any]:
+            return self.client.call(
+                ATTACKER_IP, URI, username=CALLER, password=self.caller_password
+            )
+
+        refused = good()
+        check(refused["status"] == 403, "a good call during the lockout: 403 Forbidden")
+        self.client.advance(59)
+        refused = good()
+        check(refused["status"] == 403, "still 403 after the clock advanced 59 s")
+        self.client.advance(1)
+        passed = good()
+        print(passed.get("call", {}).get("text", ""))
+        check(passed["status"] == 200, "60 s after the lockout began the good call passes")
+        ended = self.client.hang_up(str(passed.get("call_uuid")))
+        check(ended.get("state") == "ended", "the caller hung up")
+
+    def report(self) -> None:
+        _title("The app's auth-failure report (flask report auth-failures)")
+        text = self.cli("report", "auth-failures", "--since", "1h")
+        print(text.stdout + text.stderr, end="")
+        data = json.loads(self.cli("report", "auth-failures", "--since", "1h", "--json").stdout)
+        by_ip = {row["key"]: row["count"] for row in data["by_source_ip"]}
+        check = self.check
+        # 10 failed attempts, the 11th and 2 good calls refused by the lockout: 13 ended 4210.
+        check(by_ip.get(ATTACKER_IP) == 13, f"the app counted 13 auth failures from {ATTACKER_IP}")
+        check(
+            [lock["ip"] for lock in data["lockouts"]] == [ATTACKER_IP],
+            "the app's report spotted the lockout",
+        )
+        check(data["auth_not_running"]["count"] == 1, "the app flagged one call without auth")
+        causes = {row["key"]: row["count"] for row in data["by_cause"]}
+        check(any("4240" in key for key in causes), "the agent-side 4240 is in the report's causes")
+
+    def run(self) -> int:
+        with self.running():
+            for step in (self.setup, self.handoff_call, self.carrier_call, self.lockout):
+                _guard(step, self.check)
+            _guard(self.report, self.check)
+        _title("Result")
+        if self.check.failed:
+            print(f"{len(self.check.failed)} of {self.check.count} checks FAILED:")
+            for what in self.check.failed:
+                print(f"  - {what}")
+            return 1
+        print(f"all {self.check.count} checks passed")
+        return 0
+
+
+def _guard(step: Callable[[], None], check: Checks) -> None:
+    """Run a step; an exception is one failed check, and the next steps still run."""
+    try:
+        step()
+    except Exception as exc:  # a demo step that blows up is reported, not a traceback
+        check(False, f"{step.__name__} raised {type(exc).__name__}: {exc}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def _title(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="sipguard-demo-"))
+    try:
+        code = Demo(workdir).run()
+    finally:
+        if os.environ.get("DEMO_KEEP") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""What happened to a sandbox call, in order: readable text and JSON, never a credential.
+
+Events carry what a user needs to see (auth decision, each callback and its answer, each dial
+leg and its cause) and nothing the seed keeps private: no digest header, no password, no
+`sipAuthUsername`/`sipAuthPassword` from the XML, and query values that look like tokens are
+masked in URLs (the handoff URL's token is a bearer capability).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+# Query parameters whose values are masked: tokens, signatures, secrets, and the handoff URL
+# the app gives the AI agent (it carries a bearer token).
+_SECRET_NAME = re.compile(r"token|sig|pass|secret|key|auth|handoff", re.IGNORECASE)
+
+
+def utcnow() -> datetime:
+    """Return the current UTC time."""
+    return datetime.now(UTC)
+
+
+class Clock:
+    """The sandbox's time: the system clock (or a fixed start) plus what `advance` added.
+
+    Lockouts and nonces read it, so a test or the demo moves time on instead of sleeping.
+    """
+
+    def __init__(self, start: datetime | None = None, source: Callable[[], datetime] = utcnow):
+        self._fixed = start
+        self._source = source
+        self._offset = timedelta()
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        """Return the sandbox's current time."""
+        with self._lock:
+            base = self._fixed if self._fixed is not None else self._source()
+            return base + self._offset
+
+    def advance(self, seconds: float) -> datetime:
+        """Move time forward (never back); return the new time."""
+        if seconds < 0:
+            raise ValueError("the sandbox clock only moves forward")
+        with self._lock:
+            self._offset += timedelta(seconds=seconds)
+        return self.now()
+
+
+def safe_url(url: str | None) -> str:
+    """Return `url` with token-like query values masked and any #fragment dropped."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    query = "&".join(
+        f"{quote(key)}=" + ("…" if _SECRET_NAME.search(key) else quote(value, safe="/:@"))
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit(parts._replace(query=query, fragment=""))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of a call, `offset` seconds into it (simulated time)."""
+
+    offset: float
+    kind: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the event for JSON output."""
+        return {"t": round(self.offset, 3), "kind": self.kind, "text": self.text, **self.data}
+
+
+def render(header: str, events: list[Event]) -> str:
+    """Lay out a call's events as aligned text lines under `header`."""
+    lines = [header]
+    for event in events:
+        lines.append(f"  +{event.offset:8.3f}s  {event.kind:<9} {event.text}")
+    return "\n".join(lines)
