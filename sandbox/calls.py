@@ -14,7 +14,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol, overload
@@ -67,6 +67,7 @@ FETCH_CODES: Mapping[str, tuple[int, int]] = {
 MAX_TRANSFERS = 70  # facts §4: after 70 transfers the call hangs up with "Loop detected"
 MAX_DOCUMENTS = 100  # seed silent: a redirect loop ends as "Loop Detected" after 100 documents
 MAX_XML_BYTES = 100_000  # facts §7
+MAX_CALLS = 10_000  # calls (and their timelines) a running sandbox remembers
 DEFAULT_RING_SECONDS = 60.0  # seed silent: a Dial without timeout rings a silent agent 60 s
 SPEAK_WORDS_PER_SECOND = 2.5
 _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
@@ -251,12 +252,14 @@ class Sandbox:
             until = locked.until.isoformat(timespec="seconds")
             return self._refuse(invite, app, source, mode, f"source IP locked out until {until}")
         username: str | None = None
-        if mode in ("ip_acl", "ip_acl_and_credential"):
+        with self.account.lock:  # what the account holds now: changes apply at once (seed FAQ)
             acl = self.account.acls.get(app.ip_acl_uuid or "")
-            if acl is None or not acl.admits(source):
-                return self._fail(invite, app, source, mode, "source IP is not in the IP ACL", now)
-        if mode in ("credential", "ip_acl_and_credential"):
+            admitted = acl is not None and acl.admits(source)
             credential = self.account.credentials.get(app.credential_uuid or "")
+            stored = replace(credential) if credential is not None else None
+        if mode in ("ip_acl", "ip_acl_and_credential") and not admitted:
+            return self._fail(invite, app, source, mode, "source IP is not in the IP ACL", now)
+        if mode in ("credential", "ip_acl_and_credential"):
             if invite.authorization is None:
                 nonce = self._nonces.issue(REALM, invite.request_uri, now)
                 challenge = digest.Challenge(REALM, nonce, "MD5")
@@ -272,12 +275,12 @@ class Sandbox:
                 challenge = digest.Challenge(REALM, nonce, "MD5", stale=True)
                 return InviteResult(407, "stale nonce", None, challenge.header())
             if not (
-                credential is not None
-                and answer.username == credential.username
-                and answer.realm == credential.realm
+                stored is not None
+                and answer.username == stored.username
+                and answer.realm == stored.realm
                 and answer.uri == invite.request_uri
                 and answer.algorithm.upper() == "MD5"  # HA1 is MD5 (seed, Security)
-                and digest.verify(answer, credential.ha1, "INVITE")
+                and digest.verify(answer, stored.ha1, "INVITE")
             ):
                 return self._fail(
                     invite, app, source, mode, "digest credentials do not match", now, username
@@ -379,6 +382,10 @@ class Sandbox:
         )
         with self._lock:
             self.calls[call.uuid] = call
+            if len(self.calls) > MAX_CALLS:
+                # A long-running sandbox keeps the newest calls; the oldest ended ones go.
+                for old in [c.uuid for c in self.calls.values() if c.state == "ended"][:1000]:
+                    del self.calls[old]
         return call
 
     # -- outbound: Make Call and Transfer ---------------------------------------------------------
@@ -473,10 +480,11 @@ class Sandbox:
         method = str(fields.get("aleg_method") or "POST").upper()
         if method not in ("GET", "POST"):
             raise ValidationError("aleg_method", "must be GET or POST")
-        if call.state != "parked":
-            raise ValidationError("call", "the call is busy running XML; transfer it when it waits")
-        call.state = "in-progress"
-        call.settled.clear()
+        with self._lock:
+            if call.state != "parked":
+                raise ValidationError("call", "the call is running XML; transfer it when it waits")
+            call.state = "in-progress"
+            call.settled.clear()
         self._run(self._guarded(call, lambda: self._resume(call, url, method)))
 
     def _resume(self, call: Call, url: str, method: str) -> None:
@@ -492,8 +500,9 @@ class Sandbox:
         """The caller hangs up a call the AI agent is holding."""
         with self._lock:
             call = self.calls.get(call_uuid)
-        if call is None or call.state != "parked":
-            raise LookupError("no call waiting with that CallUUID")
+            if call is None or call.state != "parked":
+                raise LookupError("no call waiting with that CallUUID")
+            call.state = "in-progress"  # claimed: a Transfer arriving now finds it busy
         self._catch_up(call)
         call.note("caller", "caller hung up")
         self._end(call, 4000, "completed", "Caller")
