@@ -64,6 +64,11 @@ FETCH_CODES: Mapping[str, tuple[int, int]] = {
     "transfer": (7013, 8013),
     "redirect": (7014, 8014),
 }
+# Plivo verbs the sandbox does not play out: noted in the timeline and passed over.
+OTHER_VERBS = frozenset(
+    {"Conference", "DTMF", "GetDigits", "GetInput", "Message", "MultiPartyCall", "Play",
+     "PreAnswer", "Stream"}
+)  # fmt: skip
 MAX_TRANSFERS = 70  # facts §4: after 70 transfers the call hangs up with "Loop detected"
 MAX_DOCUMENTS = 100  # seed silent: a redirect loop ends as "Loop Detected" after 100 documents
 MAX_XML_BYTES = 100_000  # facts §7
@@ -569,7 +574,7 @@ class Sandbox:
             root = self._fetch_xml(call, url, method, kind, extra)
             if root is None:
                 return
-            step = self._execute(call, root)
+            step = self._execute(call, root, kind)
             if call.state == "ended":
                 return
         self._end(call, 4010, "completed", "Plivo")
@@ -618,12 +623,14 @@ class Sandbox:
         return root
 
     def _execute(
-        self, call: Call, root: etree._Element
+        self, call: Call, root: etree._Element, kind: str
     ) -> tuple[str, str, str, Mapping[str, str]] | None:
         """Run a <Response>; return the next document to fetch, or None when it runs out."""
         for element in root:
-            tag = element.tag if isinstance(element.tag, str) else ""
-            if tag not in ("Hangup",) and call.answered_at is None:
+            if not isinstance(element.tag, str):
+                continue  # an XML comment or processing instruction
+            tag = element.tag
+            if tag != "Hangup" and call.answered_at is None:
                 call.answered_at = call.offset
                 call.state = "in-progress"
             if tag == "Speak":
@@ -647,8 +654,13 @@ class Sandbox:
                 step = self._dial(call, element)
                 if step is not None or call.state == "ended":
                     return step
-            else:
+            elif tag in OTHER_VERBS:
                 call.note("xml", f"<{tag}> is not simulated by the sandbox; skipped")
+            else:
+                # Not Plivo XML (facts §7: Twilio's <Reject/> gives 8011): the call fails here.
+                call.note("xml", f"<{tag}> is not a Plivo verb")
+                self._end(call, FETCH_CODES[kind][1], "failed", "Error")
+                return None
         return None
 
     def _hangup_verb(self, call: Call, element: etree._Element) -> None:
@@ -712,6 +724,7 @@ class Sandbox:
             if winner is not None and leg is not winner and leg.at >= winner.at:
                 leg.outcome, leg.at, leg.cause, leg.code = "cancelled", winner.at, "Canceled", 1000
                 leg.steps.append("cancelled: another endpoint answered first")
+        for leg in sorted(legs, key=lambda leg: leg.at):  # the timeline in time order
             self._note_leg(call, leg)
         if winner is not None:
             if call.answered_at is None:
