@@ -62,10 +62,21 @@ class VoiceConfig:
         return tuple(secret for group in self.groups.values() for secret in group.secrets())
 
 
-def _table(where: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+def read_toml(path: Path, label: str) -> dict[str, Any]:
+    """Read a TOML config file; an unreadable or malformed one is a ConfigError naming it."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read {path} ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label} {path}: {exc}") from None
+
+
+def check_table(where: str, value: Any, allowed: set[str] | None) -> dict[str, Any]:
+    """Check `value` is a TOML table holding only `allowed` keys (None: any key)."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a table")
-    unknown = sorted(set(value) - allowed)
+    unknown = sorted(set(value) - allowed) if allowed is not None else []
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
     return value
@@ -127,7 +138,7 @@ def _agent(name: str, spec: Any, environ: Mapping[str, str], base: Path) -> Agen
             f"{where}: a plaintext password in VOICE_CONFIG is refused; "
             "use password_env (an environment variable) or password_file"
         )
-    spec = _table(where, spec, _AGENT_KEYS)
+    spec = check_table(where, spec, _AGENT_KEYS)
     if not isinstance(spec.get("uri"), str):
         raise ConfigError(f"{where}: uri (sip:user@host) is required")
     username = spec.get("username")
@@ -148,7 +159,7 @@ def _agent(name: str, spec: Any, environ: Mapping[str, str], base: Path) -> Agen
 
 
 def _fallback(where: str, spec: Any) -> Fallback:
-    spec = _table(where, spec, _FALLBACK_KEYS)
+    spec = check_table(where, spec, _FALLBACK_KEYS)
     kind = spec.get("action")
     if kind not in ("voicemail", "hangup", "redirect"):
         raise ConfigError(f"{where}.action must be voicemail, hangup or redirect")
@@ -167,7 +178,7 @@ def _fallback(where: str, spec: Any) -> Fallback:
 
 def _group(name: str, spec: Any, agents: Mapping[str, Agent]) -> AgentGroup:
     where = f"groups.{name}"
-    spec = _table(where, spec, _GROUP_KEYS)
+    spec = check_table(where, spec, _GROUP_KEYS)
     strategy = spec.get("strategy", "simultaneous")
     if strategy not in ("simultaneous", "sequential"):
         raise ConfigError(f"{where}.strategy must be simultaneous or sequential")
@@ -266,13 +277,8 @@ def _check_xml(where: str, build: Callable[..., object], *args: Any) -> None:
 
 def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
     """Parse and check the voice config; every problem is a ConfigError naming its key."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"VOICE_CONFIG: cannot read {path} ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"VOICE_CONFIG {path}: {exc}") from None
-    _table("VOICE_CONFIG", raw, {"answer", "rules", "groups", "agents"})
+    raw = read_toml(path, "VOICE_CONFIG")
+    check_table("VOICE_CONFIG", raw, {"answer", "rules", "groups", "agents"})
     base = path.resolve().parent
 
     agent_specs = _named_tables("agents", raw.get("agents", {}))
@@ -295,7 +301,7 @@ def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
         _check_xml(f"groups.{name}.fallback", documents.fallback, group.fallback)
         groups[name] = group
 
-    answer = _table("answer", raw.get("answer", {}), _ANSWER_KEYS)
+    answer = check_table("answer", raw.get("answer", {}), _ANSWER_KEYS)
     methods = tuple(m.upper() for m in _str_list("answer.methods", answer.get("methods", "POST")))
     if not set(methods) <= {"GET", "POST"}:
         raise ConfigError("answer.methods must be POST, GET or both")
@@ -308,7 +314,7 @@ def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
     for index, raw_rule in enumerate(rules_raw):
         rule_name = raw_rule.get("name") if isinstance(raw_rule, dict) else None
         where = f"rules[{index}]" + (f" ({rule_name})" if rule_name else "")
-        spec = _table(where, raw_rule, {"name", *_MATCH_KEYS, *_ACTION_KEYS})
+        spec = check_table(where, raw_rule, {"name", *_MATCH_KEYS, *_ACTION_KEYS})
         if not isinstance(rule_name, str) or not rule_name or rule_name in seen:
             raise ConfigError(f"{where}: every rule needs a unique name")
         seen.add(rule_name)
@@ -316,7 +322,7 @@ def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
 
     defaults = {}
     for key in ("default", "unauthenticated_sip"):
-        spec = _table(f"answer.{key}", answer.get(key, {"action": "reject"}), _ACTION_KEYS)
+        spec = check_table(f"answer.{key}", answer.get(key, {"action": "reject"}), _ACTION_KEYS)
         defaults[key] = _action(f"answer.{key}", spec, groups)
     return VoiceConfig(
         answer_methods=methods,

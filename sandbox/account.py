@@ -33,6 +33,16 @@ from xml_builders import check_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 METHODS = ("GET", "POST")
+# An application's callback URLs and methods, and its inbound SIP-auth assignment.
+URL_FIELDS = (
+    "answer_url",
+    "answer_method",
+    "hangup_url",
+    "hangup_method",
+    "fallback_answer_url",
+    "fallback_method",
+)
+ASSIGNMENT_FIELDS = ("sip_auth_type", "credential_uuid", "ip_acl_uuid")
 
 # The seed's FAQ: deleting an assigned credential or ACL "returns a 400 error"; the message is
 # the one the facts file quotes (§6) for credentials, and the same sentence for ACLs.
@@ -378,19 +388,7 @@ class Account:
             self.numbers = {n: a for n, a in self.numbers.items() if a != app_id}
 
     def _apply(self, app: Application, fields: Mapping[str, Any]) -> None:
-        known = {
-            "app_name",
-            "answer_url",
-            "answer_method",
-            "hangup_url",
-            "hangup_method",
-            "fallback_answer_url",
-            "fallback_method",
-            "sip_auth_type",
-            "credential_uuid",
-            "ip_acl_uuid",
-        }
-        unknown = sorted(set(fields) - known)
+        unknown = sorted(set(fields) - {"app_name", *URL_FIELDS, *ASSIGNMENT_FIELDS})
         if unknown:
             raise ApiError(400, f"unknown parameter {unknown[0]}")
         changes: dict[str, Any] = {}
@@ -408,7 +406,7 @@ class Account:
 
     def _assignment(self, app: Application, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Check a SIP-auth assignment; the seed: "" removes it, each type needs its uuid(s)."""
-        if not {"sip_auth_type", "credential_uuid", "ip_acl_uuid"} & set(fields):
+        if not set(ASSIGNMENT_FIELDS) & set(fields):
             return {}
         mode = fields.get("sip_auth_type", app.sip_auth_type)
         if not isinstance(mode, str) or mode not in ("", *AUTH_TYPES):

@@ -26,7 +26,7 @@ import lockout
 from errors import ValidationError
 from outbound import destinations
 from sandbox import digest
-from sandbox.account import Account, Application
+from sandbox.account import URL_FIELDS, Account, Application
 from sandbox.config import SIP_TIMER_B, Endpoint, SandboxConfig
 from sandbox.timeline import Clock, Event, render, safe_url
 from signature import signed_headers
@@ -421,19 +421,10 @@ class Sandbox:
                 "sip_auth_username",
                 "sip_auth_username and sip_auth_password are only accepted when to is a SIP URI",
             )
+        # Make Call names the application's fallback_answer_url "fallback_url" (facts §3).
+        wire = {key: "fallback_url" if key == "fallback_answer_url" else key for key in URL_FIELDS}
         urls = {
-            "answer_url": answer_url,
-            **{
-                key: fields[wire]
-                for key, wire in (
-                    ("answer_method", "answer_method"),
-                    ("hangup_url", "hangup_url"),
-                    ("hangup_method", "hangup_method"),
-                    ("fallback_answer_url", "fallback_url"),
-                    ("fallback_method", "fallback_method"),
-                )
-                if fields.get(wire) not in (None, "")
-            },
+            key: fields[wire[key]] for key in URL_FIELDS if fields.get(wire[key]) not in (None, "")
         }
         app = self.account.check_application(urls)
         ring_timeout = _whole(str(fields.get("ring_timeout") or ""), None)

@@ -7,7 +7,6 @@ PBX would keep them.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +16,8 @@ from urllib.parse import urljoin
 
 from errors import ConfigError
 from sandbox import digest
+from sandbox.account import URL_FIELDS
+from voice_config import check_table, read_toml
 from xml_builders import is_number, is_sip_uri
 
 ANSWERS = ("answer", "busy", "no_answer")
@@ -83,28 +84,22 @@ class SandboxConfig:
     message_seconds: float = 8.0  # how long a simulated caller talks to a <Record>
 
 
-def _check_keys(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ConfigError(f"sandbox config: {where}: unknown key {unknown[0]!r}")
-
-
 def _number(where: str, value: Any, default: float) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"sandbox config: {where} must be a number of seconds ≥ 0")
+        raise ConfigError(f"{where} must be a number of seconds ≥ 0")
     return float(value)
 
 
 def _endpoint(address: str, spec: Mapping[str, Any], environ: Mapping[str, str]) -> Endpoint:
-    where = f"endpoints.{address!r}"
+    where = f"SANDBOX_CONFIG: endpoints.{address!r}"
     if not (is_sip_uri(address) or is_number(address)):
-        raise ConfigError(f"sandbox config: {where}: not a SIP URI or a phone number")
-    _check_keys(where, spec, {"answer", "answer_after", "talk", "auth"})
+        raise ConfigError(f"{where}: not a SIP URI or a phone number")
+    check_table(where, spec, {"answer", "answer_after", "talk", "auth"})
     answer = spec.get("answer", "answer")
     if answer not in ANSWERS:
-        raise ConfigError(f"sandbox config: {where}.answer must be one of {', '.join(ANSWERS)}")
+        raise ConfigError(f"{where}.answer must be one of {', '.join(ANSWERS)}")
     auth = None
     if "auth" in spec:
         auth = _auth(f"{where}.auth", spec["auth"], environ)
@@ -118,26 +113,22 @@ def _endpoint(address: str, spec: Mapping[str, Any], environ: Mapping[str, str])
 
 
 def _auth(where: str, spec: Any, environ: Mapping[str, str]) -> EndpointAuth:
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"sandbox config: {where} must be a table")
-    _check_keys(where, spec, {"realm", "username", "password_env", "status", "algorithm", "reply"})
+    check_table(where, spec, {"realm", "username", "password_env", "status", "algorithm", "reply"})
     for key in ("realm", "username", "password_env"):
         if not isinstance(spec.get(key), str) or not spec[key]:
-            raise ConfigError(f"sandbox config: {where}.{key} is required")
+            raise ConfigError(f"{where}.{key} is required")
     password = environ.get(spec["password_env"], "")
     if not password:
-        raise ConfigError(
-            f"sandbox config: {where}.password_env names {spec['password_env']}, which is not set"
-        )
+        raise ConfigError(f"{where}.password_env names {spec['password_env']}, which is not set")
     status = spec.get("status", 407)
     if status not in (401, 407):
-        raise ConfigError(f"sandbox config: {where}.status must be 401 or 407")
+        raise ConfigError(f"{where}.status must be 401 or 407")
     algorithm = spec.get("algorithm", "MD5")
     if algorithm not in digest.HASHES:
-        raise ConfigError(f"sandbox config: {where}.algorithm must be MD5 or SHA-256")
+        raise ConfigError(f"{where}.algorithm must be MD5 or SHA-256")
     reply = spec.get("reply", "verify")
     if reply not in REPLIES:
-        raise ConfigError(f"sandbox config: {where}.reply must be one of {', '.join(REPLIES)}")
+        raise ConfigError(f"{where}.reply must be one of {', '.join(REPLIES)}")
     return EndpointAuth(
         realm=spec["realm"],
         username=spec["username"],
@@ -148,40 +139,30 @@ def _auth(where: str, spec: Any, environ: Mapping[str, str]) -> EndpointAuth:
     )
 
 
-APP_KEYS = {
-    "app_id",
-    "app_name",
-    "answer_url",
-    "answer_method",
-    "hangup_url",
-    "hangup_method",
-    "fallback_answer_url",
-    "fallback_method",
-    "numbers",
-}
+APP_KEYS = {"app_id", "app_name", "numbers", *URL_FIELDS}
 
 
 def _application(index: int, spec: Mapping[str, Any], base_url: str | None) -> AppSeed:
-    where = f"applications[{index}]"
-    _check_keys(where, spec, APP_KEYS)
+    where = f"SANDBOX_CONFIG: applications[{index}]"
+    check_table(where, spec, APP_KEYS)
     fields: dict[str, str] = {}
     for key, value in spec.items():
         if key in ("app_id", "numbers"):
             continue
         if not isinstance(value, str):
-            raise ConfigError(f"sandbox config: {where}.{key} must be a string")
+            raise ConfigError(f"{where}.{key} must be a string")
         if key.endswith("_url") and value.startswith("/"):
             # Relative to the app's PUBLIC_BASE_URL: the sample works on any port.
             if base_url is None:
-                raise ConfigError(f"sandbox config: {where}.{key} is relative; set PUBLIC_BASE_URL")
+                raise ConfigError(f"{where}.{key} is relative; set PUBLIC_BASE_URL")
             value = urljoin(base_url + "/", value.lstrip("/"))
         fields[key] = value
     numbers = spec.get("numbers", [])
     if not isinstance(numbers, list) or not all(is_number(n) for n in numbers):
-        raise ConfigError(f"sandbox config: {where}.numbers must be a list of phone numbers")
+        raise ConfigError(f"{where}.numbers must be a list of phone numbers")
     app_id = spec.get("app_id")
     if app_id is not None and not (isinstance(app_id, str) and app_id.isdigit()):
-        raise ConfigError(f"sandbox config: {where}.app_id must be digits, as Plivo's are")
+        raise ConfigError(f"{where}.app_id must be digits, as Plivo's are")
     return AppSeed(fields, app_id, tuple(numbers))
 
 
@@ -189,28 +170,25 @@ def load_sandbox_config(
     path: Path, environ: Mapping[str, str], base_url: str | None
 ) -> SandboxConfig:
     """Read and check the sandbox TOML; raise ConfigError naming the bad key."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"sandbox config {path}: cannot read it ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"sandbox config {path}: {exc}") from None
-    _check_keys("top level", data, {"sandbox", "applications", "endpoints"})
-    settings = data.get("sandbox", {})
-    _check_keys("sandbox", settings, {"ai_urls", "message_seconds"})
+    data = read_toml(path, "SANDBOX_CONFIG")
+    check_table("SANDBOX_CONFIG", data, {"sandbox", "applications", "endpoints"})
+    settings = check_table("[sandbox]", data.get("sandbox", {}), {"ai_urls", "message_seconds"})
     ai_urls = settings.get("ai_urls", [])
     if not isinstance(ai_urls, list) or not all(isinstance(u, str) and u for u in ai_urls):
-        raise ConfigError("sandbox config: sandbox.ai_urls must be a list of URL prefixes")
+        raise ConfigError("SANDBOX_CONFIG: sandbox.ai_urls must be a list of URL prefixes")
     endpoints = {
         address: _endpoint(address, spec, environ)
-        for address, spec in data.get("endpoints", {}).items()
+        for address, spec in check_table("[endpoints]", data.get("endpoints", {}), None).items()
     }
-    applications = [
-        _application(i, spec, base_url) for i, spec in enumerate(data.get("applications", []))
-    ]
+    listed = data.get("applications", [])
+    if not isinstance(listed, list):
+        raise ConfigError("SANDBOX_CONFIG: applications must be [[applications]] tables")
+    applications = [_application(i, spec, base_url) for i, spec in enumerate(listed)]
     return SandboxConfig(
         applications=applications,
         endpoints=endpoints,
         ai_urls=tuple(ai_urls),
-        message_seconds=_number("sandbox.message_seconds", settings.get("message_seconds"), 8.0),
+        message_seconds=_number(
+            "SANDBOX_CONFIG: sandbox.message_seconds", settings.get("message_seconds"), 8.0
+        ),
     )
