@@ -128,7 +128,9 @@ def _message(exc: Exception) -> str:
     return exc.message if isinstance(exc, ValidationError | ConfigError) else str(exc)
 
 
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Callable[[], None]:
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Callable[[], None]:
+    """Return a function printing `rows` as an aligned table of `columns` ("(none)" if empty)."""
+
     def show() -> None:
         if not rows:
             click.echo("(none)")
@@ -262,7 +264,7 @@ def credential_create(username: str, **source: Any) -> tuple[Any, Callable[[], N
     password, generated = read_password(**source)
     record = _sipauth().create_credential(username, _required(password))
     data = _with_generated(record, generated, password)
-    return data, _then(_table([record], CREDENTIAL_COLUMNS), _generated_note(generated, password))
+    return data, _then(table([record], CREDENTIAL_COLUMNS), _generated_note(generated, password))
 
 
 @credential.command("list")
@@ -270,7 +272,7 @@ def credential_create(username: str, **source: Any) -> tuple[Any, Callable[[], N
 def credential_list() -> tuple[Any, Callable[[], None]]:
     """List credentials."""
     records = _sipauth().list_credentials()
-    return records, _table(records, CREDENTIAL_COLUMNS)
+    return records, table(records, CREDENTIAL_COLUMNS)
 
 
 @credential.command("show")
@@ -279,7 +281,7 @@ def credential_list() -> tuple[Any, Callable[[], None]]:
 def credential_show(uuid: str) -> tuple[Any, Callable[[], None]]:
     """Show one credential."""
     record = _sipauth().get_credential(uuid)
-    return record, _table([record], CREDENTIAL_COLUMNS)
+    return record, table([record], CREDENTIAL_COLUMNS)
 
 
 @credential.command("set-password")
@@ -314,7 +316,7 @@ def credential_delete(uuid: str) -> tuple[Any, Callable[[], None]]:
 def acl_create(name: str) -> tuple[Any, Callable[[], None]]:
     """Create an IP ACL called NAME (at most 120 characters)."""
     record = _sipauth().create_acl(name)
-    return record, _table([record], ACL_COLUMNS)
+    return record, table([record], ACL_COLUMNS)
 
 
 @acl.command("list")
@@ -322,7 +324,7 @@ def acl_create(name: str) -> tuple[Any, Callable[[], None]]:
 def acl_list() -> tuple[Any, Callable[[], None]]:
     """List IP ACLs."""
     records = _sipauth().list_acls()
-    return records, _table(records, ACL_COLUMNS)
+    return records, table(records, ACL_COLUMNS)
 
 
 @acl.command("show")
@@ -333,7 +335,7 @@ def acl_show(uuid: str) -> tuple[Any, Callable[[], None]]:
     admin = _sipauth()
     record, entries = admin.get_acl(uuid), admin.list_entries(uuid)
     data = {**record, "entries": [e for e in entries]}
-    return data, _then(_table([record], ACL_COLUMNS), [""], _table(entries, ENTRY_COLUMNS))
+    return data, _then(table([record], ACL_COLUMNS), [""], table(entries, ENTRY_COLUMNS))
 
 
 @acl.command("delete")
@@ -353,7 +355,7 @@ def acl_delete(uuid: str) -> tuple[Any, Callable[[], None]]:
 def entry_add(acl_uuid: str, cidr: str, description: str | None) -> tuple[Any, Callable[[], None]]:
     """Allow CIDR (IPv4 /0-32 or IPv6 /0-128; a bare address is one host) in ACL_UUID."""
     record = _sipauth().add_entry(acl_uuid, cidr, description)
-    return record, _table([record], ENTRY_COLUMNS)
+    return record, table([record], ENTRY_COLUMNS)
 
 
 @entry.command("list")
@@ -362,7 +364,7 @@ def entry_add(acl_uuid: str, cidr: str, description: str | None) -> tuple[Any, C
 def entry_list(acl_uuid: str) -> tuple[Any, Callable[[], None]]:
     """List an IP ACL's entries."""
     records = _sipauth().list_entries(acl_uuid)
-    return records, _table(records, ENTRY_COLUMNS)
+    return records, table(records, ENTRY_COLUMNS)
 
 
 @entry.command("remove")
@@ -384,7 +386,7 @@ def quotas() -> tuple[Any, Callable[[], None]]:
     """Show how much of each documented quota the account uses."""
     found = _sipauth().quotas()
     rows = [{"resource": q.resource, "used": q.used, "limit": q.limit} for q in found]
-    return rows, _table(rows, ("resource", "used", "limit"))
+    return rows, table(rows, ("resource", "used", "limit"))
 
 
 MODES = click.Choice([*AUTH_TYPES, "none"])

@@ -1,4 +1,4 @@
-"""`flask sandbox serve|call|timeline|hangup|clock`: run the Plivo stand-in and drive it.
+"""`flask sandbox serve|call|calls|timeline|hangup|lockouts|clock`: run the stand-in, drive it.
 
 `serve` plays the account in PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN on its own port; every other
 command talks to the sandbox at PLIVO_API_URL, the URL the project's REST module already uses.
@@ -164,3 +164,47 @@ def clock(advance: float) -> None:
         click.echo(_client().advance(advance))
     except (SandboxError, ConfigError) as exc:
         _fail(exc, False)
+
+
+@sandbox.command("calls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def calls(as_json: bool) -> None:
+    """List the calls the sandbox has carried, oldest first, with how each ended."""
+    try:
+        found = _client().calls()
+    except (SandboxError, ConfigError) as exc:
+        _fail(exc, as_json)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = [
+        {
+            "call_uuid": call["call_uuid"],
+            "direction": call["direction"],
+            "from": call["from"],
+            "to": call["to"],
+            "state": call["state"],
+            "end": " ".join(str((call.get("hangup") or {}).get(key, "")) for key in _END).strip(),
+        }
+        for call in found
+    ]
+    plivo_cli.table(rows, ("call_uuid", "direction", "from", "to", "state", "end"))()
+
+
+_END = ("HangupCauseName", "HangupCauseCode", "CallStatus")
+
+
+@sandbox.command("lockouts")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def lockouts(as_json: bool) -> None:
+    """List the source IPs locked out now (10 failures within 60 s; 60 s each)."""
+    try:
+        found = _client().lockouts()
+    except (SandboxError, ConfigError) as exc:
+        _fail(exc, as_json)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    elif not found:
+        click.echo("no source IP is locked out")
+    else:
+        plivo_cli.table(found, ("ip", "since", "until"))()

@@ -145,6 +145,11 @@ class SandboxClient:
         now: str = self._request("POST", "/sandbox/clock", json={"advance": seconds}).json()["now"]
         return now
 
+    def calls(self) -> list[dict[str, Any]]:
+        """Return every call the sandbox remembers, oldest first, without timelines."""
+        found: list[dict[str, Any]] = self._request("GET", "/sandbox/calls").json()["calls"]
+        return found
+
     def lockouts(self) -> list[dict[str, str]]:
         """Return the lockouts in force."""
         found: list[dict[str, str]] = self._request("GET", "/sandbox/lockouts").json()["lockouts"]
