@@ -115,6 +115,13 @@ def _int(form: Mapping[str, str], key: str) -> int | None:
     return whole_number(value.strip()) if value is not None else None
 
 
+def unmapped(address: IPAddress) -> IPAddress:
+    """Read an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it is."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def _ip(value: str | None) -> IPAddress | None:
     if value is None:
         return None

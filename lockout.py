@@ -44,6 +44,12 @@ class Tracker:
         self._window: deque[datetime] = deque()
         self.current: Lockout | None = None
 
+    def idle(self, at: datetime) -> bool:
+        """Tell whether the IP is neither locked nor has a failure that could still count."""
+        if self.current is not None and at < self.current.until:
+            return False
+        return not self._window or at - self._window[-1] >= WINDOW
+
     def locked(self, at: datetime) -> bool:
         """Tell whether the IP is locked out at `at`."""
         return self.current is not None and self.current.active(at)

@@ -49,6 +49,13 @@ def destinations(to: str) -> list[str]:
     return found
 
 
+def check_caller(from_: object) -> str:
+    """Check Make Call's `from`: a phone number (digits, optional +) or a SIP URI."""
+    if not isinstance(from_, str) or not (is_number(from_) or is_sip_uri(from_)):
+        raise ValidationError("from", "must be a phone number (digits, optional +)")
+    return from_
+
+
 @dataclass(frozen=True)
 class Outbound:
     """Start calls and hand calls over, with this app's webhooks as the default URLs."""
@@ -85,7 +92,7 @@ class Outbound:
             else sip_auth_password
         )
         values: dict[str, Any] = {
-            "from_": self._caller(from_),
+            "from_": check_caller(from_),
             "to": "<".join(self._targets(to, sip_auth_username, password)),
             "answer_url": check_url("answer_url", answer_url or self.url_for("webhooks.answer")),
             "answer_method": check_method("answer_method", answer_method),
@@ -129,12 +136,6 @@ class Outbound:
         """Return the signed, expiring URL that dials `group` for `call_uuid`."""
         token = self.handoff.mint(call_uuid, group)
         return self.url_for("webhooks.handoff", group=group, **{TOKEN_PARAM: token})
-
-    @staticmethod
-    def _caller(from_: str) -> str:
-        if not (is_number(from_) or is_sip_uri(from_)):
-            raise ValidationError("from", "must be a phone number (digits, optional +)")
-        return from_
 
     @staticmethod
     def _targets(to: str, username: str | None, password: str | None) -> list[str]:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from callbacks import SIP_AUTH_TYPES, InboundCall, IPAddress
+from callbacks import SIP_AUTH_TYPES, InboundCall, unmapped
 
 ActionKind = Literal["dial", "redirect", "speak", "reject"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -41,12 +41,6 @@ class Action:
         return self.kind
 
 
-def _unmapped(address: IPAddress) -> IPAddress:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 @dataclass(frozen=True)
 class Match:
     """Conditions of a rule; each one left as None is not checked.
@@ -76,7 +70,7 @@ class Match:
         if self.source_networks is not None:
             if call.sip_source_ip is None:
                 return False
-            source = _unmapped(call.sip_source_ip)
+            source = unmapped(call.sip_source_ip)
             if not any(source in network for network in self.source_networks):
                 return False
         if self.to is not None and not self.to.fullmatch(call.to or ""):

@@ -13,9 +13,10 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from callbacks import unmapped
 from errors import ValidationError
 from sandbox.digest import ha1
 from sipauth import (
@@ -100,9 +101,7 @@ class Acl:
 
     def admits(self, address: IPAddress) -> bool:
         """Tell whether `address` falls in one of the entries (IPv4-mapped IPv6 counts as v4)."""
-        candidates: list[IPAddress] = [address]
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            candidates.append(address.ipv4_mapped)
+        candidates = {address, unmapped(address)}
         return any(
             candidate in entry.network
             for entry in self.entries.values()
@@ -126,6 +125,13 @@ class Application:
     sip_auth_type: str = ""
     credential_uuid: str | None = None
     ip_acl_uuid: str | None = None
+
+
+def _only(fields: Mapping[str, Any], *known: str) -> None:
+    """Refuse a field the resource does not have, rather than ignore it."""
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ApiError(400, f"unknown parameter {unknown[0]}")
 
 
 def _text(fields: Mapping[str, Any], key: str, required: bool = False) -> str | None:
@@ -193,6 +199,7 @@ class Account:
 
     def create_credential(self, fields: Mapping[str, Any]) -> Credential:
         """Create a credential; 400 for a limit, 409 for a taken username."""
+        _only(fields, "username", "password")
         username = _text(fields, "username", required=True)
         password = _text(fields, "password", required=True)
         assert username is not None and password is not None
@@ -220,6 +227,7 @@ class Account:
 
     def update_credential(self, uuid: str, fields: Mapping[str, Any]) -> Credential:
         """Change the password (the only field that may change); effective at once."""
+        _only(fields, "username", "password")
         if "username" in fields and fields["username"] != self.credential(uuid).username:
             raise ApiError(400, "username cannot be changed; only password can be updated")
         password = _text(fields, "password", required=True)
@@ -254,6 +262,7 @@ class Account:
 
     def create_acl(self, fields: Mapping[str, Any]) -> Acl:
         """Create an IP ACL; 400 for a bad name or a full account."""
+        _only(fields, "name")
         name = _text(fields, "name", required=True)
         assert name is not None
         try:
@@ -285,6 +294,7 @@ class Account:
 
     def add_entry(self, acl_uuid: str, fields: Mapping[str, Any]) -> AclEntry:
         """Add an IPv4/IPv6 address or range; effective at once for every app using the ACL."""
+        _only(fields, "ip_address", "cidr_prefix", "description")
         address = _text(fields, "ip_address", required=True)
         prefix = fields.get("cidr_prefix")
         description = _text(fields, "description")
@@ -359,6 +369,12 @@ class Account:
             self.applications[new_id] = app
             return new_id
 
+    def snapshot(self, app_id: str) -> Application | None:
+        """Return a copy of an application as it is now (one consistent read), or None."""
+        with self.lock:
+            found = self.applications.get(app_id)
+            return replace(found) if found is not None else None
+
     def check_application(self, fields: Mapping[str, Any]) -> Application:
         """Check URLs and methods as an application would take them, without storing one."""
         app = Application("", "make-call", "")
@@ -388,9 +404,7 @@ class Account:
             self.numbers = {n: a for n, a in self.numbers.items() if a != app_id}
 
     def _apply(self, app: Application, fields: Mapping[str, Any]) -> None:
-        unknown = sorted(set(fields) - {"app_name", *URL_FIELDS, *ASSIGNMENT_FIELDS})
-        if unknown:
-            raise ApiError(400, f"unknown parameter {unknown[0]}")
+        _only(fields, "app_name", *URL_FIELDS, *ASSIGNMENT_FIELDS)
         changes: dict[str, Any] = {}
         for key in ("answer_url", "hangup_url", "fallback_answer_url"):
             if key in fields:

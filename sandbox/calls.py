@@ -17,27 +17,43 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from lxml import etree
 
 import lockout
+from callbacks import (
+    INBOUND_AUTH_FAILED_CODE,
+    OUTBOUND_AUTH_FAILED_CODE,
+    OUTBOUND_AUTH_TIMEOUT_CODE,
+    SIP_AUTH_FAILED,
+    SIP_AUTH_TIMEOUT,
+    unmapped,
+    whole_number,
+)
 from errors import ValidationError
-from outbound import destinations
+from outbound import CALLER_NAME_MAX, check_caller, destinations
 from sandbox import digest
 from sandbox.account import URL_FIELDS, Account, Application
 from sandbox.config import SIP_TIMER_B, Endpoint, SandboxConfig
-from sandbox.timeline import Clock, Event, render, safe_url
+from sandbox.timeline import Clock, Event, render, safe_address, safe_url
 from signature import signed_headers
 from sipauth import REALM
-from xml_builders import check_sip_credentials, is_number, is_sip_uri
+from xml_builders import (
+    check_method,
+    check_sip_credentials,
+    check_text,
+    check_url,
+    is_number,
+    is_sip_uri,
+)
 
 log = logging.getLogger("sipguard.sandbox")
 
-# Hangup causes: the seed's for SIP auth, the facts file's table (§5) for the rest.
-SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT = "sip_auth_failed", "sip_auth_timeout"
+# Hangup causes: the seed's for SIP auth (callbacks.py), the facts file's table (§5) for the rest.
 CAUSES: Mapping[int, str] = {
+    0: "Unknown",
     1000: "Canceled",
     2000: "Invalid Destination Address",
     2060: "Loop Detected",
@@ -45,9 +61,9 @@ CAUSES: Mapping[int, str] = {
     3020: "Rejected",
     4000: "Normal Hangup",
     4010: "End Of XML Instructions",
-    4210: SIP_AUTH_FAILED,
-    4240: SIP_AUTH_FAILED,
-    4250: SIP_AUTH_TIMEOUT,
+    INBOUND_AUTH_FAILED_CODE: SIP_AUTH_FAILED,
+    OUTBOUND_AUTH_FAILED_CODE: SIP_AUTH_FAILED,
+    OUTBOUND_AUTH_TIMEOUT_CODE: SIP_AUTH_TIMEOUT,
     7011: "Error reaching Answer URL",
     7012: "Error reaching Action URL",
     7013: "Error reaching Transfer URL",
@@ -73,6 +89,8 @@ MAX_TRANSFERS = 70  # facts §4: after 70 transfers the call hangs up with "Loop
 MAX_DOCUMENTS = 100  # seed silent: a redirect loop ends as "Loop Detected" after 100 documents
 MAX_XML_BYTES = 100_000  # facts §7
 MAX_CALLS = 10_000  # calls (and their timelines) a running sandbox remembers
+MAX_TRACKED_SOURCES = 10_000  # source IPs followed for lockouts before idle ones are forgotten
+MAX_CALL_SECONDS = 86_400  # facts §2: calls are cut at 24 h; longer XML durations are clamped
 DEFAULT_RING_SECONDS = 60.0  # seed silent: a Dial without timeout rings a silent agent 60 s
 SPEAK_WORDS_PER_SECOND = 2.5
 _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
@@ -182,7 +200,7 @@ class Call:
             "call_uuid": self.uuid,
             "direction": self.direction,
             "from": self.from_,
-            "to": self.to,
+            "to": safe_address(self.to),
             "app_id": self.app.app_id,
             "started": self.started.isoformat(),
             "state": self.state,
@@ -194,7 +212,8 @@ class Call:
 
     def text(self) -> str:
         """The timeline as readable lines."""
-        header = f"call {self.uuid} {self.direction} {self.from_} -> {self.to} [{self.state}]"
+        parties = f"{self.from_} -> {safe_address(self.to)}"
+        header = f"call {self.uuid} {self.direction} {parties} [{self.state}]"
         return render(header, self.events)
 
 
@@ -233,29 +252,35 @@ class Sandbox:
     # -- inbound --------------------------------------------------------------------------------
 
     def invite(self, invite: Invite) -> InviteResult:
-        """Take an INVITE as Plivo's edge does: resolve, lockout, authenticate, then connect."""
+        """Take an INVITE as Plivo's edge does: lockout, resolve, authenticate, then connect."""
         now = self.clock.now()
         try:
             source = ipaddress.ip_address(invite.source_ip)
         except ValueError:
+            # Seed silent: a source that is not an address is the caller's mistake (400).
             return InviteResult(400, "source IP is not an IPv4 or IPv6 address")
         resolved = self._resolve(invite.request_uri)
-        if resolved is None:
-            return InviteResult(404, f"nothing answers at {invite.request_uri}")
-        app, by_app_id = resolved
+        app, by_app_id = resolved if resolved is not None else (None, False)
         # Only sip:{app_id}@app.plivo.com runs auth: "Inbound auth resolves from the SIP
         # Request-URI ... not the To header" (seed). A phone number there runs none.
-        mode = app.sip_auth_type if by_app_id else ""
+        mode = app.sip_auth_type if app is not None and by_app_id else ""
         with self._lock:
             key = _lockout_key(source)
             tracker = self._trackers.setdefault(key, lockout.Tracker(key))
             locked = tracker.current if tracker.locked(now) else None
+            self._prune_trackers(now)
         if locked is not None:
             # "During lockout, all calls from that IP receive 403 Forbidden — even with correct
-            # credentials." Seed silent on which calls: every call from the IP, as an edge
-            # rate limit would; refused attempts do not count (lockout.py).
+            # credentials." Seed silent on which calls: every call from the IP, whatever its
+            # Request-URI, as an edge rate limit would; refused attempts do not count.
             until = locked.until.isoformat(timespec="seconds")
-            return self._refuse(invite, app, source, mode, f"source IP locked out until {until}")
+            reason = f"source IP locked out until {until}"
+            if app is None:
+                return InviteResult(403, reason)  # no application: no call, no callback
+            return self._refuse(invite, app, source, mode, reason)
+        if app is None:
+            # Seed silent: nothing answers at this Request-URI, SIP's 404 Not Found.
+            return InviteResult(404, f"nothing answers at {invite.request_uri}")
         username: str | None = None
         with self.account.lock:  # what the account holds now: changes apply at once (seed FAQ)
             acl = self.account.acls.get(app.ip_acl_uuid or "")
@@ -273,9 +298,9 @@ class Sandbox:
                 answer = digest.Authorization.parse(invite.authorization)
             except digest.DigestError as exc:
                 return self._fail(invite, app, source, mode, f"unreadable digest ({exc})", now)
-            username = answer.username
             if not self._nonces.redeem(answer.nonce, invite.request_uri, now):
-                # A nonce we did not issue, spent or expired: challenge again, count nothing.
+                # Seed silent: a nonce we did not issue, or spent, or expired, is challenged
+                # again (stale=true) and not counted as a failure (RFC 7616 §3.3).
                 nonce = self._nonces.issue(REALM, invite.request_uri, now)
                 challenge = digest.Challenge(REALM, nonce, "MD5", stale=True)
                 return InviteResult(407, "stale nonce", None, challenge.header())
@@ -285,17 +310,17 @@ class Sandbox:
                 and answer.realm == stored.realm
                 and answer.uri == invite.request_uri
                 and answer.algorithm.upper() == "MD5"  # HA1 is MD5 (seed, Security)
+                and answer.qop == "auth"  # offered in the challenge, so it must come back
                 and digest.verify(answer, stored.ha1, "INVITE")
             ):
-                return self._fail(
-                    invite, app, source, mode, "digest credentials do not match", now, username
-                )
+                return self._fail(invite, app, source, mode, "digest credentials do not match", now)
+            username = stored.username
         call = self._new_call(invite, app)
         call.note("invite", f"INVITE {invite.request_uri} from {source}", source_ip=str(source))
         if mode:
             call.sip = {"SIPAuthType": mode, "SIPSourceIP": str(source)}
             if username is not None:
-                call.sip["SIPAuthUser"] = username
+                call.sip["SIPAuthUser"] = username  # "Authenticated SIP username" (seed)
             who = f" as {username}" if username else ""
             call.note("auth", f"{mode}: passed{who}", decision="passed", sip_auth_type=mode)
         else:
@@ -305,27 +330,33 @@ class Sandbox:
                 else "the application has no sip_auth_type"
             )
             call.note("auth", f"not run: {why}", decision="not-run")
-        self._connect(call)
+        self._guarded(call, partial(self._connect, call))()
         return InviteResult(200, "connected", call.uuid)
 
     def _resolve(self, request_uri: str) -> tuple[Application, bool] | None:
-        """Find the application a Request-URI reaches, and whether it named the app."""
+        """Find the application a Request-URI reaches (a copy), and whether it named the app."""
         if not is_sip_uri(request_uri):
             return None
         user, _, host = request_uri.split(":", 1)[1].partition("@")
         host = host.split(";", 1)[0].split(":", 1)[0].lower()
         if host != REALM or not user:
             return None
+        app = self.account.snapshot(user)
+        if app is not None:
+            return app, True
         with self.account.lock:
-            app = self.account.applications.get(user)
-            if app is not None:
-                return app, True
             number = user if user.startswith("+") else f"+{user}"
-            for candidate in (user, number):
-                app_id = self.account.numbers.get(candidate)
-                if app_id is not None and is_number(candidate):
-                    return self.account.applications[app_id], False
-        return None
+            app_id = next(
+                (self.account.numbers[n] for n in (user, number) if n in self.account.numbers),
+                None,
+            )
+        found = self.account.snapshot(app_id) if app_id is not None and is_number(user) else None
+        return (found, False) if found is not None else None
+
+    def _prune_trackers(self, now: datetime) -> None:
+        """Forget sources with no lockout and no recent failure (called under self._lock)."""
+        if len(self._trackers) > MAX_TRACKED_SOURCES:
+            self._trackers = {k: t for k, t in self._trackers.items() if not t.idle(now)}
 
     def _fail(
         self,
@@ -335,7 +366,6 @@ class Sandbox:
         mode: str,
         reason: str,
         now: datetime,
-        username: str | None = None,
     ) -> InviteResult:
         """A failed check: counted towards the lockout, then refused like any other."""
         with self._lock:
@@ -345,7 +375,7 @@ class Sandbox:
                 f"; that is {started.failures} failures within 60 s, so calls from {source} "
                 f"are locked out until {started.until.isoformat(timespec='seconds')}"
             )
-        return self._refuse(invite, app, source, mode, reason, username, counted=True)
+        return self._refuse(invite, app, source, mode, reason, counted=True)
 
     def _refuse(
         self,
@@ -354,7 +384,6 @@ class Sandbox:
         source: ipaddress.IPv4Address | ipaddress.IPv6Address,
         mode: str,
         reason: str,
-        username: str | None = None,
         counted: bool = False,
     ) -> InviteResult:
         """Answer 403 and end the call with sip_auth_failed 4210 (seed, Hangup Causes)."""
@@ -367,12 +396,10 @@ class Sandbox:
             counted=counted,
         )
         # Seed silent on the hangup callback's SIP fields for a refused call: SIPSourceIP and
-        # SIPAuthType say who failed what (monitoring counts failures per source IP); the
-        # username offered, if any, is sent as SIPAuthUser. Never the digest or a password.
+        # SIPAuthType say who failed what (monitoring counts failures per source IP). No
+        # SIPAuthUser: the seed defines it as the authenticated username, and nobody was.
         call.sip = {"SIPAuthType": mode, "SIPSourceIP": str(source)} if mode else {}
-        if username and mode:
-            call.sip["SIPAuthUser"] = username
-        self._end(call, 4210, "failed", "Plivo")
+        self._end(call, INBOUND_AUTH_FAILED_CODE, "failed", "Plivo")
         return InviteResult(403, reason, call.uuid)
 
     def _new_call(self, invite: Invite, app: Application, direction: str = "inbound") -> Call:
@@ -408,11 +435,11 @@ class Sandbox:
                 raise ValidationError(key, "must be a string")
             return value
 
-        caller = text("from", True)
+        caller = check_caller(text("from", True))
         to = text("to", True)
         answer_url = text("answer_url", True)
         username, password = text("sip_auth_username"), text("sip_auth_password")
-        assert caller is not None and to is not None and answer_url is not None
+        assert to is not None and answer_url is not None
         targets = destinations(to)
         check_sip_credentials(("sip_auth_username", "sip_auth_password"), username, password)
         if username is not None and not all(is_sip_uri(t) for t in targets):
@@ -421,25 +448,33 @@ class Sandbox:
                 "sip_auth_username",
                 "sip_auth_username and sip_auth_password are only accepted when to is a SIP URI",
             )
+        caller_name = text("caller_name")
+        if caller_name is not None:
+            check_text("caller_name", caller_name, max_length=CALLER_NAME_MAX)
         # Make Call names the application's fallback_answer_url "fallback_url" (facts §3).
         wire = {key: "fallback_url" if key == "fallback_answer_url" else key for key in URL_FIELDS}
         urls = {
             key: fields[wire[key]] for key in URL_FIELDS if fields.get(wire[key]) not in (None, "")
         }
         app = self.account.check_application(urls)
-        ring_timeout = _whole(str(fields.get("ring_timeout") or ""), None)
-        ring = float(ring_timeout) if ring_timeout else None
-        request_uuids = []
+        ring = _ring_timeout(fields.get("ring_timeout"))
+        placed = []
         for target in targets:
-            request_uuid = self._new_uuid()
-            invite = Invite(source_ip="0.0.0.0", request_uri=target, from_=caller, to=target)
+            invite = Invite("0.0.0.0", target, caller, target, caller_name)
             call = self._new_call(invite, app, "outbound")
-            call.request_uuid = request_uuid
-            call.caller_name = text("caller_name")
-            call.note("api", f"Make Call to {target} (request {request_uuid})")
-            request_uuids.append(request_uuid)
-            self._run(self._guarded(call, partial(self._place, call, username, password, ring)))
-        return request_uuids
+            call.request_uuid = self._new_uuid()
+            call.note("api", f"Make Call to {safe_address(target)} (request {call.request_uuid})")
+            placed.append(call)
+        # One job for the request, however many destinations: the calls run one after the
+        # other in simulated time, and a 1000-destination request starts one thread, not 1000.
+        self._run(partial(self._place_all, placed, username, password, ring))
+        return [str(call.request_uuid) for call in placed]
+
+    def _place_all(
+        self, calls: list[Call], username: str | None, password: str | None, ring: float | None
+    ) -> None:
+        for call in calls:
+            self._guarded(call, partial(self._place, call, username, password, ring))()
 
     def _place(
         self, call: Call, username: str | None, password: str | None, ring: float | None
@@ -452,6 +487,7 @@ class Sandbox:
             status = {"no-answer": "no-answer", "busy": "busy", "timeout": "timeout"}.get(
                 leg.outcome, "failed"
             )
+            # Seed silent on HangupSource here: the called side ended it ("Callee", facts §5).
             self._end(call, code, status, "Callee", cause=leg.cause)
             return
         call.answered_at = call.offset
@@ -473,9 +509,10 @@ class Sandbox:
         url = fields.get("aleg_url")
         if not isinstance(url, str) or not url:
             raise ValidationError("aleg_url", "aleg_url parameter is missing")
-        method = str(fields.get("aleg_method") or "POST").upper()
-        if method not in ("GET", "POST"):
-            raise ValidationError("aleg_method", "must be GET or POST")
+        check_url("aleg_url", url)
+        method = fields.get("aleg_method") or "POST"
+        check_method("aleg_method", method.upper() if isinstance(method, str) else method)
+        method = method.upper()
         with self._lock:
             if call.state != "parked":
                 raise ValidationError("call", "the call is running XML; transfer it when it waits")
@@ -486,6 +523,7 @@ class Sandbox:
     def _resume(self, call: Call, url: str, method: str) -> None:
         self._catch_up(call)
         call.transfers += 1
+        call.documents = 0  # each transfer starts a new run of XML (its own loop guard)
         call.note("transfer", f"Transfer API: A leg to {safe_url(url)}", url=safe_url(url))
         if call.transfers > MAX_TRANSFERS:
             self._end(call, 2060, "failed", "Plivo")
@@ -522,13 +560,19 @@ class Sandbox:
     # -- running a call -------------------------------------------------------------------------
 
     def _guarded(self, call: Call, job: Callable[[], None]) -> Callable[[], None]:
+        """Wrap a call's steps so a sandbox bug ends the call (0 Unknown) instead of hanging it."""
+
         def run() -> None:
             try:
                 job()
-            except Exception:  # a sandbox bug must end the call, not leave a waiter hanging
+            except Exception:  # any failure inside the sandbox: end the call, keep serving
                 log.exception("sandbox: call %s failed inside the sandbox", call.uuid)
                 call.note("error", "the sandbox itself failed on this call (see its log)")
-                call.state = "ended"
+                try:
+                    self._end(call, 0, "failed", "Error")
+                except Exception:  # the hangup callback itself failed: just settle the call
+                    log.exception("sandbox: call %s could not be ended cleanly", call.uuid)
+                    call.state = "ended"
                 call.settled.set()
 
         return run
@@ -586,9 +630,10 @@ class Sandbox:
             url=safe_url(url),
             handoff_url=handoff,
         )
-        call.state = "parked"
-        call.parked_since = self.clock.now()
-        call.settled.set()
+        with self._lock:  # a Transfer or hangup may act as soon as the state says parked
+            call.parked_since = self.clock.now()
+            call.state = "parked"
+            call.settled.set()
 
     def _fetch_xml(
         self, call: Call, url: str, method: str, kind: str, extra: Mapping[str, str]
@@ -617,6 +662,17 @@ class Sandbox:
         self, call: Call, root: etree._Element, kind: str
     ) -> tuple[str, str, str, Mapping[str, str]] | None:
         """Run a <Response>; return the next document to fetch, or None when it runs out."""
+        try:
+            return self._run_verbs(call, root, kind)
+        except InvalidXML as exc:
+            # A URL, method or credential pair Plivo would refuse: the document is invalid.
+            call.note("xml", f"invalid XML: {exc}")
+            self._end(call, FETCH_CODES[kind][1], "failed", "Error")
+            return None
+
+    def _run_verbs(
+        self, call: Call, root: etree._Element, kind: str
+    ) -> tuple[str, str, str, Mapping[str, str]] | None:
         for element in root:
             if not isinstance(element.tag, str):
                 continue  # an XML comment or processing instruction
@@ -629,14 +685,14 @@ class Sandbox:
                 call.offset += max(1.0, words / SPEAK_WORDS_PER_SECOND)
                 call.note("speak", f"said {words} word(s)")
             elif tag == "Wait":
-                call.offset += float(_whole(element.get("length"), 1))
+                call.offset += _seconds(element.get("length"), 1)
                 call.note("wait", "waited")
             elif tag == "Hangup":
                 self._hangup_verb(call, element)
                 return None
             elif tag == "Redirect":
-                url = (element.text or "").strip()
-                return url, (element.get("method") or "POST").upper(), "redirect", {}
+                url = _xml_url("Redirect", (element.text or "").strip())
+                return url, _xml_method(element.get("method")), "redirect", {}
             elif tag == "Record":
                 step = self._record(call, element)
                 if step is not None:
@@ -648,10 +704,7 @@ class Sandbox:
             elif tag in OTHER_VERBS:
                 call.note("xml", f"<{tag}> is not simulated by the sandbox; skipped")
             else:
-                # Not Plivo XML (facts §7: Twilio's <Reject/> gives 8011): the call fails here.
-                call.note("xml", f"<{tag}> is not a Plivo verb")
-                self._end(call, FETCH_CODES[kind][1], "failed", "Error")
-                return None
+                raise InvalidXML(f"<{tag}> is not a Plivo verb (facts §7: <Reject/> gives 8011)")
         return None
 
     def _hangup_verb(self, call: Call, element: etree._Element) -> None:
@@ -668,8 +721,11 @@ class Sandbox:
     def _record(
         self, call: Call, element: etree._Element
     ) -> tuple[str, str, str, Mapping[str, str]] | None:
-        max_length = float(_whole(element.get("maxLength"), 60))
-        seconds = min(max_length, self.config.message_seconds)
+        callback = _optional_url("Record callbackUrl", element.get("callbackUrl"))
+        callback_method = _xml_method(element.get("callbackMethod"))
+        action = _optional_url("Record action", element.get("action"))
+        method = _xml_method(element.get("method"))
+        seconds = min(_seconds(element.get("maxLength"), 60), self.config.message_seconds)
         recording = self._new_uuid()
         call.offset += seconds
         call.note("record", f"recorded a {seconds:g} s message (simulated caller)")
@@ -679,26 +735,31 @@ class Sandbox:
             "RecordingDuration": str(int(seconds)),
             "RecordingDurationMs": str(int(seconds * 1000)),
         }
-        callback = element.get("callbackUrl")
         if callback:
-            method = (element.get("callbackMethod") or "POST").upper()
-            self._callback(call, "recording", callback, method, {**self._params(call), **params})
-        action = element.get("action")
-        if action:
-            return action, (element.get("method") or "POST").upper(), "action", params
-        return None
+            self._callback(
+                call, "recording", callback, callback_method, {**self._params(call), **params}
+            )
+        return (action, method, "action", params) if action else None
 
     def _dial(
         self, call: Call, element: etree._Element
     ) -> tuple[str, str, str, Mapping[str, str]] | None:
         """Ring every <User>/<Number> at once; the first to answer wins (facts §2)."""
         children = [c for c in element if c.tag in ("User", "Number")]
-        timeout = _whole(element.get("timeout"), None)
-        ring = float(timeout) if timeout else None
-        call.note(
-            "dial",
-            f"Dial {len(children)} endpoint(s)" + (f", timeout {timeout}s" if timeout else ""),
-        )
+        action = _optional_url("Dial action", element.get("action"))
+        method = _xml_method(element.get("method"))
+        for child in children:
+            try:
+                check_sip_credentials(
+                    ("sipAuthUsername", "sipAuthPassword"),
+                    child.get("sipAuthUsername"),
+                    child.get("sipAuthPassword"),
+                )
+            except ValidationError as exc:
+                raise InvalidXML(f"<{child.tag}> {exc.message}") from None
+        ring = _seconds(element.get("timeout"), 0) or None
+        limit = f", timeout {ring:g}s" if ring else ""
+        call.note("dial", f"Dial {len(children)} endpoint(s){limit}")
         legs = [
             self._ring(
                 call,
@@ -720,11 +781,11 @@ class Sandbox:
         if winner is not None:
             if call.answered_at is None:
                 call.answered_at = winner.at
-            limit = _whole(element.get("timeLimit"), None)
-            talk = min(winner.talk, float(limit)) if limit else winner.talk
+            cap = _seconds(element.get("timeLimit"), 0)
+            talk = min(winner.talk, cap) if cap else winner.talk
             call.offset = winner.at + talk
             status, cause, b_leg = "completed", "Normal Hangup", winner.uuid
-            call.note("bridge", f"talked {talk:g} s with {winner.address}; the agent hung up")
+            call.note("bridge", f"talked {talk:g} s with {safe_address(winner.address)}; hung up")
         elif legs:
             last = max(legs, key=lambda leg: leg.at)
             # Seed silent on a Dial of several endpoints that all fail: the Dial ends when the
@@ -734,7 +795,6 @@ class Sandbox:
         else:
             status, cause, b_leg = "failed", "Invalid Destination Address", ""
         call.note("dial", f"DialStatus={status} DialHangupCause={cause}", dial_status=status)
-        action = element.get("action")
         if not action:
             return None
         params = {
@@ -744,7 +804,6 @@ class Sandbox:
             "DialALegUUID": call.uuid,
             "DialBLegUUID": b_leg,
         }
-        method = (element.get("method") or "POST").upper()
         if (element.get("redirect") or "true").lower() == "false":
             self._callback(call, "action", action, method, {**self._params(call), **params})
             return None
@@ -773,18 +832,18 @@ class Sandbox:
             if username is None or password is None:
                 # Seed silent: with no credentials to answer the challenge, the PBX's 401/407
                 # stands, and the leg fails as a rejected authentication.
-                leg.cause, leg.code = SIP_AUTH_FAILED, 4240
+                leg.cause, leg.code = SIP_AUTH_FAILED, OUTBOUND_AUTH_FAILED_CODE
                 leg.steps.append("no sipAuthUsername/sipAuthPassword to answer it")
                 return leg
             answer = digest.answer(challenge, username, password, "INVITE", address)
             leg.steps.append("answered the challenge with the <User>'s credentials")
             if endpoint.auth.reply == "timeout":
                 leg.outcome, leg.at = "timeout", leg.at + SIP_TIMER_B
-                leg.cause, leg.code = SIP_AUTH_TIMEOUT, 4250
+                leg.cause, leg.code = SIP_AUTH_TIMEOUT, OUTBOUND_AUTH_TIMEOUT_CODE
                 leg.steps.append(f"no reply to the authenticated INVITE in {SIP_TIMER_B:g} s")
                 return leg
             if not endpoint.auth.accepts(answer, address, now):
-                leg.cause, leg.code = SIP_AUTH_FAILED, 4240
+                leg.cause, leg.code = SIP_AUTH_FAILED, OUTBOUND_AUTH_FAILED_CODE
                 leg.steps.append("the PBX rejected the credentials (403)")
                 return leg
             leg.steps.append("the PBX accepted the credentials")
@@ -794,6 +853,7 @@ class Sandbox:
             return leg
         limit = timeout if timeout is not None else DEFAULT_RING_SECONDS
         if endpoint.answer == "no_answer" or endpoint.answer_after >= limit:
+            # The facts file's code table has no "no answer" code: none is invented here.
             leg.outcome, leg.at, leg.cause = "no-answer", leg.at + limit, "No Answer"
             leg.steps.append(f"rang {limit:g} s unanswered")
             return leg
@@ -808,9 +868,10 @@ class Sandbox:
             Event(
                 leg.at,
                 "leg",
-                f"{leg.address}: {leg.outcome}{cause} — " + "; ".join(leg.steps or ["rang"]),
+                f"{safe_address(leg.address)}: {leg.outcome}{cause} — "
+                + "; ".join(leg.steps or ["rang"]),
                 {
-                    "address": leg.address,
+                    "address": safe_address(leg.address),
                     "outcome": leg.outcome,
                     "cause": leg.cause,
                     "code": leg.code,
@@ -854,8 +915,10 @@ class Sandbox:
         cause: str | None = None,
     ) -> None:
         """End the call and send the hangup callback (facts §5 fields, seed causes)."""
-        if call.state == "ended":
-            return
+        with self._lock:  # once: a caller's hangup and the XML's end may race
+            if call.state == "ended":
+                return
+            call.state = "ended"
         name = cause or (CAUSES[code] if code is not None else "Unknown")
         duration = int(call.offset - call.answered_at) if call.answered_at is not None else 0
         ended = call.started + timedelta(seconds=call.offset)
@@ -880,7 +943,6 @@ class Sandbox:
         if call.answered_at is not None:
             answered = call.started + timedelta(seconds=call.answered_at)
             params["AnswerTime"] = answered.strftime("%Y-%m-%d %H:%M:%S")
-        call.state = "ended"
         call.hangup = {
             key: params[key]
             for key in ("CallStatus", "HangupCauseName", "HangupCauseCode", "HangupSource")
@@ -917,7 +979,7 @@ class Sandbox:
         shown = safe_url(url)
         try:
             answer = self._http(method, target, headers, body)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # unreachable, or a URL no client can send to
             call.note("callback", f"{name}: {method} {shown} -> unreachable ({type(exc).__name__})")
             return None
         call.note(
@@ -933,25 +995,53 @@ class Sandbox:
 
 
 def _lockout_key(source: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """One key per source: an IPv4-mapped IPv6 address counts as its IPv4 address, so a
-    caller cannot double its attempts by switching notation (the ACL matches it that way too)."""
-    if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped is not None:
-        return str(source.ipv4_mapped)
-    return str(source)
+    """One key per source, so a caller cannot multiply its attempts by switching notation: an
+    IPv4-mapped IPv6 address counts as its IPv4 address and an IPv6 zone (%eth0) is dropped,
+    as the ACL check reads them too."""
+    return str(unmapped(source)).split("%", 1)[0]
 
 
 def _host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-@overload
-def _whole(raw: str | None, default: int) -> int: ...
-@overload
-def _whole(raw: str | None, default: None) -> int | None: ...
-def _whole(raw: str | None, default: int | None) -> int | None:
-    if raw is None or not raw.isascii() or not raw.isdigit():
-        return default
-    return int(raw)
+class InvalidXML(Exception):
+    """Something in a document Plivo would refuse; the call ends 8011-8014."""
+
+
+def _xml_url(where: str, value: str) -> str:
+    try:
+        return check_url(where, value)
+    except ValidationError:
+        raise InvalidXML(f"{where} is not an absolute http(s) URL") from None
+
+
+def _optional_url(where: str, value: str | None) -> str | None:
+    return _xml_url(where, value) if value else None
+
+
+def _xml_method(value: str | None) -> str:
+    method = (value or "POST").upper()
+    if method not in ("GET", "POST"):
+        raise InvalidXML("method must be GET or POST")
+    return method
+
+
+def _seconds(raw: str | None, default: float) -> float:
+    """A duration attribute in whole seconds; unreadable means the default, huge is clamped."""
+    value = whole_number((raw or "").strip())
+    return default if value is None else float(min(value, MAX_CALL_SECONDS))
+
+
+def _ring_timeout(raw: object) -> float | None:
+    """Make Call's ring_timeout: whole seconds from 1 (the SDK sends it; facts §3)."""
+    if raw is None or raw == "":
+        return None
+    text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+    value = whole_number(text) if isinstance(text, str) else None
+    if not value:
+        raise ValidationError("ring_timeout", "must be a whole number of seconds from 1")
+    return float(min(value, MAX_CALL_SECONDS))
 
 
 def _parse_xml(body: bytes) -> etree._Element | None:

@@ -23,6 +23,7 @@ from errors import ConfigError, PlivoAPIError
 from sandbox import DEFAULT_CONFIG, build
 from sandbox.client import SandboxClient, SandboxError
 from sandbox.server import create_sandbox_app
+from sandbox.timeline import MAX_ADVANCE
 from webhooks.context import runtime
 
 DEFAULT_PORT = 5100
@@ -157,7 +158,12 @@ def hangup(call_uuid: str, as_json: bool) -> None:
 
 
 @sandbox.command("clock")
-@click.option("--advance", type=click.FloatRange(min=0), default=0, help="Seconds to move on.")
+@click.option(
+    "--advance",
+    type=click.FloatRange(0, MAX_ADVANCE.total_seconds()),
+    default=0,
+    help="Seconds to move on.",
+)
 def clock(advance: float) -> None:
     """Show the sandbox clock, or move it forward (lockouts expire, nonces go stale)."""
     try:

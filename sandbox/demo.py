@@ -23,7 +23,6 @@ import secrets
 import shutil
 import signal
 import socket
-import string
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 import requests
 
 from sandbox.client import SandboxClient
+from sipauth import generate_password
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_ID = "10000000000000000001"  # config/sandbox.sample.toml
@@ -45,12 +45,6 @@ CALLER = "ai-frontline"
 GOOD_IP, ATTACKER_IP, CARRIER_IP = "198.51.100.7", "198.51.100.66", "192.0.2.50"
 ALLOW = ("198.51.100.0/24", "2001:db8:42::/48")
 START_TIMEOUT = 30.0
-
-
-def _password() -> str:
-    """A password within Plivo's rules (upper, lower, digit; 12-128 characters)."""
-    alphabet = string.ascii_letters + string.digits
-    return "Aa1" + "".join(secrets.choice(alphabet) for _ in range(21))
 
 
 def _free_port() -> int:
@@ -88,7 +82,7 @@ class Demo:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.app_port, self.sandbox_port = _free_port(), _free_port()
-        self.caller_password = _password()
+        self.caller_password = generate_password()
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": str(ROOT),
@@ -103,10 +97,10 @@ class Demo:
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
             "BIND": f"127.0.0.1:{self.app_port}",
             "WEB_CONCURRENCY": "2",
-            "AGENT_ALICE_PASSWORD": _password(),
-            "AGENT_BOB_PASSWORD": _password(),
+            "AGENT_ALICE_PASSWORD": generate_password(),
+            "AGENT_BOB_PASSWORD": generate_password(),
             # Alice's PBX has a newer password than the app: its credentials get 4240.
-            "SANDBOX_ALICE_PBX_PASSWORD": _password(),
+            "SANDBOX_ALICE_PBX_PASSWORD": generate_password(),
             "DEMO_CALLER_PASSWORD": self.caller_password,
             "LOG_LEVEL": "WARNING",
         }

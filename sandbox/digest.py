@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +26,10 @@ HASHES: Mapping[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,
     "SHA-256": hashlib.sha256,
 }
-NONCE_TTL = timedelta(seconds=32)  # SIP's transaction timeout (RFC 3261 Timer B = 64*T1)
+# Seed silent on nonces: each is good once, for one Request-URI, for SIP's transaction timeout
+# (RFC 3261 Timer B = 64*T1 = 32 s).
+NONCE_TTL = timedelta(seconds=32)
+MAX_NONCES = 100_000  # outstanding challenges kept; the oldest go first beyond this
 
 _PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
 # Values written unquoted, the rest quoted (RFC 3261 §25.1): qop is quoted in a challenge
@@ -280,20 +284,31 @@ class _Issued:
 
 
 class Nonces:
-    """Nonces a server has issued: each is good once, for one Request-URI, for NONCE_TTL."""
+    """Nonces a server has issued: each is good once, for one Request-URI, for NONCE_TTL.
+
+    Shared by the threads of a served sandbox, so every change happens under one lock.
+    """
 
     def __init__(self, token: Callable[[], str] = lambda: secrets.token_urlsafe(24)) -> None:
         self._token = token
         self._issued: dict[str, _Issued] = {}
+        self._lock = threading.Lock()
 
     def issue(self, realm: str, uri: str, now: datetime) -> str:
         """Return a fresh nonce for a challenge on `uri`."""
-        self._issued = {n: i for n, i in self._issued.items() if i.expires > now}
         nonce = self._token()
-        self._issued[nonce] = _Issued(realm, uri, now + NONCE_TTL)
+        with self._lock:
+            # Insertion order is issue order: expired and surplus nonces are at the front.
+            while self._issued:
+                oldest = next(iter(self._issued))
+                if self._issued[oldest].expires > now and len(self._issued) < MAX_NONCES:
+                    break
+                del self._issued[oldest]
+            self._issued[nonce] = _Issued(realm, uri, now + NONCE_TTL)
         return nonce
 
     def redeem(self, nonce: str, uri: str, now: datetime) -> bool:
         """Spend `nonce`; tell whether it was ours, unspent, unexpired and issued for `uri`."""
-        issued = self._issued.pop(nonce, None)
+        with self._lock:
+            issued = self._issued.pop(nonce, None)
         return issued is not None and issued.expires > now and issued.uri == uri

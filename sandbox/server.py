@@ -22,10 +22,12 @@ from werkzeug.exceptions import HTTPException
 from errors import ValidationError
 from sandbox.account import ApiError, page
 from sandbox.calls import Invite, Sandbox
+from xml_builders import has_control
 
 PROXY_AUTHENTICATE = "Proxy-Authenticate"
 PROXY_AUTHORIZATION = "Proxy-Authorization"
 MAX_WAIT_SECONDS = 60.0
+MAX_HEADER = 256  # a From / To / Request-URI / caller name the sandbox takes
 
 
 def _api_id() -> str:
@@ -63,8 +65,9 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
             return None
         header = request.headers.get("Authorization", "")
         scheme, _, encoded = header.partition(" ")
+        basic = scheme.lower() == "basic"  # auth schemes are case-insensitive (RFC 9110)
         try:
-            given = base64.b64decode(encoded, validate=True) if scheme == "Basic" else b""
+            given = base64.b64decode(encoded, validate=True) if basic else b""
         except (binascii.Error, ValueError):
             given = b""
         if not hmac.compare_digest(given, expected):
@@ -212,6 +215,9 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
             for key in ("from", "to", "caller_name")
             for value in [fields.get(key)]
         }
+        for key, value in {**optional, "request_uri": fields["request_uri"]}.items():
+            if value is not None and (len(value) > MAX_HEADER or has_control(value)):
+                raise ApiError(400, f"{key} must be at most {MAX_HEADER} printable characters")
         result = sandbox.invite(
             Invite(
                 source_ip=fields["source_ip"],
@@ -261,9 +267,12 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
     def clock() -> Response:
         if request.method == "POST":
             advance = _fields().get("advance")
-            if isinstance(advance, bool) or not isinstance(advance, int | float) or advance < 0:
-                raise ApiError(400, "advance must be a number of seconds ≥ 0")
-            sandbox.clock.advance(float(advance))
+            if isinstance(advance, bool) or not isinstance(advance, int | float):
+                raise ApiError(400, "advance must be a number of seconds")
+            try:
+                sandbox.clock.advance(float(advance))
+            except (ValueError, OverflowError) as exc:
+                raise ApiError(400, str(exc)) from None
         return jsonify({"now": sandbox.clock.now().isoformat()})
 
     @app.get("/sandbox/lockouts")

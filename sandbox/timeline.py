@@ -8,6 +8,7 @@ masked in URLs (the handoff URL's token is a bearer capability).
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 # Query parameters whose values are masked: tokens, signatures, secrets, and the handoff URL
 # the app gives the AI agent (it carries a bearer token).
 _SECRET_NAME = re.compile(r"token|sig|pass|secret|key|auth|handoff", re.IGNORECASE)
+
+
+MAX_ADVANCE = timedelta(days=366)  # one step of the clock; lockouts need 60 s
 
 
 def utcnow() -> datetime:
@@ -45,24 +49,48 @@ class Clock:
             return base + self._offset
 
     def advance(self, seconds: float) -> datetime:
-        """Move time forward (never back); return the new time."""
-        if seconds < 0:
-            raise ValueError("the sandbox clock only moves forward")
+        """Move time forward (never back, at most MAX_ADVANCE at once); return the new time."""
+        if not (isinstance(seconds, int | float) and math.isfinite(seconds)):
+            raise ValueError("advance by a finite number of seconds")
+        if not 0 <= seconds <= MAX_ADVANCE.total_seconds():
+            raise ValueError(f"advance by 0 to {MAX_ADVANCE.days} days of seconds")
         with self._lock:
-            self._offset += timedelta(seconds=seconds)
-        return self.now()
+            base = self._fixed if self._fixed is not None else self._source()
+            offset = self._offset + timedelta(seconds=seconds)
+            moved = base + offset  # raises OverflowError before anything changes
+            self._offset = offset
+        return moved
 
 
 def safe_url(url: str | None) -> str:
-    """Return `url` with token-like query values masked and any #fragment dropped."""
+    """Return `url` for display: no user:password@, no #fragment, token-like values masked.
+
+    A query that does not read as plain ``k=v&k=v`` (``;`` separators, say) is masked whole.
+    """
     if not url:
         return ""
-    parts = urlsplit(url)
-    query = "&".join(
-        f"{quote(key)}=" + ("…" if _SECRET_NAME.search(key) else quote(value, safe="/:@"))
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return urlunsplit(parts._replace(query=query, fragment=""))
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        return "[unreadable URL]"
+    if ";" in parts.query:
+        query = "…"
+    else:
+        query = "&".join(
+            f"{quote(key)}=" + ("…" if _SECRET_NAME.search(key) else quote(value, safe="/:@"))
+            for key, value in pairs
+        )
+    return urlunsplit(parts._replace(netloc=host, query=query, fragment=""))
+
+
+_SIP_PASSWORD = re.compile(r"^(sips?:[^:@;]+):[^@]*@", re.IGNORECASE)
+
+
+def safe_address(address: str) -> str:
+    """Return a SIP URI for display without a password in its user part (sip:u:pw@h)."""
+    return _SIP_PASSWORD.sub(r"\1@", address)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
 
 from lxml import etree
 from lxml.etree import _Element as Element
@@ -57,8 +58,15 @@ def check_text(field: str, value: str, *, max_length: int | None = None) -> str:
 
 
 def check_url(field: str, value: str) -> str:
-    """Check an absolute http(s) URL."""
+    """Check an absolute http(s) URL with a host that an HTTP client can parse."""
     if not isinstance(value, str) or not _URL.fullmatch(value):
+        raise ValidationError(field, "must be an absolute http(s) URL")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not 0-65535
+    except ValueError:
+        parts = None
+    if parts is None or not parts.hostname:
         raise ValidationError(field, "must be an absolute http(s) URL")
     return value
 
