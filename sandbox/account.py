@@ -134,7 +134,8 @@ def _only(fields: Mapping[str, Any], *known: str) -> None:
         raise ApiError(400, f"unknown parameter {unknown[0]}")
 
 
-def _text(fields: Mapping[str, Any], key: str, required: bool = False) -> str | None:
+def field_text(fields: Mapping[str, Any], key: str, required: bool = False) -> str | None:
+    """Read a string parameter; missing (when required) or not a string is a 400."""
     value = fields.get(key)
     if value is None or value == "":
         if required:
@@ -146,14 +147,14 @@ def _text(fields: Mapping[str, Any], key: str, required: bool = False) -> str | 
 
 
 def _method(fields: Mapping[str, Any], key: str, default: str) -> str:
-    value = (_text(fields, key) or default).upper()
+    value = (field_text(fields, key) or default).upper()
     if value not in METHODS:
         raise ApiError(400, f"{key} must be GET or POST")
     return value
 
 
 def _url(fields: Mapping[str, Any], key: str, required: bool = False) -> str | None:
-    value = _text(fields, key, required)
+    value = field_text(fields, key, required)
     if value is None:
         return None
     try:
@@ -200,8 +201,8 @@ class Account:
     def create_credential(self, fields: Mapping[str, Any]) -> Credential:
         """Create a credential; 400 for a limit, 409 for a taken username."""
         _only(fields, "username", "password")
-        username = _text(fields, "username", required=True)
-        password = _text(fields, "password", required=True)
+        username = field_text(fields, "username", required=True)
+        password = field_text(fields, "password", required=True)
         assert username is not None and password is not None
         try:
             check_username(username)
@@ -230,7 +231,7 @@ class Account:
         _only(fields, "username", "password")
         if "username" in fields and fields["username"] != self.credential(uuid).username:
             raise ApiError(400, "username cannot be changed; only password can be updated")
-        password = _text(fields, "password", required=True)
+        password = field_text(fields, "password", required=True)
         assert password is not None
         try:
             check_password(password)
@@ -263,7 +264,7 @@ class Account:
     def create_acl(self, fields: Mapping[str, Any]) -> Acl:
         """Create an IP ACL; 400 for a bad name or a full account."""
         _only(fields, "name")
-        name = _text(fields, "name", required=True)
+        name = field_text(fields, "name", required=True)
         assert name is not None
         try:
             check_acl_name(name)
@@ -295,9 +296,9 @@ class Account:
     def add_entry(self, acl_uuid: str, fields: Mapping[str, Any]) -> AclEntry:
         """Add an IPv4/IPv6 address or range; effective at once for every app using the ACL."""
         _only(fields, "ip_address", "cidr_prefix", "description")
-        address = _text(fields, "ip_address", required=True)
+        address = field_text(fields, "ip_address", required=True)
         prefix = fields.get("cidr_prefix")
-        description = _text(fields, "description")
+        description = field_text(fields, "description")
         if prefix is not None and not (isinstance(prefix, int) and not isinstance(prefix, bool)):
             if not (isinstance(prefix, str) and prefix.isascii() and prefix.isdigit()):
                 raise ApiError(400, "cidr_prefix must be a whole number")
@@ -357,7 +358,7 @@ class Account:
 
     def create_application(self, fields: Mapping[str, Any], app_id: str | None = None) -> str:
         """Create an application (app_name and answer_url required); return its app_id."""
-        name = _text(fields, "app_name", required=True)
+        name = field_text(fields, "app_name", required=True)
         answer_url = _url(fields, "answer_url", required=True)
         assert name is not None and answer_url is not None
         with self.lock:
@@ -413,7 +414,7 @@ class Account:
             if key in fields:
                 changes[key] = _method(fields, key, "POST")
         if "app_name" in fields:
-            changes["app_name"] = _text(fields, "app_name", required=True)
+            changes["app_name"] = field_text(fields, "app_name", required=True)
         changes.update(self._assignment(app, fields))
         for key, value in changes.items():
             setattr(app, key, value)

@@ -35,7 +35,7 @@ from callbacks import (
 from errors import ValidationError
 from outbound import CALLER_NAME_MAX, check_caller, destinations
 from sandbox import digest
-from sandbox.account import URL_FIELDS, Account, Application
+from sandbox.account import URL_FIELDS, Account, Application, field_text
 from sandbox.config import SIP_TIMER_B, Endpoint, SandboxConfig
 from sandbox.timeline import Clock, Event, render, safe_address, safe_url
 from signature import signed_headers
@@ -415,8 +415,10 @@ class Sandbox:
         with self._lock:
             self.calls[call.uuid] = call
             if len(self.calls) > MAX_CALLS:
-                # A long-running sandbox keeps the newest calls; the oldest ended ones go.
-                for old in [c.uuid for c in self.calls.values() if c.state == "ended"][:1000]:
+                # A long-running sandbox keeps the newest calls: the oldest ended ones go
+                # first, then the oldest of any state (a call left with the AI for ever).
+                ended = [c.uuid for c in self.calls.values() if c.state == "ended"]
+                for old in (ended or list(self.calls))[:1000]:
                     del self.calls[old]
         return call
 
@@ -426,14 +428,7 @@ class Sandbox:
         """Check a Make Call request as Plivo does, place each call, return the request UUIDs."""
 
         def text(key: str, required: bool = False) -> str | None:
-            value = fields.get(key)
-            if value in (None, ""):
-                if required:
-                    raise ValidationError(key, f"{key} parameter is missing")
-                return None
-            if not isinstance(value, str):
-                raise ValidationError(key, "must be a string")
-            return value
+            return field_text(fields, key, required)
 
         caller = check_caller(text("from", True))
         to = text("to", True)
@@ -936,6 +931,9 @@ class Sandbox:
             "BillDuration": str(duration),
             "StartTime": call.started.strftime("%Y-%m-%d %H:%M:%S"),
             "EndTime": ended.strftime("%Y-%m-%d %H:%M:%S"),
+            # Seed silent: the SIP-auth result rides on the hangup callback too (facts §5 lists
+            # the hangup's fields as the standard ones plus the cause), so an app can count
+            # failures per source IP from the call's end alone.
             **call.sip,
         }
         if code is not None:

@@ -50,6 +50,7 @@ class EndpointAuth:
             and auth.realm == self.realm
             and auth.uri == uri
             and auth.algorithm.upper() == self.algorithm.upper()
+            and auth.qop == "auth"  # offered in every challenge, so it must come back
             and digest.verify(auth, self.ha1, "INVITE")
         )
 

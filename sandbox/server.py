@@ -75,6 +75,7 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
             response.headers["WWW-Authenticate"] = 'Basic realm="Plivo sandbox"'
             return response
         parts = request.path.split("/")
+        # Seed silent: another account's id in the path is refused as Plivo refuses bad auth.
         if request.path.startswith("/v1/Account/") and parts[3] != account.auth_id:
             return _reply(401, {"error": "the auth ID in the path is not this account's"})
         return None
@@ -190,6 +191,7 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
     @route("Call/", ["POST"])
     def make_call() -> Response:
         uuids = sandbox.make_call(_fields())
+        # facts §3: the status Plivo answers Make Call with is not confirmed; 201 "call fired".
         request_uuid: str | list[str] = uuids[0] if len(uuids) == 1 else uuids
         return _reply(201, {"message": "call fired", "request_uuid": request_uuid})
 

@@ -286,3 +286,18 @@ def test_a_duplicate_app_id_in_the_config_is_a_config_error(app, tmp_path: Path)
     settings = app.extensions["sipguard"].settings
     with pytest.raises(ConfigError, match="already exists"):
         build(settings, {}, path)
+
+
+def test_a_pbx_refuses_an_answer_without_the_offered_qop() -> None:
+    """The simulated PBXs hold Plivo's side to the same RFC 7616 rule as Plivo holds callers."""
+    from sandbox.config import EndpointAuth
+
+    pbx = EndpointAuth("pbx.example.test", "alice", digest.ha1("alice", "pbx.example.test", "Pw"))
+    uri = "sip:alice@pbx.example.test"
+    good = digest.answer(pbx.challenge(uri, START), "alice", "Pw", "INVITE", uri)
+    assert pbx.accepts(good, uri, START)
+    nonce = pbx.challenge(uri, START).nonce
+    legacy = digest.answer(
+        digest.Challenge("pbx.example.test", nonce, qop=None), "alice", "Pw", "INVITE", uri
+    )
+    assert not pbx.accepts(legacy, uri, START)
