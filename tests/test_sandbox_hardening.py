@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import math
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -67,24 +68,40 @@ def test_dial_timeout_with_huge_numbers_is_clamped() -> None:
 
 
 def test_nonces_survive_many_threads() -> None:
-    """One Nonces shared by server threads: no error, and every fresh nonce redeems exactly once."""
+    """One Nonces shared by server threads (challenges never answered pile up meanwhile): no
+    error, and every fresh nonce redeems exactly once."""
     nonces, errors, refused = Nonces(), [], []
 
-    def work() -> None:
-        try:
-            for _ in range(300):
-                nonce = nonces.issue("r", "sip:u", START)
-                if not nonces.redeem(nonce, "sip:u", START):
-                    refused.append(nonce)
-                assert not nonces.redeem(nonce, "sip:u", START)
-        except Exception as exc:  # noqa: BLE001 - the test reports any failure
-            errors.append(exc)
+    def answered() -> None:
+        for _ in range(300):
+            nonce = nonces.issue("r", "sip:u", START)
+            if not nonces.redeem(nonce, "sip:u", START):
+                refused.append(nonce)
+            assert not nonces.redeem(nonce, "sip:u", START)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    def unanswered() -> None:
+        for _ in range(2000):
+            nonces.issue("r", "sip:u", START)
+
+    def guarded(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 - the test reports any failure
+                errors.append(exc)
+
+        return run
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so races show up in a short run
+    try:
+        threads = [threading.Thread(target=guarded(w)) for w in [answered, unanswered] * 4]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert errors == [] and refused == []
 
 
@@ -301,3 +318,65 @@ def test_a_pbx_refuses_an_answer_without_the_offered_qop() -> None:
         digest.Challenge("pbx.example.test", nonce, qop=None), "alice", "Pw", "INVITE", uri
     )
     assert not pbx.accepts(legacy, uri, START)
+
+
+def test_the_served_sandbox_under_parallel_calls_and_rest_changes() -> None:
+    """8 threads of digest calls, REST changes and listings on loopback: no 500, no lost nonce."""
+    from sandbox.client import SandboxClient
+    from tests.sandbox_support import serve
+
+    sandbox, _ = scripted({"/answer": "<Response><Speak>hi</Speak></Response>"})
+    account = sandbox.account
+    credential = account.create_credential({"username": "frontdesk", "password": CALLER_PASSWORD})
+    account.update_application(
+        "20000000000000000002", {"sip_auth_type": "credential", "credential_uuid": credential.uuid}
+    )
+    spare = account.create_acl({"name": "spare"})
+    statuses: list[int] = []
+    failures: list[BaseException] = []
+
+    with serve(sandbox) as url:
+
+        def caller(index: int) -> None:
+            client = SandboxClient(url, AUTH_ID, TOKEN)
+            for _ in range(25):
+                answer = client.call(f"198.51.100.{index}", URI, username="frontdesk",
+                                     password=CALLER_PASSWORD)  # fmt: skip
+                statuses.append(answer["status"])
+
+        def changer() -> None:
+            import requests
+
+            session = requests.Session()
+            session.auth = (AUTH_ID, TOKEN)
+            root = f"{url}/v1/Account/{AUTH_ID}/SipAuth/IpAccessControlList/{spare.uuid}/Entry/"
+            for index in range(25):
+                made = session.post(root, json={"ip_address": f"192.0.2.{index}"}, timeout=10)
+                statuses.append(made.status_code)
+                listed = session.get(f"{url}/sandbox/calls", timeout=10)
+                statuses.append(listed.status_code)
+                gone = session.delete(f"{root}{made.json()['entry_uuid']}/", timeout=10)
+                statuses.append(gone.status_code)
+
+        def run(target: Callable[..., None], *args: int) -> threading.Thread:
+            def guarded() -> None:
+                try:
+                    target(*args)
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    failures.append(exc)
+
+            thread = threading.Thread(target=guarded)
+            thread.start()
+            return thread
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)  # switch threads often, so races show up in a short run
+        try:
+            threads = [run(caller, i) for i in range(1, 7)] + [run(changer), run(changer)]
+            for thread in threads:
+                thread.join(timeout=60)
+        finally:
+            sys.setswitchinterval(interval)
+    assert failures == []
+    assert statuses.count(200) == 6 * 25 + 2 * 25  # every call connected, every listing
+    assert sorted(set(statuses)) == [200, 201, 204]
