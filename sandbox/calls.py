@@ -85,6 +85,12 @@ OTHER_VERBS = frozenset(
     {"Conference", "DTMF", "GetDigits", "GetInput", "Message", "MultiPartyCall", "Play",
      "PreAnswer", "Stream"}
 )  # fmt: skip
+# <Dial> attributes the sandbox reads past: no DialAction callbacks to callbackUrl, no confirm
+# prompt (every agent confirms), no music, no digit matching.
+DIAL_NOT_SIMULATED = (
+    "callbackUrl", "confirmSound", "confirmKey", "dialMusic", "digitsMatch", "digitsMatchBLeg",
+    "hangupOnStar",
+)  # fmt: skip
 MAX_TRANSFERS = 70  # facts §4: after 70 transfers the call hangs up with "Loop detected"
 MAX_DOCUMENTS = 100  # seed silent: a redirect loop ends as "Loop Detected" after 100 documents
 MAX_XML_BYTES = 100_000  # facts §7
@@ -755,6 +761,9 @@ class Sandbox:
         ring = _seconds(element.get("timeout"), 0) or None
         limit = f", timeout {ring:g}s" if ring else ""
         call.note("dial", f"Dial {len(children)} endpoint(s){limit}")
+        skipped = [name for name in DIAL_NOT_SIMULATED if element.get(name)]
+        if skipped:
+            call.note("dial", f"not simulated: {', '.join(skipped)} (agents take the call as is)")
         legs = [
             self._ring(
                 call,

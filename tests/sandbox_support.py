@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from sandbox.account import Account
-from sandbox.calls import HttpAnswer, Runner, Sandbox, run_inline
+from sandbox.calls import Http, HttpAnswer, Runner, Sandbox, run_inline
 from sandbox.client import call_in
 from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.server import create_sandbox_app
@@ -116,17 +116,23 @@ def make_world(
 ) -> World:
     """Build a sandbox for `app` on a fixed clock; callbacks run through its test client."""
     http = FlaskHttp(app.test_client())
-    clock = Clock(start)
-    sandbox = Sandbox(
+    sandbox = new_sandbox(http, config or load_config(environ), run=run, start=start)
+    return World(app, sandbox, http, sandbox.clock)
+
+
+def new_sandbox(
+    http: Http, config: SandboxConfig, *, run: Runner = run_inline, start: datetime = START
+) -> Sandbox:
+    """A sandbox for the suite's account and tokens on a fixed clock; callbacks go to `http`."""
+    return Sandbox(
         Account(AUTH_ID),
-        config or load_config(environ),
+        config,
         auth_token=TOKEN,
         main_token=MAIN_TOKEN,
         http=http,
-        clock=clock,
+        clock=Clock(start),
         run=run,
     )
-    return World(app, sandbox, http, clock)
 
 
 @contextmanager

@@ -17,20 +17,18 @@ import signature
 from errors import SignatureError, ValidationError
 from outbound import Outbound
 from sandbox import digest
-from sandbox.account import Account
 from sandbox.calls import Call, HttpAnswer, Sandbox
 from sandbox.config import SIP_TIMER_B, Endpoint, EndpointAuth, SandboxConfig
-from sandbox.timeline import Clock
-from tests.conftest import ALL_CANARIES, AUTH_ID, BASE_URL, CANARIES, MAIN_TOKEN, TOKEN
+from tests.conftest import ALL_CANARIES, BASE_URL, CANARIES, MAIN_TOKEN, TOKEN
 from tests.sandbox_support import (
     APP_ID,
     CALLER_PASSWORD,
     SANDBOX_ENV,
-    START,
     URI,
     World,
     load_config,
     make_world,
+    new_sandbox,
 )
 from webhooks.context import external_url
 
@@ -163,14 +161,7 @@ def scripted(
 ) -> tuple[Sandbox, Scripted]:
     """A sandbox whose application answers from `pages` (no SIP auth on the app)."""
     http = Scripted(pages)
-    sandbox = Sandbox(
-        Account(AUTH_ID),
-        config or load_config(CANARIES),
-        auth_token=TOKEN,
-        main_token=MAIN_TOKEN,
-        http=http,
-        clock=Clock(START),
-    )
+    sandbox = new_sandbox(http, config or load_config(CANARIES))
     sandbox.account.update_application(
         APP_ID, {"answer_url": f"{XML}/answer", "hangup_url": f"{XML}/hangup"}
     )

@@ -380,3 +380,15 @@ def test_the_served_sandbox_under_parallel_calls_and_rest_changes() -> None:
     assert failures == []
     assert statuses.count(200) == 6 * 25 + 2 * 25  # every call connected, every listing
     assert sorted(set(statuses)) == [200, 201, 204]
+
+
+def test_dial_attributes_the_sandbox_does_not_play_are_named_in_the_timeline() -> None:
+    """confirmSound, callbackUrl and the like are not simulated, and the timeline says so."""
+    dial = (
+        f'<Response><Dial confirmSound="{XML}/confirm" confirmKey="5" callbackUrl="{XML}/cb">'
+        "<Number>+14155550125</Number></Dial></Response>"
+    )
+    sandbox, http = scripted({"/answer": dial})
+    call = call_scripted(sandbox)
+    assert "not simulated: callbackUrl, confirmSound, confirmKey" in call.text()
+    assert not [url for _, url, _, _ in http.sent if url.endswith(("/cb", "/confirm"))]
