@@ -112,7 +112,8 @@ class HttpAnswer:
 
 
 class Http(Protocol):
-    """Send one callback request; raise OSError (or a subclass) when the server is unreachable."""
+    """Send one callback request; raise OSError (or ValueError for a URL no client can use)
+    when the server cannot be reached."""
 
     def __call__(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
@@ -803,6 +804,7 @@ class Sandbox:
             return None
         params = {
             "DialStatus": status,
+            # Seed silent: a leg that failed (auth, no such endpoint) never rang.
             "DialRingStatus": "true" if any(leg.outcome != "failed" for leg in legs) else "false",
             "DialHangupCause": cause,
             "DialALegUUID": call.uuid,
