@@ -447,14 +447,35 @@ def test_dial_music_non_url_refused(music: str) -> None:
     refused("Dial.dialMusic", lambda: dial([user(URI)], dial_music=music))
 
 
-@pytest.mark.parametrize("url", [f"{BASE}/dial-result", "http://app.example.com/x?y=1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{BASE}/dial-result",
+        "http://app.example.com/x?y=1",
+        "http://[2001:db8::1]:8080/x",
+        "http://127.0.0.1:65535/x",
+        "https://u:p@app.example.com/x#ct=2000",
+    ],
+)
 def test_dial_action_http_url_accepted(url: str) -> None:
     for doc in views(dial([user(URI)], action=url)):
         assert doc.xpath("string(/Response/Dial/@action)") == url
 
 
 @pytest.mark.parametrize(
-    "url", ["", "/dial-result", "app.example.com/x", "ftp://app.example.com/x", "https://a b/c"]
+    "url",
+    [
+        "",
+        "/dial-result",
+        "app.example.com/x",
+        "ftp://app.example.com/x",
+        "https://a b/c",
+        # what an HTTP client cannot parse: an open IPv6 bracket, a port past 65535, no host
+        "http://[::1",
+        "http://app.example.com:65536/x",
+        "https:///x",
+        "http://h]/x",
+    ],
 )
 def test_dial_action_non_http_url_refused(url: str) -> None:
     refused("Dial.action", lambda: dial([user(URI)], action=url))

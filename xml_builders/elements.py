@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit
 
 from lxml import etree
 from lxml.etree import _Element as Element
@@ -29,7 +28,14 @@ METHODS = ("GET", "POST")
 _SIP_URI = re.compile(r"^sips?:[^\s<>\"]+$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9]+$")
 _HEADER_VALUE = re.compile(r"^[A-Za-z0-9%]+$")
-_URL = re.compile(r"^https?://[^\s<>\"]+$")
+# An absolute http(s) URL whose authority an HTTP client can parse: optional user info, a host
+# name or a bracketed IPv6 literal, a port of 0-65535; no spaces, quotes or angle brackets.
+_URL = re.compile(
+    r"https?://(?:[^\s<>\"/?#@\[\]]*@)?"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[^\s<>\"/?#@\[\]:]+)"
+    r"(?::(?:[0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+    r"(?:[/?#][^\s<>\"]*)?"
+)
 _DIGITS_TO_SEND = re.compile(r"^[0-9*#wW]+$")
 _NUMBER = re.compile(r"^\+?[0-9]{1,20}$")
 _CONFIRM_KEY = re.compile(r"^[0-9*#]$")
@@ -58,15 +64,12 @@ def check_text(field: str, value: str, *, max_length: int | None = None) -> str:
 
 
 def check_url(field: str, value: str) -> str:
-    """Check an absolute http(s) URL with a host that an HTTP client can parse."""
+    """Check an absolute http(s) URL with a host that an HTTP client can parse.
+
+    One regular expression, no parsing: this runs on the answer path for every Dial action and
+    Redirect the app builds.
+    """
     if not isinstance(value, str) or not _URL.fullmatch(value):
-        raise ValidationError(field, "must be an absolute http(s) URL")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not 0-65535
-    except ValueError:
-        parts = None
-    if parts is None or not parts.hostname:
         raise ValidationError(field, "must be an absolute http(s) URL")
     return value
 
