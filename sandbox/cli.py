@@ -11,20 +11,19 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
 from flask.cli import AppGroup
-from werkzeug.serving import make_server
 
 import plivo_cli
 from errors import ConfigError, PlivoAPIError
-from sandbox import DEFAULT_CONFIG, build
-from sandbox.client import SandboxClient, SandboxError
-from sandbox.server import create_sandbox_app
 from sandbox.timeline import MAX_ADVANCE
 from webhooks.context import runtime
+
+if TYPE_CHECKING:
+    from sandbox.client import SandboxClient
 
 DEFAULT_PORT = 5100
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -33,6 +32,8 @@ sandbox = AppGroup("sandbox", help="A local stand-in for Plivo (REST, SIP auth, 
 
 
 def _client() -> SandboxClient:
+    from sandbox.client import SandboxClient  # the sandbox loads only when a command runs
+
     settings = runtime().settings
     parts = urlsplit(settings.plivo_api_url)
     if parts.hostname not in LOOPBACK:
@@ -43,12 +44,6 @@ def _client() -> SandboxClient:
     if not settings.auth_id:
         raise ConfigError("PLIVO_AUTH_ID is not set: the sandbox plays that account")
     return SandboxClient(settings.plivo_api_url, settings.auth_id, settings.auth_tokens[0])
-
-
-def _fail(exc: Exception, as_json: bool) -> NoReturn:
-    if isinstance(exc, SandboxError):
-        exc = PlivoAPIError(exc.status, str(exc))  # the sandbox stands where Plivo's API does
-    plivo_cli.fail(exc, as_json)
 
 
 def _show(data: dict[str, Any], as_json: bool) -> None:
@@ -73,6 +68,11 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
     if port is None:
         parts = urlsplit(settings.plivo_api_url)
         port = parts.port if parts.hostname in LOOPBACK and parts.port else DEFAULT_PORT
+    from werkzeug.serving import make_server
+
+    from sandbox.factory import DEFAULT_CONFIG, build
+    from sandbox.server import create_sandbox_app
+
     path = config_path or Path(os.environ.get("SANDBOX_CONFIG") or DEFAULT_CONFIG)
     try:
         world = build(settings, os.environ, path)
@@ -121,8 +121,8 @@ def call(
         answer = _client().call(
             from_ip, request_uri, username=username, password=password, from_=from_, to=to
         )
-    except (SandboxError, ConfigError, click.BadParameter) as exc:
-        _fail(exc, as_json)
+    except (PlivoAPIError, ConfigError, click.BadParameter) as exc:
+        plivo_cli.fail(exc, as_json)
     status, reason = answer.get("status"), answer.get("reason")
     if as_json:
         click.echo(json.dumps(answer, indent=2))
@@ -142,8 +142,8 @@ def timeline(call_uuid: str, wait: float, as_json: bool) -> None:
     """Print a call's timeline."""
     try:
         _show(_client().timeline(call_uuid, wait), as_json)
-    except (SandboxError, ConfigError) as exc:
-        _fail(exc, as_json)
+    except (PlivoAPIError, ConfigError) as exc:
+        plivo_cli.fail(exc, as_json)
 
 
 @sandbox.command("hangup")
@@ -153,8 +153,8 @@ def hangup(call_uuid: str, as_json: bool) -> None:
     """Hang up, as the caller, a call the simulated AI agent holds."""
     try:
         _show(_client().hang_up(call_uuid), as_json)
-    except (SandboxError, ConfigError) as exc:
-        _fail(exc, as_json)
+    except (PlivoAPIError, ConfigError) as exc:
+        plivo_cli.fail(exc, as_json)
 
 
 @sandbox.command("clock")
@@ -168,8 +168,8 @@ def clock(advance: float) -> None:
     """Show the sandbox clock, or move it forward (lockouts expire, nonces go stale)."""
     try:
         click.echo(_client().advance(advance))
-    except (SandboxError, ConfigError) as exc:
-        _fail(exc, False)
+    except (PlivoAPIError, ConfigError) as exc:
+        plivo_cli.fail(exc, False)
 
 
 @sandbox.command("calls")
@@ -178,8 +178,8 @@ def calls(as_json: bool) -> None:
     """List the calls the sandbox has carried, oldest first, with how each ended."""
     try:
         found = _client().calls()
-    except (SandboxError, ConfigError) as exc:
-        _fail(exc, as_json)
+    except (PlivoAPIError, ConfigError) as exc:
+        plivo_cli.fail(exc, as_json)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -206,8 +206,8 @@ def lockouts(as_json: bool) -> None:
     """List the source IPs locked out now (10 failures within 60 s; 60 s each)."""
     try:
         found = _client().lockouts()
-    except (SandboxError, ConfigError) as exc:
-        _fail(exc, as_json)
+    except (PlivoAPIError, ConfigError) as exc:
+        plivo_cli.fail(exc, as_json)
     if as_json:
         click.echo(json.dumps(found, indent=2))
     elif not found:

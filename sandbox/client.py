@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from errors import PlivoAPIError
 from sandbox import digest
 from sandbox.calls import Invite, InviteResult, Sandbox
 from sandbox.server import PROXY_AUTHENTICATE, PROXY_AUTHORIZATION
@@ -62,12 +63,11 @@ def call_in(
     return result
 
 
-class SandboxError(Exception):
-    """The sandbox could not be reached or refused a control request."""
+class SandboxError(PlivoAPIError):
+    """The sandbox, standing where Plivo's API does, could not be reached or refused a request."""
 
     def __init__(self, status: int | None, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message)
 
 
 @dataclass

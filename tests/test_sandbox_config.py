@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from errors import ConfigError
-from sandbox import DEFAULT_CONFIG, digest
+from sandbox import digest
 from sandbox.config import load_sandbox_config
+from sandbox.factory import DEFAULT_CONFIG
 
 ENV = {"SANDBOX_ALICE_PBX_PASSWORD": "Alice-Pbx-Pw-1", "AGENT_BOB_PASSWORD": "Bob-Pw-22222"}
 BASE = "http://127.0.0.1:5000"

@@ -293,7 +293,7 @@ def test_unknown_fields_are_refused(world: World, path: str, body: dict[str, str
 
 def test_a_duplicate_app_id_in_the_config_is_a_config_error(app, tmp_path: Path) -> None:
     """Two [[applications]] with one app_id fail at start-up with a message, not a traceback."""
-    from sandbox import build
+    from sandbox.factory import build
 
     text = "\n".join(
         ["[[applications]]", "app_id = '1'", "app_name = 'a'", "answer_url = 'https://a/'"] * 2
