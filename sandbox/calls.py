@@ -201,25 +201,31 @@ class Call:
         """Add an event at the call's current offset."""
         self.events.append(Event(self.offset, kind, text, data))
 
-    def summary(self) -> dict[str, Any]:
-        """The call for JSON output: parties, state, outcome and timeline."""
+    def head(self) -> dict[str, Any]:
+        """The call for listings: parties, state and outcome, without the timeline."""
         return {
             "call_uuid": self.uuid,
             "direction": self.direction,
-            "from": self.from_,
+            "from": safe_address(self.from_),
             "to": safe_address(self.to),
             "app_id": self.app.app_id,
             "started": self.started.isoformat(),
             "state": self.state,
             "sip": dict(self.sip),
             "hangup": dict(self.hangup) if self.hangup else None,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The call for JSON output: its head, and its timeline as events and as text."""
+        return {
+            **self.head(),
             "events": [event.as_dict() for event in self.events],
             "text": self.text(),
         }
 
     def text(self) -> str:
         """The timeline as readable lines."""
-        parties = f"{self.from_} -> {safe_address(self.to)}"
+        parties = f"{safe_address(self.from_)} -> {safe_address(self.to)}"
         header = f"call {self.uuid} {self.direction} {parties} [{self.state}]"
         return render(header, self.events)
 
@@ -416,7 +422,7 @@ class Sandbox:
             from_=invite.from_ or f"sip:caller@{_host(invite.source_ip)}",
             to=invite.to or invite.request_uri,
             started=self.clock.now(),
-            app=Application(**vars(app)),  # the URLs as they were when the call began
+            app=app,  # a copy (Account.snapshot / check_application): the URLs at the call's start
             caller_name=invite.caller_name,
         )
         with self._lock:

@@ -244,10 +244,7 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
 
     @app.get("/sandbox/calls")
     def calls() -> Response:
-        found = [
-            {k: v for k, v in call.summary().items() if k not in ("events", "text")}
-            for call in list(sandbox.calls.values())
-        ]
+        found = [call.head() for call in list(sandbox.calls.values())]
         return jsonify({"calls": found})
 
     @app.get("/sandbox/calls/<call_uuid>")
