@@ -8,9 +8,12 @@ STAMP := $(VENV)/.installed
 .PHONY: run sandbox demo flask sign test lint typecheck pytest clean browser reliability bench
 
 # (Re)build the virtualenv whenever a requirements file changes.
-$(STAMP): requirements.txt requirements-dev.txt
+# The project itself is installed editable, so `sipguard`, gunicorn and the tests import it
+# from any directory without path tricks.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 # Start the service on its embedded defaults: SQLite under instance/, generated

@@ -12,15 +12,15 @@ from dotenv import dotenv_values
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-import cli
-import logs
 import webhooks
-from handoff import HandoffSigner
-from runtime import Runtime
-from settings import load_settings
-from signature import Keyring
-from store import Store
-from voice_config import load_voice_config
+from sipguard import logs
+from sipguard.calls.handoff import HandoffSigner
+from sipguard.calls.signature import Keyring
+from sipguard.calls.voice_config import load_voice_config
+from sipguard.commands import local
+from sipguard.runtime import Runtime
+from sipguard.settings import load_settings
+from sipguard.store import Store
 from webhooks.context import EXTENSION
 
 log = logging.getLogger("sipguard")
@@ -61,7 +61,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     if environ.get("AUTO_MIGRATE", "1").strip().lower() not in ("0", "false", "no", "off"):
         store.upgrade_if_reachable()
     webhooks.init_app(app)
-    cli.init_app(app)
+    local.init_app(app)
     if settings.trusted_proxy_count:
         n = settings.trusted_proxy_count
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]

@@ -201,7 +201,7 @@ def _check(result: LoadResult, scenario: Scenario, phase: str) -> str | None:
 def _count_rows(database_url: str, route: str) -> int:
     from sqlalchemy import create_engine, func, select
 
-    from store import call_events, hangups, normalise_url
+    from sipguard.store import call_events, hangups, normalise_url
 
     table = hangups if route == "hangup" else call_events
     engine = create_engine(normalise_url(database_url))

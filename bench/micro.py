@@ -14,7 +14,7 @@ from plivo.utils import validate_v3_signature
 from bench import workload
 from bench.bare_app import bare_lxml_dial
 from bench.sdk_app import build_dial
-from signature import Keyring
+from sipguard.calls.signature import Keyring
 from xml_builders import dial, response, to_bytes, user
 
 
@@ -109,7 +109,7 @@ def verify() -> Comparison:
 
 def store_record_us(database_url: str) -> float:
     """Return the in-process cost of Store.record (nonce claim + one answer event) in µs."""
-    from store import CallEvent, Store
+    from sipguard.store import CallEvent, Store
 
     store = Store(database_url)
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from signature import V3_HEADER, V3_NONCE_HEADER, signed_headers
+from sipguard.calls.signature import V3_HEADER, V3_NONCE_HEADER, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
 # The URL Plivo would be configured with; the signed URL never depends on the bench's ports.

@@ -34,9 +34,9 @@ from sqlalchemy import select
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
-import signature
-from callbacks import MAX_CALL_UUID_LENGTH, MAX_FIELD_LENGTH
-from store import call_events, hangups, nonces, signature_rejections
+from sipguard.calls import signature
+from sipguard.calls.forms import MAX_CALL_UUID_LENGTH, MAX_FIELD_LENGTH
+from sipguard.store import call_events, hangups, nonces, signature_rejections
 from tests.conftest import (
     ALL_CANARIES,
     BASE_URL,

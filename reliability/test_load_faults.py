@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import ALL_CANARIES, SECRET_KEY, TOKEN, inbound
-from tests.servers import METRICS_TOKEN, Instance, Link, get, post_signed, start
+from tests.support.servers import METRICS_TOKEN, Instance, Link, get, post_signed, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

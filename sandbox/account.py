@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from callbacks import unmapped
-from errors import ValidationError
 from sandbox.digest import ha1
-from sipauth import (
+from sipguard.calls.forms import unmapped
+from sipguard.errors import ValidationError
+from sipguard.plivo.sipauth import (
     AUTH_TYPES,
     MAX_ACLS,
     MAX_CREDENTIALS,

@@ -22,24 +22,23 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from lxml import etree
 
-import lockout
-from callbacks import (
+from sandbox import digest
+from sandbox.account import URL_FIELDS, Account, Application, field_text
+from sandbox.config import SIP_TIMER_B, Endpoint, SandboxConfig
+from sandbox.timeline import Clock, Event, render, safe_address, safe_url
+from sipguard.calls.causes import (
     INBOUND_AUTH_FAILED_CODE,
     OUTBOUND_AUTH_FAILED_CODE,
     OUTBOUND_AUTH_TIMEOUT_CODE,
     SIP_AUTH_FAILED,
     SIP_AUTH_TIMEOUT,
-    unmapped,
-    whole_number,
 )
-from errors import ValidationError
-from outbound import CALLER_NAME_MAX, check_caller, destinations
-from sandbox import digest
-from sandbox.account import URL_FIELDS, Account, Application, field_text
-from sandbox.config import SIP_TIMER_B, Endpoint, SandboxConfig
-from sandbox.timeline import Clock, Event, render, safe_address, safe_url
-from signature import signed_headers
-from sipauth import REALM
+from sipguard.calls.forms import unmapped, whole_number
+from sipguard.calls.signature import signed_headers
+from sipguard.errors import ValidationError
+from sipguard.monitoring import lockout
+from sipguard.plivo.outbound import CALLER_NAME_MAX, check_caller, destinations
+from sipguard.plivo.sipauth import REALM
 from xml_builders import (
     check_method,
     check_sip_credentials,

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import click
 from flask.cli import AppGroup
 
-import plivo_cli
-from errors import ConfigError, PlivoAPIError
 from sandbox.timeline import MAX_ADVANCE
+from sipguard.commands import rest
+from sipguard.errors import ConfigError, PlivoAPIError
 from webhooks.context import runtime
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
 @click.option("--from", "from_", help="From header (default sip:caller@FROM_IP).")
 @click.option("--to", help="To header (default the Request-URI).")
 @click.option("--username", help="SIP username to answer the 407 challenge with.")
-@plivo_cli.password_options(generate=False)
+@rest.password_options(generate=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def call(
     from_ip: str,
@@ -115,14 +115,14 @@ def call(
 ) -> None:
     """Place an inbound SIP call through the sandbox and print its timeline."""
     try:
-        password, _ = plivo_cli.read_password(**source)
+        password, _ = rest.read_password(**source)
         if (username is None) != (password is None):
             raise click.BadParameter("--username and a password source go together")
         answer = _client().call(
             from_ip, request_uri, username=username, password=password, from_=from_, to=to
         )
     except (PlivoAPIError, ConfigError, click.BadParameter) as exc:
-        plivo_cli.fail(exc, as_json)
+        rest.fail(exc, as_json)
     status, reason = answer.get("status"), answer.get("reason")
     if as_json:
         click.echo(json.dumps(answer, indent=2))
@@ -131,7 +131,7 @@ def call(
             click.echo(answer["call"]["text"])
         click.echo(f"result: {status} {reason}")
     if status != 200:
-        sys.exit(plivo_cli.EXIT_REFUSED)
+        sys.exit(rest.EXIT_REFUSED)
 
 
 @sandbox.command("timeline")
@@ -143,7 +143,7 @@ def timeline(call_uuid: str, wait: float, as_json: bool) -> None:
     try:
         _show(_client().timeline(call_uuid, wait), as_json)
     except (PlivoAPIError, ConfigError) as exc:
-        plivo_cli.fail(exc, as_json)
+        rest.fail(exc, as_json)
 
 
 @sandbox.command("hangup")
@@ -154,7 +154,7 @@ def hangup(call_uuid: str, as_json: bool) -> None:
     try:
         _show(_client().hang_up(call_uuid), as_json)
     except (PlivoAPIError, ConfigError) as exc:
-        plivo_cli.fail(exc, as_json)
+        rest.fail(exc, as_json)
 
 
 @sandbox.command("clock")
@@ -169,7 +169,7 @@ def clock(advance: float) -> None:
     try:
         click.echo(_client().advance(advance))
     except (PlivoAPIError, ConfigError) as exc:
-        plivo_cli.fail(exc, False)
+        rest.fail(exc, False)
 
 
 @sandbox.command("calls")
@@ -179,7 +179,7 @@ def calls(as_json: bool) -> None:
     try:
         found = _client().calls()
     except (PlivoAPIError, ConfigError) as exc:
-        plivo_cli.fail(exc, as_json)
+        rest.fail(exc, as_json)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -194,7 +194,7 @@ def calls(as_json: bool) -> None:
         }
         for call in found
     ]
-    plivo_cli.table(rows, ("call_uuid", "direction", "from", "to", "state", "end"))()
+    rest.table(rows, ("call_uuid", "direction", "from", "to", "state", "end"))()
 
 
 _END = ("HangupCauseName", "HangupCauseCode", "CallStatus")
@@ -207,10 +207,10 @@ def lockouts(as_json: bool) -> None:
     try:
         found = _client().lockouts()
     except (PlivoAPIError, ConfigError) as exc:
-        plivo_cli.fail(exc, as_json)
+        rest.fail(exc, as_json)
     if as_json:
         click.echo(json.dumps(found, indent=2))
     elif not found:
         click.echo("no source IP is locked out")
     else:
-        plivo_cli.table(found, ("ip", "since", "until"))()
+        rest.table(found, ("ip", "since", "until"))()

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 import requests
 
-from errors import PlivoAPIError
 from sandbox import digest
 from sandbox.calls import Invite, InviteResult, Sandbox
 from sandbox.server import PROXY_AUTHENTICATE, PROXY_AUTHORIZATION
+from sipguard.errors import PlivoAPIError
 
 R = TypeVar("R")
 MAX_CHALLENGES = 2  # a first 407, and one more if the nonce went stale meanwhile

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from errors import ConfigError
 from sandbox import digest
 from sandbox.account import URL_FIELDS
-from voice_config import check_table, read_toml
+from sipguard.calls.voice_config import check_table, read_toml
+from sipguard.errors import ConfigError
 from xml_builders import is_number, is_sip_uri
 
 ANSWERS = ("answer", "busy", "no_answer")

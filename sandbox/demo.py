@@ -35,7 +35,7 @@ from typing import Any
 import requests
 
 from sandbox.client import SandboxClient
-from sipauth import generate_password
+from sipguard.plivo.sipauth import generate_password
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_ID = "10000000000000000001"  # config/sandbox.sample.toml

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import requests
 
-from errors import ConfigError
 from sandbox.account import Account, ApiError
 from sandbox.calls import MAX_XML_BYTES, HttpAnswer, Runner, Sandbox, run_in_thread
 from sandbox.config import load_sandbox_config
 from sandbox.timeline import Clock
-from settings import Settings
+from sipguard.errors import ConfigError
+from sipguard.settings import Settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sandbox.sample.toml"
 CALLBACK_TIMEOUT = (2.0, 15.0)  # connect, read: Plivo's ct default, well inside its rt

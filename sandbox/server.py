@@ -19,9 +19,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from errors import ValidationError
 from sandbox.account import ApiError, page
 from sandbox.calls import Invite, Sandbox
+from sipguard.errors import ValidationError
 from xml_builders import has_control
 
 PROXY_AUTHENTICATE = "Proxy-Authenticate"

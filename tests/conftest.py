@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
-import signature
 from app import create_app
+from sipguard.calls import signature
 
 DATA = Path(__file__).parent / "data"
 TOKEN = "test-account-token-V3-0123456789"
@@ -259,7 +259,7 @@ def metric_total(exposition: str, name: str, **labels: str) -> float:
 @pytest.fixture
 def world(app: Flask, app_config: dict[str, str]) -> Any:
     """The app and an in-process sandbox playing Plivo for it (tests/sandbox_support.py)."""
-    from tests.sandbox_support import make_world
+    from tests.support.sandbox import make_world
 
     return make_world(app, app_config)
 
@@ -271,7 +271,7 @@ def live(app_config: dict[str, str]) -> Iterator[Any]:
     Yields the World; `live.url` is the sandbox's base URL. Callbacks still reach the app
     through its test client.
     """
-    from tests.sandbox_support import make_world, serve
+    from tests.support.sandbox import make_world, serve
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

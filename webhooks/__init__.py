@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from errors import AppError
+from sipguard.errors import AppError
 from webhooks import health, monitor, responses, views
 
 

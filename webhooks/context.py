@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 from flask import current_app, request, url_for
 
-from errors import ConfigError
-from runtime import Runtime
+from sipguard.errors import ConfigError
+from sipguard.runtime import Runtime
 
 EXTENSION = "sipguard"
 # Characters RFC 3986 allows unescaped in a path; everything else is percent-encoded again.

@@ -29,10 +29,9 @@ from flask import (
 )
 from werkzeug.security import check_password_hash
 
-import analytics
-import metrics
-from errors import Disabled, Throttled, ValidationError
-from store import utcnow
+from sipguard.errors import Disabled, Throttled, ValidationError
+from sipguard.monitoring import analytics, metrics
+from sipguard.store import utcnow
 from webhooks.context import runtime
 
 bp = Blueprint("monitor", __name__, template_folder="templates")

@@ -13,10 +13,11 @@ import time
 
 from flask import Response, g
 
-import metrics
-from callbacks import Hangup, auth_failure_code, dial_failure_code
-from errors import StoreUnavailable
-from store import CallEvent, Replayed
+from sipguard.calls.causes import auth_failure_code, dial_failure_code
+from sipguard.calls.forms import Hangup
+from sipguard.errors import StoreUnavailable
+from sipguard.monitoring import metrics
+from sipguard.store import CallEvent, Replayed
 from webhooks.context import runtime
 from webhooks.responses import error_response
 

@@ -8,7 +8,7 @@ import traceback
 from flask import Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from errors import AppError, SignatureError
+from sipguard.errors import AppError, SignatureError
 from xml_builders import Element, carries_credentials, to_bytes
 
 log = logging.getLogger("sipguard.http")

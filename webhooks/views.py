@@ -9,24 +9,18 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, abort, g, request
 
-from agents import AgentGroup
-from callbacks import (
-    SIP_AUTH_FAILED,
-    SIP_AUTH_TIMEOUT,
-    DialResult,
-    Hangup,
-    InboundCall,
-    check_urlencoded,
-    whole_number,
-)
-from errors import ValidationError
-from handoff import TOKEN_PARAM
-from routing import AUTH_NOT_RUNNING, Action, decide
-from store import CallEvent
+from sipguard.calls import documents
+from sipguard.calls.agents import AgentGroup
+from sipguard.calls.causes import SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT
+from sipguard.calls.forms import DialResult, Hangup, InboundCall, check_urlencoded, whole_number
+from sipguard.calls.handoff import TOKEN_PARAM
+from sipguard.calls.routing import AUTH_NOT_RUNNING, Action, decide
+from sipguard.errors import ValidationError
+from sipguard.store import CallEvent
 from webhooks import persist
 from webhooks.context import public_url, runtime, signed_url
 from webhooks.responses import xml_response
-from xml_builders import Element, documents
+from xml_builders import Element
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("sipguard.callbacks")

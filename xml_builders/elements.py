@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from lxml import etree
 from lxml.etree import _Element as Element
 
-from errors import ValidationError
+from sipguard.errors import ValidationError
 
 SIP_AUTH_PASSWORD_MIN, SIP_AUTH_PASSWORD_MAX = 8, 128
 SIP_AUTH_USERNAME_MAX = 128  # not documented for <User>; bounded so a typo cannot bloat the XML

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from errors import ValidationError
+from sipguard.errors import ValidationError
 from xml_builders.elements import Element
 
 # Plivo refuses XML documents over 100 KB (facts §7); the decimal reading is the safe one.

@@ -1,0 +1,68 @@
+"""The agent directory: agents behind SIP PBXes, grouped for dialling, with their fallbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sipguard.secret import Secret
+
+Strategy = Literal["simultaneous", "sequential"]
+FallbackKind = Literal["voicemail", "hangup", "redirect"]
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One SIP endpoint; `username`/`password` answer its PBX's digest challenge."""
+
+    name: str
+    uri: str
+    username: str | None = None
+    password: Secret | None = None
+    send_digits: str | None = None
+    sip_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What a group does when no agent took the call."""
+
+    kind: FallbackKind
+    text: str | None = None
+    url: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    max_length: int = 120
+    recording_callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentGroup:
+    """Agents dialled together (first to answer wins) or one after another."""
+
+    name: str
+    strategy: Strategy
+    agents: tuple[Agent, ...]
+    fallback: Fallback
+    timeout: int = 20
+    time_limit: int | None = None
+    caller_id: str | None = None
+    caller_name: str | None = None
+    dial_music: str | None = None
+    confirm_sound: str | None = None
+    confirm_key: str | None = None
+
+    def attempts(self) -> int:
+        """Return how many separate <Dial>s the group makes before its fallback."""
+        return len(self.agents) if self.strategy == "sequential" else 1
+
+    def agents_for(self, attempt: int) -> tuple[Agent, ...]:
+        """Return the agents rung on `attempt` (0-based): all at once, or the next one."""
+        if not 0 <= attempt < self.attempts():
+            raise IndexError(attempt)
+        return self.agents if self.strategy == "simultaneous" else (self.agents[attempt],)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Return every agent password, for the log redaction filter."""
+        return tuple(a.password.reveal() for a in self.agents if a.password is not None)

@@ -1,0 +1,332 @@
+"""Load VOICE_CONFIG (TOML): answer options, routing rules, agent groups and agents.
+
+Unknown keys are refused so a typo cannot silently change routing, and a plaintext password is
+refused outright: agent passwords come from `password_env` or `password_file`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sipguard.calls import documents
+from sipguard.calls.agents import Agent, AgentGroup, Fallback
+from sipguard.calls.forms import SIP_AUTH_TYPES
+from sipguard.calls.routing import AUTH_NONE, Action, Match, Policy, Rule
+from sipguard.errors import ConfigError, ValidationError
+from sipguard.secret import Secret
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ACTION_KEYS = {"action", "group", "url", "handoff_group", "text", "voice", "language"}
+_MATCH_KEYS = {"sip_auth_type", "sip_user", "source_cidr", "to", "from"}
+_GROUP_KEYS = {
+    "strategy",
+    "agents",
+    "timeout",
+    "time_limit",
+    "caller_id",
+    "caller_name",
+    "dial_music",
+    "confirm_sound",
+    "confirm_key",
+    "fallback",
+}
+_FALLBACK_KEYS = {
+    "action",
+    "text",
+    "url",
+    "voice",
+    "language",
+    "max_length",
+    "recording_callback_url",
+}
+_AGENT_KEYS = {"uri", "username", "password_env", "password_file", "send_digits", "sip_headers"}
+_ANSWER_KEYS = {"methods", "default", "unauthenticated_sip"}
+_CHECK_URL = "https://config-check.invalid/dial-action"
+
+
+@dataclass(frozen=True)
+class VoiceConfig:
+    """The parsed voice configuration."""
+
+    answer_methods: tuple[str, ...]
+    policy: Policy
+    groups: Mapping[str, AgentGroup]
+
+    def secrets(self) -> tuple[str, ...]:
+        """Return every agent password, for the log redaction filter."""
+        return tuple(secret for group in self.groups.values() for secret in group.secrets())
+
+
+def read_toml(path: Path, label: str) -> dict[str, Any]:
+    """Read a TOML config file; an unreadable or malformed one is a ConfigError naming it."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read {path} ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label} {path}: {exc}") from None
+
+
+def check_table(where: str, value: Any, allowed: set[str] | None) -> dict[str, Any]:
+    """Check `value` is a TOML table holding only `allowed` keys (None: any key)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(value) - allowed) if allowed is not None else []
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    return value
+
+
+def _named_tables(where: str, value: Any) -> dict[str, Any]:
+    """Read a table of named sub-tables, e.g. [agents.alice] (not an [[agents]] array)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be named tables like [{where}.NAME], not [[{where}]]")
+    return value
+
+
+def _str_list(where: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a string or a list of strings")
+    if not value:
+        raise ConfigError(f"{where} must not be empty")
+    return value
+
+
+def _pattern(where: str, value: Any) -> re.Pattern[str]:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a regular expression string")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ConfigError(f"{where}: invalid regular expression ({exc})") from None
+
+
+def _password(where: str, spec: Mapping[str, Any], environ: Mapping[str, str], base: Path) -> str:
+    env_name, file_name = spec.get("password_env"), spec.get("password_file")
+    if env_name and file_name:
+        raise ConfigError(f"{where}: set password_env or password_file, not both")
+    if env_name:
+        value = environ.get(str(env_name), "")
+        if not value:
+            raise ConfigError(f"{where}: environment variable {env_name} is not set")
+        return value
+    if file_name:
+        path = base / str(file_name)
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: cannot read password_file {path} ({exc.strerror})"
+            ) from None
+        if not value:
+            raise ConfigError(f"{where}: password_file {path} is empty")
+        return value
+    raise ConfigError(f"{where}: username is set, so password_env or password_file is required")
+
+
+def _agent(name: str, spec: Any, environ: Mapping[str, str], base: Path) -> Agent:
+    where = f"agents.{name}"
+    if isinstance(spec, dict) and "password" in spec:
+        raise ConfigError(
+            f"{where}: a plaintext password in VOICE_CONFIG is refused; "
+            "use password_env (an environment variable) or password_file"
+        )
+    spec = check_table(where, spec, _AGENT_KEYS)
+    if not isinstance(spec.get("uri"), str):
+        raise ConfigError(f"{where}: uri (sip:user@host) is required")
+    username = spec.get("username")
+    if username is None and (spec.get("password_env") or spec.get("password_file")):
+        raise ConfigError(f"{where}: a password is set without a username")
+    password = Secret(_password(where, spec, environ, base)) if username is not None else None
+    headers = spec.get("sip_headers", {})
+    if not isinstance(headers, dict):
+        raise ConfigError(f"{where}.sip_headers must be a table of name = value")
+    return Agent(
+        name=name,
+        uri=spec["uri"],
+        username=str(username) if username is not None else None,
+        password=password,
+        send_digits=spec.get("send_digits"),
+        sip_headers=dict(headers),
+    )
+
+
+def _fallback(where: str, spec: Any) -> Fallback:
+    spec = check_table(where, spec, _FALLBACK_KEYS)
+    kind = spec.get("action")
+    if kind not in ("voicemail", "hangup", "redirect"):
+        raise ConfigError(f"{where}.action must be voicemail, hangup or redirect")
+    if kind == "redirect" and not spec.get("url"):
+        raise ConfigError(f"{where}: a redirect fallback needs url")
+    return Fallback(
+        kind=kind,
+        text=spec.get("text"),
+        url=spec.get("url"),
+        voice=spec.get("voice"),
+        language=spec.get("language"),
+        max_length=spec.get("max_length", 120),
+        recording_callback_url=spec.get("recording_callback_url"),
+    )
+
+
+def _group(name: str, spec: Any, agents: Mapping[str, Agent]) -> AgentGroup:
+    where = f"groups.{name}"
+    spec = check_table(where, spec, _GROUP_KEYS)
+    strategy = spec.get("strategy", "simultaneous")
+    if strategy not in ("simultaneous", "sequential"):
+        raise ConfigError(f"{where}.strategy must be simultaneous or sequential")
+    members = _str_list(f"{where}.agents", spec.get("agents"))
+    missing = [m for m in members if m not in agents]
+    if missing:
+        raise ConfigError(f"{where}.agents: no agent named {', '.join(missing)}")
+    if "fallback" not in spec:
+        raise ConfigError(f"{where}: fallback is required (voicemail, hangup or redirect)")
+    return AgentGroup(
+        name=name,
+        strategy=strategy,
+        agents=tuple(agents[m] for m in members),
+        fallback=_fallback(f"{where}.fallback", spec["fallback"]),
+        timeout=spec.get("timeout", 20),
+        time_limit=spec.get("time_limit"),
+        caller_id=spec.get("caller_id"),
+        caller_name=spec.get("caller_name"),
+        dial_music=spec.get("dial_music"),
+        confirm_sound=spec.get("confirm_sound"),
+        confirm_key=spec.get("confirm_key"),
+    )
+
+
+def _action(where: str, spec: Mapping[str, Any], groups: Mapping[str, AgentGroup]) -> Action:
+    kind = spec.get("action")
+    if kind not in ("dial", "redirect", "speak", "reject"):
+        raise ConfigError(f"{where}.action must be dial, redirect, speak or reject")
+    action = Action(
+        kind=kind,
+        group=spec.get("group"),
+        url=spec.get("url"),
+        handoff_group=spec.get("handoff_group"),
+        text=spec.get("text"),
+        voice=spec.get("voice"),
+        language=spec.get("language"),
+    )
+    if kind == "dial" and action.group not in groups:
+        raise ConfigError(f"{where}: dial needs group = one of {', '.join(sorted(groups))}")
+    if kind == "redirect" and not action.url:
+        raise ConfigError(f"{where}: redirect needs url")
+    if action.handoff_group is not None and action.handoff_group not in groups:
+        raise ConfigError(f"{where}: handoff_group {action.handoff_group!r} is not a group")
+    if kind == "speak" and not action.text:
+        raise ConfigError(f"{where}: speak needs text")
+    _check_xml(where, _render_action, action)
+    return action
+
+
+def _render_action(action: Action) -> None:
+    if action.kind == "redirect" and action.url:
+        documents.redirect_to(action.url)
+    elif action.kind == "speak" and action.text:
+        documents.speak_then_hangup(action.text, action.voice, action.language)
+
+
+def _match(where: str, spec: Mapping[str, Any]) -> Match:
+    types = None
+    if "sip_auth_type" in spec:
+        types = frozenset(_str_list(f"{where}.sip_auth_type", spec["sip_auth_type"]))
+        unknown = types - {*SIP_AUTH_TYPES, AUTH_NONE}
+        if unknown:
+            raise ConfigError(
+                f"{where}.sip_auth_type: unknown {', '.join(sorted(unknown))}; use "
+                f"{', '.join(SIP_AUTH_TYPES)} or {AUTH_NONE}"
+            )
+    networks = None
+    if "source_cidr" in spec:
+        try:
+            networks = tuple(
+                ipaddress.ip_network(cidr, strict=False)
+                for cidr in _str_list(f"{where}.source_cidr", spec["source_cidr"])
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{where}.source_cidr: {exc}") from None
+    return Match(
+        sip_auth_types=types,
+        sip_users=(
+            frozenset(_str_list(f"{where}.sip_user", spec["sip_user"]))
+            if "sip_user" in spec
+            else None
+        ),
+        source_networks=networks,
+        to=_pattern(f"{where}.to", spec["to"]) if "to" in spec else None,
+        from_=_pattern(f"{where}.from", spec["from"]) if "from" in spec else None,
+    )
+
+
+def _check_xml(where: str, build: Callable[..., object], *args: Any) -> None:
+    """Build the XML a config section will produce, turning a limit breach into ConfigError."""
+    try:
+        build(*args)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
+def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
+    """Parse and check the voice config; every problem is a ConfigError naming its key."""
+    raw = read_toml(path, "VOICE_CONFIG")
+    check_table("VOICE_CONFIG", raw, {"answer", "rules", "groups", "agents"})
+    base = path.resolve().parent
+
+    agent_specs = _named_tables("agents", raw.get("agents", {}))
+    agents = {}
+    for name, spec in agent_specs.items():
+        if not _NAME.match(name):
+            raise ConfigError(f"agents.{name}: names are letters, digits, _ and - (max 64)")
+        agents[name] = _agent(name, spec, environ, base)
+        # Checked on its own, so an error names the agent (even one in no group yet).
+        _check_xml(f"agents.{name}", documents.agent_user, agents[name])
+
+    group_specs = _named_tables("groups", raw.get("groups", {}))
+    groups = {}
+    for name, spec in group_specs.items():
+        if not _NAME.match(name):
+            raise ConfigError(f"groups.{name}: names are letters, digits, _ and - (max 64)")
+        group = _group(name, spec, agents)
+        for attempt in range(group.attempts()):
+            _check_xml(f"groups.{name}", documents.dial_group, group, attempt, _CHECK_URL)
+        _check_xml(f"groups.{name}.fallback", documents.fallback, group.fallback)
+        groups[name] = group
+
+    answer = check_table("answer", raw.get("answer", {}), _ANSWER_KEYS)
+    methods = tuple(m.upper() for m in _str_list("answer.methods", answer.get("methods", "POST")))
+    if not set(methods) <= {"GET", "POST"}:
+        raise ConfigError("answer.methods must be POST, GET or both")
+
+    rules_raw = raw.get("rules", [])
+    if not isinstance(rules_raw, list):
+        raise ConfigError("rules must be an array of tables ([[rules]])")
+    rules = []
+    seen: set[str] = set()
+    for index, raw_rule in enumerate(rules_raw):
+        rule_name = raw_rule.get("name") if isinstance(raw_rule, dict) else None
+        where = f"rules[{index}]" + (f" ({rule_name})" if rule_name else "")
+        spec = check_table(where, raw_rule, {"name", *_MATCH_KEYS, *_ACTION_KEYS})
+        if not isinstance(rule_name, str) or not rule_name or rule_name in seen:
+            raise ConfigError(f"{where}: every rule needs a unique name")
+        seen.add(rule_name)
+        rules.append(Rule(rule_name, _match(where, spec), _action(where, spec, groups)))
+
+    defaults = {}
+    for key in ("default", "unauthenticated_sip"):
+        spec = check_table(f"answer.{key}", answer.get(key, {"action": "reject"}), _ACTION_KEYS)
+        defaults[key] = _action(f"answer.{key}", spec, groups)
+    return VoiceConfig(
+        answer_methods=methods,
+        policy=Policy(tuple(rules), defaults["default"], defaults["unauthenticated_sip"]),
+        groups=groups,
+    )

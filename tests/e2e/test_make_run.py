@@ -1,0 +1,107 @@
+"""`make run` on a fresh copy of the repository starts gunicorn and answers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+
+from sipguard.calls import signature
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fresh_copy(target: Path) -> None:
+    """Copy what a clone would hold: tracked files plus new, not-ignored ones."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = ROOT / name.decode()
+        if source.is_file():
+            destination = target / name.decode()
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status, response.read()
+
+
+@pytest.mark.slow
+def test_make_run_on_a_fresh_copy_answers_healthz_and_signed_calls(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    _fresh_copy(repo)
+    assert not (repo / "instance").exists()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "SECRET_KEY"))}
+    # Reuse this suite's virtualenv: the install step itself is what CI's `make test` proves.
+    venv = Path(sys.executable).parent.parent
+    log = (tmp_path / "run.log").open("wb")
+    process = subprocess.Popen(
+        ["make", "run", f"PORT={port}", f"VENV={venv}"],
+        cwd=repo,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail((tmp_path / "run.log").read_text())
+                time.sleep(0.3)
+        assert status == 200
+        assert b'"database":"ok"' in body
+
+        output = (tmp_path / "run.log").read_text()
+        assert "DEVELOPMENT MODE" in output
+        dev = dotenv_values(repo / "instance" / "dev-secrets.env")
+        token = dev["PLIVO_AUTH_TOKEN"]
+        assert token and token not in output
+
+        url = f"http://127.0.0.1:{port}/answer"
+        form = {"CallUUID": "make-run-1", "From": "+14155550123", "To": "+14155550100"}
+        params = {k: [v] for k, v in form.items()}
+        headers = signature.signed_headers(token, "POST", url, params, uuid.uuid4().hex)
+        request = urllib.request.Request(
+            url, data=urllib.parse.urlencode(form).encode(), headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+            assert b"<Speak>Sorry" in response.read()  # the sample config's default
+
+        unsigned = urllib.request.Request(
+            url, data=urllib.parse.urlencode(form).encode(), method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unsigned, timeout=5)
+        assert refused.value.code == 403
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()

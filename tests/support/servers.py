@@ -1,0 +1,219 @@
+"""Real processes for the end-to-end and reliability suites: gunicorn instances of the app, a
+breakable link to PostgreSQL, and a small signing HTTP client. Loopback only."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+from sipguard.calls import signature
+from tests.conftest import CANARIES, DATA, SECRET_KEY, TOKEN, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+METRICS_TOKEN = "reliability-metrics-token-0123"
+
+
+@dataclass
+class Instance:
+    """One gunicorn instance of the app, its log file and its workers."""
+
+    port: int
+    log: Path
+    metrics_dir: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def workers(self) -> list[int]:
+        """Return the pids of the master's live worker processes."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        """Stop the whole process group, gently then firmly."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> Instance:
+    """Start `gunicorn 'app:create_app()'` with the suites' settings and wait for /healthz.
+
+    It runs in the log's directory with the repository on its path, and an environment built
+    from scratch: neither a developer's shell nor a .env file changes what the tests see.
+    """
+    port = free_port()
+    metrics_dir = log.with_suffix(".metrics")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PLIVO_AUTH_TOKEN": TOKEN,
+        "SECRET_KEY": SECRET_KEY,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "VOICE_CONFIG": str(DATA / "voice.toml"),
+        "DATABASE_URL": database_url,
+        "METRICS_TOKEN": METRICS_TOKEN,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": str(workers),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        **CANARIES,
+        **extra,
+    }
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        [gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), "--pythonpath", str(ROOT)]
+        + ["app:create_app()"],
+        cwd=log.parent,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    instance = Instance(port, log, metrics_dir, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited:\n{log.read_text()}")
+        try:
+            if get(instance.base + "/healthz")[0] == 200 and len(instance.workers()) == workers:
+                return instance
+        except OSError:
+            pass
+        time.sleep(0.2)
+    instance.stop()
+    raise RuntimeError(f"gunicorn did not answer in time:\n{log.read_text()}")
+
+
+def get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    """GET `url` on loopback; return status and body."""
+    host, _, rest = url.removeprefix("http://").partition("/")
+    connection = http.client.HTTPConnection(host, timeout=10)
+    try:
+        connection.request("GET", "/" + rest, headers=dict(headers or {}))
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def post_signed(base: str, path: str, form: Mapping[str, str]) -> tuple[int, bytes, str]:
+    """POST `form` to base+path signed as Plivo would, with a fresh nonce; return status, body,
+    content type. Connection failures raise OSError (http.client's errors are OSErrors too)."""
+    url = base + path
+    params = {key: [value] for key, value in form.items()}
+    headers = signature.signed_headers(TOKEN, "POST", url, params, uuid.uuid4().hex)
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    host = base.removeprefix("http://")
+    connection = http.client.HTTPConnection(host, timeout=30)
+    try:
+        connection.request("POST", path, body=urlencode(form), headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read(), response.getheader("Content-Type") or ""
+    except http.client.HTTPException as exc:
+        raise ConnectionError(type(exc).__name__) from None
+    finally:
+        connection.close()
+
+
+@dataclass
+class Link:
+    """A TCP forwarder to PostgreSQL that can be cut (every connection dropped, new ones refused
+    at once) and restored: the database "becomes unreachable" without touching the server."""
+
+    target: tuple[str, int] = ("127.0.0.1", 5432)
+    port: int = field(default_factory=free_port)
+    _up: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sockets: set[socket.socket] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._up.set()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.2)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones."""
+        self._up.clear()
+        with self._lock:
+            for sock in list(self._sockets):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        """Let connections through again."""
+        self._up.set()
+
+    def close(self) -> None:
+        """Stop forwarding for good."""
+        self._stop.set()
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self._up.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.update((client, upstream))
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        pair = {a: b, b: a}
+        try:
+            while self._up.is_set():
+                readable, _, _ = select.select(list(pair), [], [], 0.2)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    pair[sock].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            with self._lock:
+                for sock in (a, b):
+                    self._sockets.discard(sock)
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
