@@ -1,9 +1,11 @@
 """lockout.lockouts: Plivo's 10-failures-in-60-s rule as a pure function, with known answers.
 
-The module's documented choices are what is tested: the 1st and 10th failure must be < 60 s
-apart; the lockout runs [10th failure, +60 s); attempts refused during a lockout do not count,
-and the count starts afresh once it lifts. A brute-force reference written from those rules is
-compared against the module on generated inputs.
+The rule is Plivo's (https://www.plivo.com/docs/voice/concepts/sip-authentication, "Rate
+Limiting"; docs/plivo.md, SIP authentication). Where that page is silent the module chooses, and
+its choices are what is tested (docs/plivo.md, Where Plivo is silent, "Lockout window"): the 1st
+and 10th failure must be < 60 s apart; the lockout runs [10th failure, +60 s); attempts refused
+during a lockout do not count, and the count starts afresh once it lifts. A brute-force
+reference written from those rules is compared against the module on generated inputs.
 """
 
 from __future__ import annotations
@@ -238,12 +240,12 @@ _BURSTS = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(failures=st.one_of(_FAILURES, _BURSTS), seed=st.integers())
+@given(failures=st.one_of(_FAILURES, _BURSTS), shuffle_seed=st.integers())
 def test_lockouts_match_the_reference_in_any_input_order(
-    failures: list[tuple[str, datetime]], seed: int
+    failures: list[tuple[str, datetime]], shuffle_seed: int
 ) -> None:
     shuffled = list(failures)
-    random.Random(seed).shuffle(shuffled)
+    random.Random(shuffle_seed).shuffle(shuffled)
     expected = _reference(failures)
     key = lambda item: (item.started, item.ip)  # noqa: E731
     assert sorted(lockouts(failures), key=key) == expected
