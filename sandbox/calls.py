@@ -25,7 +25,7 @@ from lxml import etree
 from sandbox import digest
 from sandbox.account import URL_FIELDS, Account, Application, field_text
 from sandbox.config import SIP_TIMER_B, Endpoint, SandboxConfig
-from sandbox.timeline import Clock, Event, render, safe_address, safe_url
+from sandbox.timeline import Event, SandboxClock, render, safe_address, safe_url
 from sipguard.calls.causes import (
     INBOUND_AUTH_FAILED_CODE,
     OUTBOUND_AUTH_FAILED_CODE,
@@ -240,13 +240,13 @@ class Sandbox:
         auth_token: str,
         main_token: str | None = None,
         http: Http,
-        clock: Clock | None = None,
+        clock: SandboxClock | None = None,
         run: Runner = run_inline,
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.account = account
         self.config = config
-        self.clock = clock or Clock()
+        self.clock = clock or SandboxClock()
         self._token = auth_token
         self._main_token = main_token or auth_token
         self._http = http

@@ -11,7 +11,7 @@ import requests
 from sandbox.account import Account, ApiError
 from sandbox.calls import MAX_XML_BYTES, HttpAnswer, Runner, Sandbox, run_in_thread
 from sandbox.config import load_sandbox_config
-from sandbox.timeline import Clock
+from sandbox.timeline import SandboxClock
 from sipguard.errors import ConfigError
 from sipguard.settings import Settings
 
@@ -63,7 +63,7 @@ def build(
     environ: Mapping[str, str],
     config_path: Path = DEFAULT_CONFIG,
     *,
-    clock: Clock | None = None,
+    clock: SandboxClock | None = None,
     run: Runner = run_in_thread,
 ) -> Sandbox:
     """Build a sandbox for the account in `settings` (auth ID, tokens, PUBLIC_BASE_URL)."""

@@ -17,7 +17,7 @@ from sandbox import digest
 from sandbox.calls import Invite
 from sandbox.digest import Nonces
 from sandbox.server import create_sandbox_app
-from sandbox.timeline import Clock, safe_address, safe_url
+from sandbox.timeline import SandboxClock, safe_address, safe_url
 from sipguard.errors import ConfigError, ValidationError
 from sipguard.monitoring.lockout import Tracker
 from tests.conftest import AUTH_ID, TOKEN
@@ -114,7 +114,7 @@ def test_clock_refuses_what_it_cannot_hold(world: World) -> None:
     assert world.clock.now() == START
     assert client.get("/sandbox/clock", headers=BASIC).status_code == 200
     with pytest.raises(ValueError):
-        Clock(START).advance(math.nan)
+        SandboxClock(START).advance(math.nan)
 
 
 @pytest.mark.parametrize("ring_timeout", ["0", "abc", "1" + "0" * 400, "9" * 5000, ["1"], -5])
