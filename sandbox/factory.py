@@ -9,9 +9,11 @@ from pathlib import Path
 import requests
 
 from sandbox.account import Account, ApiError
-from sandbox.calls import MAX_XML_BYTES, HttpAnswer, Runner, Sandbox, run_in_thread
+from sandbox.callbacks import HttpAnswer
 from sandbox.config import load_sandbox_config
+from sandbox.engine import Runner, Sandbox, run_in_thread
 from sandbox.timeline import SandboxClock
+from sandbox.xml_player import MAX_XML_BYTES
 from sipguard.errors import ConfigError
 from sipguard.settings import Settings
 

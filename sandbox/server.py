@@ -20,7 +20,8 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sandbox.account import ApiError, page
-from sandbox.calls import Invite, Sandbox
+from sandbox.engine import Sandbox
+from sandbox.sip_edge import Invite
 from sipguard.errors import ValidationError
 from xml_builders import has_control
 

@@ -11,7 +11,9 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from sandbox import digest
-from sandbox.calls import Call, Invite, Sandbox
+from sandbox.call import Call
+from sandbox.engine import Sandbox
+from sandbox.sip_edge import Invite
 from sandbox.timeline import safe_url
 from sipguard.calls import signature
 from tests.conftest import CANARIES, TOKEN

@@ -14,8 +14,10 @@ import pytest
 from flask import Flask
 
 from sandbox import digest
-from sandbox.calls import Call, HttpAnswer, Sandbox
+from sandbox.call import Call
+from sandbox.callbacks import HttpAnswer
 from sandbox.config import SIP_TIMER_B, Endpoint, EndpointAuth, SandboxConfig
+from sandbox.engine import Sandbox
 from sipguard.calls import signature
 from sipguard.errors import SignatureError, ValidationError
 from sipguard.plivo.outbound import Outbound

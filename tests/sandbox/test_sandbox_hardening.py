@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from sandbox import digest
-from sandbox.calls import Invite
 from sandbox.digest import Nonces
 from sandbox.server import create_sandbox_app
+from sandbox.sip_edge import Invite
 from sandbox.timeline import SandboxClock, safe_address, safe_url
 from sipguard.errors import ConfigError, ValidationError
 from sipguard.monitoring.lockout import Tracker

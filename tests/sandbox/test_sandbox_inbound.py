@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import pytest
 
 from sandbox import digest
-from sandbox.calls import Call, Invite, InviteResult
+from sandbox.call import Call
 from sandbox.client import SandboxClient, SandboxError
+from sandbox.sip_edge import Invite, InviteResult
 from sipguard.calls import signature
 from sipguard.calls.routing import AUTH_NOT_RUNNING
 from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN

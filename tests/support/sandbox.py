@@ -16,9 +16,10 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from sandbox.account import Account
-from sandbox.calls import Http, HttpAnswer, Runner, Sandbox, run_inline
+from sandbox.callbacks import Http, HttpAnswer
 from sandbox.client import call_in
 from sandbox.config import SandboxConfig, load_sandbox_config
+from sandbox.engine import Runner, Sandbox, run_inline
 from sandbox.server import create_sandbox_app
 from sandbox.timeline import SandboxClock
 from tests.conftest import AUTH_ID, BASE_URL, CAROL_PASSWORD, DATA, MAIN_TOKEN, TOKEN
