@@ -245,8 +245,9 @@ class SipEdge:
         now: datetime,
     ) -> Verdict:
         """A failed check: counted towards the lockout, then refused like any other."""
-        with self._lock:
-            started = self._trackers[_lockout_key(source)].fail(now)
+        key = _lockout_key(source)
+        with self._lock:  # its tracker may have been pruned (idle) since the lockout check
+            started = self._trackers.setdefault(key, lockout.Tracker(key)).fail(now)
         if started is not None:
             reason += (
                 f"; that is {started.failures} failures within 60 s, so calls from {source} "

@@ -225,6 +225,21 @@ def test_an_ipv6_zone_does_not_open_a_new_window(world: World) -> None:
     assert world.sandbox.invite(Invite("fe80::1%1", URI)).status == 403
 
 
+def test_a_failure_from_a_new_source_counts_when_many_sources_are_tracked(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source whose INVITE goes over the tracking limit is forgotten with the idle ones;
+    its failure still counts (a 403 that says so), it does not raise KeyError."""
+    monkeypatch.setattr("sandbox.sip_edge.MAX_TRACKED_SOURCES", 2)
+    world.protect("ip_acl", allow=("192.0.2.0/24",))
+    for source in ("192.0.2.1", "192.0.2.2"):
+        assert world.call(source).status == 200  # two idle trackers: at the limit
+    result = world.call("198.51.100.9")
+    assert result.status == 403
+    [auth] = [e for e in world.sandbox.calls[str(result.call_uuid)].events if e.kind == "auth"]
+    assert auth.data["counted"] is True
+
+
 def test_idle_trackers_are_forgotten() -> None:
     """A source with no lockout and no failure in the last 60 s has nothing left to count."""
     tracker = Tracker("192.0.2.1")
