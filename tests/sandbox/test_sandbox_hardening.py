@@ -56,7 +56,8 @@ def test_odd_xml_ends_the_call_with_a_plivo_code_and_a_hangup(page: str, code: s
 
 
 def test_dial_timeout_with_huge_numbers_is_clamped() -> None:
-    """A Dial timeout or timeLimit beyond 24 h is read as 24 h (facts §2), not an overflow."""
+    """A Dial timeout or timeLimit beyond 24 h is read as 24 h (docs/plivo.md, XML), not an
+    overflow."""
     huge = "1" + "0" * 400
     dial = (
         f'<Response><Dial timeout="{huge}" timeLimit="{huge}">'
@@ -136,7 +137,7 @@ def test_make_call_ring_timeout_must_be_whole_seconds(world: World, ring_timeout
     [("from", "not a number"), ("from", "+1415\n5550100"), ("caller_name", "x" * 51)],
 )
 def test_make_call_checks_from_and_caller_name(world: World, field: str, value: str) -> None:
-    """from is a number or SIP URI; caller_name at most 50 characters (facts §3)."""
+    """from is a number or SIP URI; caller_name at most 50 characters (docs/plivo.md, REST API)."""
     fields = {
         "from": "+14155550100",
         "to": "+14155550125",
@@ -167,7 +168,8 @@ def test_make_call_to_many_destinations_runs_one_job(app, app_config) -> None:
 
 
 def test_refused_call_sends_no_sip_auth_user(world: World) -> None:
-    """Seed: SIPAuthUser is the authenticated username; a refused caller's name is not sent."""
+    """SIPAuthUser is the authenticated username (docs/plivo.md, SIP authentication); a refused
+    caller's name is not sent."""
     world.protect("credential", username="frontdesk")
     result = world.call("198.51.100.4", username="ceo-account", password=CALLER_PASSWORD)
     assert result.status == 403
@@ -211,7 +213,8 @@ def _lock(world: World, source: str) -> None:
 
 
 def test_a_locked_ip_gets_403_even_at_an_unknown_request_uri(world: World) -> None:
-    """Seed: 'all calls from that IP receive 403', whatever they dial; no call is recorded."""
+    """'All calls from that IP receive 403' (docs/plivo.md, SIP authentication), whatever they dial;
+    no call is recorded."""
     _lock(world, "198.51.100.5")
     calls = len(world.sandbox.calls)
     result = world.sandbox.invite(Invite("198.51.100.5", "sip:99999999999999999999@app.plivo.com"))
