@@ -135,6 +135,9 @@ class SipEdge:
         # Request-URI ... not the To header" (docs/plivo.md, SIP authentication). A phone
         # number there runs none.
         mode = app.sip_auth_type if app is not None and by_app_id else ""
+        # Admitted, unless a check below refuses it or asks for credentials.
+        connected = InviteResult(200, "connected")
+        verdict = Verdict(connected, app, invite.request_uri, str(source), mode)
         locked = self._lockout(source, now)
         if locked is not None:
             # "During lockout, all calls from that IP receive 403 Forbidden — even with correct
@@ -145,7 +148,7 @@ class SipEdge:
             reason = f"source IP locked out until {until}"
             if app is None:
                 return Verdict(InviteResult(403, reason))  # no application: no call, no callback
-            return self._refuse(invite, app, source, mode, reason)
+            return replace(verdict, answer=InviteResult(403, reason))
         if app is None:
             # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): nothing
             # answers at this Request-URI, SIP's 404 Not Found.
@@ -157,7 +160,7 @@ class SipEdge:
             credential = self.account.credentials.get(app.credential_uuid or "")
             stored = replace(credential) if credential is not None else None
         if mode in IP_MODES and not admitted:
-            return self._fail(invite, app, source, mode, "source IP is not in the IP ACL", now)
+            return self._fail(verdict, source, "source IP is not in the IP ACL", now)
         username: str | None = None
         if mode in CREDENTIAL_MODES:
             if invite.authorization is None:
@@ -165,14 +168,14 @@ class SipEdge:
             try:
                 answer = digest.Authorization.parse(invite.authorization)
             except digest.DigestError as exc:
-                return self._fail(invite, app, source, mode, f"unreadable digest ({exc})", now)
+                return self._fail(verdict, source, f"unreadable digest ({exc})", now)
             if not self._nonces.redeem(answer.nonce, invite.request_uri, now):
                 # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): a nonce
                 # we did not issue, or spent, or expired, is challenged again (stale=true) and
                 # not counted as a failure (RFC 7616 §3.3).
                 return self._challenge(invite.request_uri, now, stale=True)
             if stored is None or not _answers(answer, stored, invite.request_uri):
-                return self._fail(invite, app, source, mode, "digest credentials do not match", now)
+                return self._fail(verdict, source, "digest credentials do not match", now)
             username = stored.username
         not_run = ""
         if not mode:
@@ -181,15 +184,7 @@ class SipEdge:
                 if not by_app_id
                 else "the application has no sip_auth_type"
             )
-        return Verdict(
-            InviteResult(200, "connected"),
-            app,
-            invite.request_uri,
-            str(source),
-            mode,
-            username,
-            not_run=not_run,
-        )
+        return replace(verdict, username=username, not_run=not_run)
 
     def lockouts(self) -> list[lockout.Lockout]:
         """Return the lockouts in force now."""
@@ -235,16 +230,9 @@ class SipEdge:
         reason = "stale nonce" if stale else "Proxy Authentication Required"
         return Verdict(InviteResult(407, reason, None, challenge.header()))
 
-    def _fail(
-        self,
-        invite: Invite,
-        app: Application,
-        source: IPAddress,
-        mode: str,
-        reason: str,
-        now: datetime,
-    ) -> Verdict:
-        """A failed check: counted towards the lockout, then refused like any other."""
+    def _fail(self, verdict: Verdict, source: IPAddress, reason: str, now: datetime) -> Verdict:
+        """Refuse a failed check with 403, counted towards the source's lockout; the call ends
+        with sip_auth_failed 4210 (docs/plivo.md, Hangup causes)."""
         key = _lockout_key(source)
         with self._lock:  # its tracker may have been pruned (idle) since the lockout check
             started = self._trackers.setdefault(key, lockout.Tracker(key)).fail(now)
@@ -253,21 +241,7 @@ class SipEdge:
                 f"; that is {started.failures} failures within 60 s, so calls from {source} "
                 f"are locked out until {started.until.isoformat(timespec='seconds')}"
             )
-        return self._refuse(invite, app, source, mode, reason, counted=True)
-
-    def _refuse(
-        self,
-        invite: Invite,
-        app: Application,
-        source: IPAddress,
-        mode: str,
-        reason: str,
-        counted: bool = False,
-    ) -> Verdict:
-        """Answer 403; the call ends with sip_auth_failed 4210 (docs/plivo.md, Hangup causes)."""
-        return Verdict(
-            InviteResult(403, reason), app, invite.request_uri, str(source), mode, counted=counted
-        )
+        return replace(verdict, answer=InviteResult(403, reason), counted=True)
 
 
 def _answers(answer: digest.Authorization, stored: Credential, request_uri: str) -> bool:
