@@ -1,9 +1,11 @@
-"""The sandbox's Plivo account: SIP credentials, IP ACLs, applications, with the seed's rules.
+"""The sandbox's Plivo account: SIP credentials, IP ACLs, applications, with Plivo's rules.
 
-Limits and quotas are the seed's (plivo-sip-authentication.txt, "Validation Limits") and are
-checked by the same functions the client uses before it sends anything (sipauth.py), so a limit
-is written once. Passwords are kept only as HA1 = MD5(username:realm:password) and never
-returned. Where the seed is silent the facts file decides, and the choice is marked "seed silent".
+Limits and quotas are those of Plivo's SIP-authentication page ("Validation Limits",
+https://www.plivo.com/docs/voice/concepts/sip-authentication) and are checked by the same
+functions the client uses before it sends anything (sipguard/plivo/sipauth.py), so a limit is
+written once. Passwords are kept only as HA1 = MD5(username:realm:password) and never returned.
+Where Plivo's pages are silent the code says so, with the choice made (docs/plivo.md, Where
+Plivo is silent).
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ URL_FIELDS = (
 )
 ASSIGNMENT_FIELDS = ("sip_auth_type", "credential_uuid", "ip_acl_uuid")
 
-# The seed's FAQ: deleting an assigned credential or ACL "returns a 400 error"; the message is
-# the one the facts file quotes (§6) for credentials, and the same sentence for ACLs.
+# Deleting an assigned credential or ACL "returns a 400 error" (docs/plivo.md, SIP
+# authentication); the message is the one Plivo gives for credentials (docs/plivo.md, REST API),
+# and the same sentence for ACLs.
 CREDENTIAL_IN_USE = (
     "This credential is currently assigned to an application. Remove the assignment first by "
     "setting sip_auth_type to empty."
@@ -334,7 +337,7 @@ class Account:
             del self.acl(acl_uuid).entries[entry_uuid]
 
     def acl_json(self, acl: Acl) -> dict[str, Any]:
-        """The IP ACL object (field names UNCONFIRMED, as in plivo_api.RESOURCES)."""
+        """The IP ACL object (field names UNCONFIRMED, as in sipguard.plivo.api.RESOURCES)."""
         return {
             "ip_acl_uuid": acl.uuid,
             "name": acl.name,
@@ -343,7 +346,7 @@ class Account:
         }
 
     def entry_json(self, acl: Acl, entry: AclEntry) -> dict[str, Any]:
-        """The entry object (field names UNCONFIRMED, as in plivo_api.RESOURCES)."""
+        """The entry object (field names UNCONFIRMED, as in sipguard.plivo.api.RESOURCES)."""
         return {
             "entry_uuid": entry.uuid,
             "ip_address": entry.ip,
@@ -420,7 +423,7 @@ class Account:
             setattr(app, key, value)
 
     def _assignment(self, app: Application, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Check a SIP-auth assignment; the seed: "" removes it, each type needs its uuid(s)."""
+        """Check a SIP-auth assignment: "" removes it, each type needs its uuid(s)."""
         if not set(ASSIGNMENT_FIELDS) & set(fields):
             return {}
         mode = fields.get("sip_auth_type", app.sip_auth_type)
@@ -441,8 +444,9 @@ class Account:
                 raise ApiError(400, f"sip_auth_type {mode} needs ip_acl_uuid")
             if not isinstance(acl, str) or acl not in self.acls:
                 raise ApiError(400, "ip_acl_uuid does not name an IP ACL of this account")
-        # Seed silent on a uuid the type does not use: "at most one IP ACL and one credential"
-        # per app; the one the type does not use is dropped, so it blocks no delete.
+        # Plivo's pages are silent on a uuid the type does not use (docs/plivo.md, Where Plivo
+        # is silent): "at most one IP ACL and one credential" per app; the one the type does
+        # not use is dropped, so it blocks no delete.
         return {
             "sip_auth_type": mode,
             "credential_uuid": credential if mode != "ip_acl" else None,

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 import requests
 
 from sandbox import digest
-from sandbox.calls import Invite, InviteResult, Sandbox
+from sandbox.engine import Sandbox
 from sandbox.server import PROXY_AUTHENTICATE, PROXY_AUTHORIZATION
+from sandbox.sip_edge import Invite, InviteResult
 from sipguard.errors import PlivoAPIError
 
 R = TypeVar("R")

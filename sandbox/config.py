@@ -67,7 +67,7 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class AppSeed:
+class InitialApp:
     """An application the sandbox account starts with."""
 
     fields: Mapping[str, str]
@@ -79,7 +79,7 @@ class AppSeed:
 class SandboxConfig:
     """Everything config/sandbox.sample.toml describes."""
 
-    applications: Sequence[AppSeed] = ()
+    applications: Sequence[InitialApp] = ()
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
     ai_urls: tuple[str, ...] = ()
     message_seconds: float = 8.0  # how long a simulated caller talks to a <Record>
@@ -143,7 +143,7 @@ def _auth(where: str, spec: Any, environ: Mapping[str, str]) -> EndpointAuth:
 APP_KEYS = {"app_id", "app_name", "numbers", *URL_FIELDS}
 
 
-def _application(index: int, spec: Mapping[str, Any], base_url: str | None) -> AppSeed:
+def _application(index: int, spec: Mapping[str, Any], base_url: str | None) -> InitialApp:
     where = f"SANDBOX_CONFIG: applications[{index}]"
     check_table(where, spec, APP_KEYS)
     fields: dict[str, str] = {}
@@ -164,7 +164,7 @@ def _application(index: int, spec: Mapping[str, Any], base_url: str | None) -> A
     app_id = spec.get("app_id")
     if app_id is not None and not (isinstance(app_id, str) and app_id.isdigit()):
         raise ConfigError(f"{where}.app_id must be digits, as Plivo's are")
-    return AppSeed(fields, app_id, tuple(numbers))
+    return InitialApp(fields, app_id, tuple(numbers))
 
 
 def load_sandbox_config(

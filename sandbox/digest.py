@@ -4,11 +4,11 @@ The sandbox plays Plivo's edge for inbound calls (challenge with 407, check the 
 the stored HA1) and Plivo's outbound leg for agents (answer a PBX's 401/407 challenge with the
 `<User>`'s credentials). The simulated PBXs challenge and check as well. One implementation
 serves all of them; it is checked against the RFCs' worked examples and against requests'
-HTTPDigestAuth (tests/test_sandbox_digest.py).
+HTTPDigestAuth (tests/sandbox/test_sandbox_digest.py).
 
 qop "auth" and no qop are supported, with MD5, MD5-sess, SHA-256 and SHA-256-sess. Plivo keeps
-only HA1 = MD5(username:realm:password) (plivo-sip-authentication.txt, Security), so its own
-challenges are MD5.
+only HA1 = MD5(username:realm:password) (its SIP-authentication page, Security:
+https://www.plivo.com/docs/voice/concepts/sip-authentication), so its own challenges are MD5.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ HASHES: Mapping[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,
     "SHA-256": hashlib.sha256,
 }
-# Seed silent on nonces: each is good once, for one Request-URI, for SIP's transaction timeout
-# (RFC 3261 Timer B = 64*T1 = 32 s).
+# Plivo's pages are silent on nonces (docs/plivo.md, Where Plivo is silent): each is good once,
+# for one Request-URI, for SIP's transaction timeout (RFC 3261 Timer B = 64*T1 = 32 s).
 NONCE_TTL = timedelta(seconds=32)
 MAX_NONCES = 100_000  # outstanding challenges kept; the oldest go first beyond this
 

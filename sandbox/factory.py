@@ -9,9 +9,11 @@ from pathlib import Path
 import requests
 
 from sandbox.account import Account, ApiError
-from sandbox.calls import MAX_XML_BYTES, HttpAnswer, Runner, Sandbox, run_in_thread
+from sandbox.callbacks import HttpAnswer
 from sandbox.config import load_sandbox_config
-from sandbox.timeline import Clock
+from sandbox.engine import Runner, Sandbox, run_in_thread
+from sandbox.timeline import SandboxClock
+from sandbox.xml_player import MAX_XML_BYTES
 from sipguard.errors import ConfigError
 from sipguard.settings import Settings
 
@@ -63,7 +65,7 @@ def build(
     environ: Mapping[str, str],
     config_path: Path = DEFAULT_CONFIG,
     *,
-    clock: Clock | None = None,
+    clock: SandboxClock | None = None,
     run: Runner = run_in_thread,
 ) -> Sandbox:
     """Build a sandbox for the account in `settings` (auth ID, tokens, PUBLIC_BASE_URL)."""

@@ -1,7 +1,8 @@
 """The sandbox's web edge: Plivo's REST paths and JSON shapes, and the sandbox's own controls.
 
 REST (`/v1/Account/{auth_id}/...`, Basic auth with the auth ID and token) is what the project's
-plivo_api.py speaks to api.plivo.com, so pointing PLIVO_API_URL here changes nothing else.
+sipguard/plivo/api.py speaks to api.plivo.com (docs/plivo.md, REST API), so pointing
+PLIVO_API_URL here changes nothing else.
 Controls (`/sandbox/...`, same Basic auth) play the other side: a SIP caller's INVITE (with a
 real 407 digest exchange over Proxy-Authenticate / Proxy-Authorization), the clock, timelines,
 and a caller hanging up.
@@ -20,7 +21,8 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sandbox.account import ApiError, page
-from sandbox.calls import Invite, Sandbox
+from sandbox.engine import Sandbox
+from sandbox.sip_edge import Invite
 from sipguard.errors import ValidationError
 from xml_builders import has_control
 
@@ -43,7 +45,7 @@ def _reply(status: int, body: dict[str, Any] | None = None) -> Response:
 
 
 def _fields() -> dict[str, Any]:
-    """The request's parameters: a JSON object (what plivo_api sends) or a form."""
+    """The request's parameters: a JSON object (what sipguard.plivo.api sends) or a form."""
     if request.is_json:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
@@ -75,7 +77,8 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
             response.headers["WWW-Authenticate"] = 'Basic realm="Plivo sandbox"'
             return response
         parts = request.path.split("/")
-        # Seed silent: another account's id in the path is refused as Plivo refuses bad auth.
+        # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): another
+        # account's id in the path is refused as Plivo refuses bad auth.
         if request.path.startswith("/v1/Account/") and parts[3] != account.auth_id:
             return _reply(401, {"error": "the auth ID in the path is not this account's"})
         return None
@@ -191,7 +194,8 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
     @route("Call/", ["POST"])
     def make_call() -> Response:
         uuids = sandbox.make_call(_fields())
-        # facts §3: the status Plivo answers Make Call with is not confirmed; 201 "call fired".
+        # Plivo's pages are silent on the status Make Call answers with (docs/plivo.md, Where
+        # Plivo is silent): 201 "call fired".
         request_uuid: str | list[str] = uuids[0] if len(uuids) == 1 else uuids
         return _reply(201, {"message": "call fired", "request_uuid": request_uuid})
 

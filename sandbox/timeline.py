@@ -1,9 +1,10 @@
 """What happened to a sandbox call, in order: readable text and JSON, never a credential.
 
 Events carry what a user needs to see (auth decision, each callback and its answer, each dial
-leg and its cause) and nothing the seed keeps private: no digest header, no password, no
-`sipAuthUsername`/`sipAuthPassword` from the XML, and query values that look like tokens are
-masked in URLs (the handoff URL's token is a bearer capability).
+leg and its cause) and nothing Plivo keeps private: SIP credentials are never in CDRs or
+callbacks (https://www.plivo.com/docs/voice/concepts/sip-authentication, Security), so no
+digest header, no password, no `sipAuthUsername`/`sipAuthPassword` from the XML; query values
+that look like tokens are masked in URLs (the handoff URL's token is a bearer capability).
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ _SECRET_NAME = re.compile(r"token|sig|pass|secret|key|auth|handoff", re.IGNORECA
 MAX_ADVANCE = timedelta(days=366)  # one step of the clock; lockouts need 60 s
 
 
-def utcnow() -> datetime:
-    """Return the current UTC time."""
+def system_now() -> datetime:
+    """Return the system's current UTC time (what a sandbox clock starts from)."""
     return datetime.now(UTC)
 
 
-class Clock:
+class SandboxClock:
     """The sandbox's time: the system clock (or a fixed start) plus what `advance` added.
 
     Lockouts and nonces read it, so a test or the demo moves time on instead of sleeping.
     """
 
-    def __init__(self, start: datetime | None = None, source: Callable[[], datetime] = utcnow):
+    def __init__(self, start: datetime | None = None, source: Callable[[], datetime] = system_now):
         self._fixed = start
         self._source = source
         self._offset = timedelta()

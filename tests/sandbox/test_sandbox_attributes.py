@@ -11,7 +11,9 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from sandbox import digest
-from sandbox.calls import Call, Invite, Sandbox
+from sandbox.call import Call
+from sandbox.engine import Sandbox
+from sandbox.sip_edge import Invite
 from sandbox.timeline import safe_url
 from sipguard.calls import signature
 from tests.conftest import CANARIES, TOKEN
@@ -64,7 +66,8 @@ def _make_call(sandbox: Sandbox, to: str, **fields: str) -> Call:
 
 
 def test_ten_unreadable_digest_answers_lock_the_ip_out(world: World) -> None:
-    """Seed: 10 failed attempts from one IP lock it, whatever made them fail (M10)."""
+    """10 failed attempts from one IP lock it (docs/plivo.md, SIP authentication), whatever made
+    them fail (M10)."""
     world.protect("credential")
     for _ in range(10):
         garbled = world.sandbox.invite(Invite(LOCK_IP, URI, authorization="Digest garbage"))
@@ -80,7 +83,8 @@ def test_ten_unreadable_digest_answers_lock_the_ip_out(world: World) -> None:
 
 
 def test_an_answer_with_another_algorithm_than_the_offered_md5_is_refused(world: World) -> None:
-    """Seed: Plivo keeps HA1 = MD5 and challenges with MD5; an MD5-sess answer is refused (M28)."""
+    """Plivo keeps HA1 = MD5 and challenges with MD5 (docs/plivo.md, SIP authentication); an
+    MD5-sess answer is refused (M28)."""
     world.protect("credential")
     first = world.sandbox.invite(Invite("203.0.113.9", URI))
     challenge = digest.Challenge.parse(str(first.challenge))
@@ -114,7 +118,8 @@ def test_sha256_pbx_rejects_a_wrong_xml_password() -> None:
 
 
 def test_make_call_duration_counts_from_the_answer_not_the_ringing() -> None:
-    """Facts §5: Duration/BillDuration are the answered time; bob rings 4 s first (M40)."""
+    """Duration/BillDuration are the answered time (docs/plivo.md, Callbacks and signatures); bob
+    rings 4 s first (M40)."""
     sandbox, http = scripted({"/answer": '<Response><Wait length="10"/></Response>'})
     _make_call(
         sandbox,
@@ -128,7 +133,8 @@ def test_make_call_duration_counts_from_the_answer_not_the_ringing() -> None:
 
 
 def test_refused_call_hangup_carries_plivo_hangup_cause(world: World) -> None:
-    """Seed: the cause is in the HangupCauseName / PlivoHangupCause fields (M69)."""
+    """The cause is in the HangupCauseName / PlivoHangupCause fields (docs/plivo.md, SIP
+    authentication; M69)."""
     world.protect("credential")
     refused = world.call("203.0.113.9", username="frontdesk", password=WRONG_PASSWORD)
     assert refused.status == 403
@@ -145,7 +151,8 @@ def test_refused_call_hangup_carries_plivo_hangup_cause(world: World) -> None:
 
 
 def test_dial_time_limit_cuts_the_bridged_talk() -> None:
-    """Facts §2: timeLimit caps the bridged call; dave would talk 30 s, the limit is 10 (M47)."""
+    """timeLimit caps the bridged call (docs/plivo.md, XML); dave would talk 30 s, the limit is 10
+    (M47)."""
     dial = f'<Response><Dial timeLimit="10">{user(DAVE)}</Dial></Response>'
     sandbox, http = scripted({"/answer": dial})
     call = call_scripted(sandbox)
@@ -154,7 +161,8 @@ def test_dial_time_limit_cuts_the_bridged_talk() -> None:
 
 
 def test_dial_redirect_false_posts_the_action_and_carries_on() -> None:
-    """Facts §2: redirect="false" sends the Dial action but runs the verbs after <Dial> (M48)."""
+    """redirect="false" sends the Dial action (docs/plivo.md, XML) but runs the verbs after <Dial>
+    (M48)."""
     answer = (
         f'<Response><Dial action="{XML}/action" redirect="false">{user(DAVE)}</Dial>'
         "<Speak>after the dial</Speak></Response>"
@@ -171,8 +179,8 @@ def test_dial_redirect_false_posts_the_action_and_carries_on() -> None:
 
 
 def test_dial_action_method_get_is_used() -> None:
-    """Facts §2: <Dial method="GET"> fetches the action URL with GET, the fields in the query
-    (M49)."""
+    """<Dial method="GET"> (docs/plivo.md, XML) fetches the action URL with GET, the fields in the
+    query (M49)."""
     dial = f'<Response><Dial action="{XML}/action" method="GET">{user(DAVE)}</Dial></Response>'
     sandbox, http = scripted({"/answer": dial})
     call_scripted(sandbox)
@@ -188,7 +196,7 @@ def test_dial_action_method_get_is_used() -> None:
     ids=["answered", "auth-failed", "no-such-endpoint"],
 )
 def test_dial_ring_status_says_whether_the_endpoint_rang(child: str, ring_status: str) -> None:
-    """Facts §2: DialRingStatus is true/false; a leg that never rang gives false (M70)."""
+    """DialRingStatus is true/false (docs/plivo.md, XML); a leg that never rang: false (M70)."""
     sandbox, http = scripted({"/answer": dial_xml(child)})
     call_scripted(sandbox)
     [action] = forms(http.sent, "/action")
@@ -227,7 +235,7 @@ def test_record_callback_url_gets_the_recording() -> None:
 
 
 def test_redirect_method_get_is_used() -> None:
-    """<Redirect method="GET"> fetches the next document with GET (facts §7)."""
+    """<Redirect method="GET"> fetches the next document with GET (docs/plivo.md, XML)."""
     sandbox, http = scripted(
         {
             "/answer": f'<Response><Redirect method="GET">{XML}/menu</Redirect></Response>',
@@ -244,7 +252,8 @@ def test_redirect_method_get_is_used() -> None:
 
 
 def test_fallback_answer_url_is_fetched_when_the_answer_url_fails() -> None:
-    """Facts §7: the application's fallback_answer_url is used when answer_url fails (M58)."""
+    """The application's fallback_answer_url (docs/plivo.md, XML) is used when answer_url fails
+    (M58)."""
     sandbox, http = scripted({"/fallback": "<Response><Speak>fallback</Speak></Response>"})
     sandbox.account.update_application(
         APP_ID,
@@ -260,7 +269,7 @@ def test_fallback_answer_url_is_fetched_when_the_answer_url_fails() -> None:
 
 
 def test_make_call_fallback_url_is_fetched_when_the_answer_url_fails() -> None:
-    """Facts §3: Make Call's fallback_url is used when answer_url fails (M55)."""
+    """Make Call's fallback_url (docs/plivo.md, REST API) is used when answer_url fails (M55)."""
     sandbox, http = scripted({"/fallback": "<Response><Speak>fallback</Speak></Response>"})
     call = _make_call(
         sandbox,
@@ -296,8 +305,8 @@ def test_hangup_method_get_sends_a_signed_get() -> None:
 
 
 def test_callback_url_fragment_configures_plivo_and_is_not_sent() -> None:
-    """Facts §7: #ct=...&rt=... is Plivo's callback config; the request and signature omit it
-    (M67)."""
+    """#ct=...&rt=... is Plivo's callback config (docs/plivo.md, XML); the request and signature
+    omit it (M67)."""
     sandbox, http = scripted({"/answer": "<Response><Speak>hi</Speak></Response>"})
     sandbox.account.update_application(APP_ID, {"answer_url": f"{XML}/answer#ct=2000&rt=3000"})
     call_scripted(sandbox)
@@ -316,7 +325,8 @@ def test_safe_url_drops_the_fragment() -> None:
 
 
 def test_make_call_ring_timeout_limits_the_ringing(world: World) -> None:
-    """Facts §3: ring_timeout (SDK) is how long an unanswered destination rings (M54)."""
+    """ring_timeout (SDK; docs/plivo.md, REST API) is how long an unanswered destination rings
+    (M54)."""
     [request_uuid] = world.sandbox.make_call(
         {
             "from": "+14155550100",
@@ -332,7 +342,7 @@ def test_make_call_ring_timeout_limits_the_ringing(world: World) -> None:
 
 
 def test_transfer_aleg_method_get_is_used() -> None:
-    """Facts §4: Transfer's aleg_method GET fetches aleg_url with GET (M52)."""
+    """Transfer's aleg_method GET (docs/plivo.md, REST API) fetches aleg_url with GET (M52)."""
     sandbox, http = scripted(
         {
             "/answer": f"<Response><Redirect>{AI}plivo/answer</Redirect></Response>",
@@ -356,7 +366,7 @@ def test_transfer_aleg_method_get_is_used() -> None:
 
 @pytest.mark.parametrize(("size", "code"), [(100_000, "4010"), (100_001, "8011")])
 def test_answer_xml_over_100_kb_is_invalid(size: int, code: str) -> None:
-    """Facts §7: a document must be ≤ 100 KB; one byte more is invalid answer XML (M61)."""
+    """A document is at most 100 KB (docs/plivo.md, XML); one byte more is invalid XML (M61)."""
     head, tail = b"<Response><Speak>", b"</Speak></Response>"
     page = head + b"x" * (size - len(head) - len(tail)) + tail
     assert len(page) == size

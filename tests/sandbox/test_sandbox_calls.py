@@ -14,8 +14,10 @@ import pytest
 from flask import Flask
 
 from sandbox import digest
-from sandbox.calls import Call, HttpAnswer, Sandbox
+from sandbox.call import Call
+from sandbox.callbacks import HttpAnswer
 from sandbox.config import SIP_TIMER_B, Endpoint, EndpointAuth, SandboxConfig
+from sandbox.engine import Sandbox
 from sipguard.calls import signature
 from sipguard.errors import SignatureError, ValidationError
 from sipguard.plivo.outbound import Outbound
@@ -274,7 +276,8 @@ def test_reply_timeout_endpoint_gives_sip_auth_timeout_4250(app: Flask) -> None:
 
 
 def test_user_without_credentials_against_a_challenge_fails_4240() -> None:
-    """Outbound auth, seed silent: no credentials to answer a 401/407 → the leg fails 4240."""
+    """Outbound auth, where Plivo's pages are silent (docs/plivo.md, Where Plivo is silent): no
+    credentials to answer a 401/407 → the leg fails 4240."""
     sandbox, http = scripted({"/answer": dial_xml(user(ALICE))})
     call = call_scripted(sandbox)
     leg = legs(call)[ALICE]
@@ -398,7 +401,8 @@ def test_simultaneous_first_to_answer_wins(world: World) -> None:
 
 
 def test_simultaneous_all_failing_reports_the_last_leg_then_parks_at_the_ai(app: Flask) -> None:
-    """Simultaneous dial, seed silent: all fail → the last leg's status; fallback → the AI."""
+    """Simultaneous dial, where Plivo's pages are silent (docs/plivo.md, Where Plivo is silent): all
+    fail → the last leg's status; fallback → the AI."""
     config = with_endpoints(
         load_config(CANARIES),
         Endpoint(CAROL, answer="busy"),
@@ -463,7 +467,7 @@ def test_dial_action_and_hangup_carry_their_fields(world: World) -> None:
 
 
 def test_hangup_reason_rejected_is_3020() -> None:
-    """<Hangup reason="rejected"> is recorded as 3020 Rejected by Answer XML (facts §7)."""
+    """<Hangup reason="rejected"> is 3020 Rejected by Answer XML (docs/plivo.md, XML)."""
     sandbox, http = scripted({"/answer": '<Response><Hangup reason="rejected"/></Response>'})
     call_scripted(sandbox)
     hangup = hangup_form(http.sent)
@@ -502,7 +506,8 @@ def test_dial_number_busy_and_no_answer(number: str, status: str, cause: str) ->
 
 
 def test_unreachable_answer_url_ends_7011(world: World) -> None:
-    """Hangup codes: an answer_url that cannot be reached ends the call 7011 (facts §5)."""
+    """Hangup codes: an answer_url that cannot be reached ends the call 7011 (docs/plivo.md, Hangup
+    causes)."""
     world.account.update_application(APP_ID, {"answer_url": "https://down.example.test/answer"})
     result = world.call(FRONTDESK_IP)
     call = world.sandbox.calls[result.call_uuid]
@@ -521,7 +526,7 @@ def test_unreachable_answer_url_ends_7011(world: World) -> None:
     "body", [b"<Document><Speak>hi</Speak></Document>", b"this is not XML", b"<Response>"]
 )
 def test_answer_that_is_not_a_response_document_ends_8011(body: bytes) -> None:
-    """Hangup codes: invalid answer XML ends the call 8011 (facts §5, §7)."""
+    """Hangup codes: invalid answer XML ends the call 8011 (docs/plivo.md, Hangup causes)."""
     sandbox, http = scripted({"/answer": body})
     call = call_scripted(sandbox)
     assert call.hangup is not None
@@ -530,7 +535,8 @@ def test_answer_that_is_not_a_response_document_ends_8011(body: bytes) -> None:
 
 
 def test_redirect_loop_ends_as_loop_detected() -> None:
-    """Seed silent: a <Redirect> loop ends with Loop Detected 2060 instead of running forever."""
+    """Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): a <Redirect> loop ends
+    with Loop Detected 2060 instead of running forever."""
     loop = f"<Response><Redirect>{XML}/loop</Redirect></Response>"
     sandbox, http = scripted({"/answer": loop, "/loop": loop})
     call = call_scripted(sandbox)
@@ -554,14 +560,15 @@ def test_a_plivo_verb_the_sandbox_does_not_simulate_is_noted_and_skipped() -> No
 
 
 def test_a_verb_that_is_not_plivo_xml_ends_8011() -> None:
-    """Facts §7: a non-Plivo verb (Twilio's <Reject/>) is invalid answer XML → 8011."""
+    """A non-Plivo verb (Twilio's <Reject/>; docs/plivo.md, XML) is invalid answer XML → 8011."""
     sandbox, http = scripted({"/answer": "<Response><Reject/></Response>"})
     call_scripted(sandbox)
     assert hangup_form(http.sent)["HangupCauseCode"] == "8011"
 
 
 def test_comments_are_skipped_and_a_bad_verb_in_a_redirect_ends_8014() -> None:
-    """Facts §5: invalid XML at a Redirect URL is 8014; an XML comment is not a verb."""
+    """Invalid XML at a Redirect URL is 8014 (docs/plivo.md, Hangup causes); an XML comment is not a
+    verb."""
     sandbox, http = scripted(
         {
             "/answer": f"<Response><!-- to the menu --><Redirect>{XML}/menu</Redirect></Response>",
@@ -576,7 +583,8 @@ def test_comments_are_skipped_and_a_bad_verb_in_a_redirect_ends_8014() -> None:
 
 
 def test_transfer_of_a_parked_call_runs_the_handoff_and_counts_the_ai_time(world: World) -> None:
-    """Transfer (facts §4): the A leg fetches /handoff/support, agents are dialled, call ends."""
+    """Transfer (docs/plivo.md, REST API): the A leg fetches /handoff/support, agents are dialled,
+    call ends."""
     call = ai_first(world)
     ai = [e for e in call.events if e.kind == "ai"][-1]
     assert ai.data["handoff_url"] is True
@@ -614,7 +622,8 @@ def test_caller_hanging_up_at_the_ai_ends_4000_with_the_hold_time(world: World) 
 
 
 def test_transfer_limit_ends_the_call_as_loop_detected(world: World) -> None:
-    """Transfer (facts §4): at most 70 transfers; the next one hangs up with Loop detected."""
+    """Transfer (docs/plivo.md, REST API): at most 70 transfers; the next one hangs up with Loop
+    detected."""
     call = ai_first(world)
     back_to_ai = {"legs": "aleg", "aleg_url": "https://ai.example.test/plivo/again"}
     for _ in range(70):
@@ -743,7 +752,8 @@ def test_make_call_with_credentials_reaches_bob_and_the_answer_url(world: World)
 def test_make_call_failures_reach_the_hangup_url(
     world: World, to: str, fields: dict[str, str], status: str, code: str, name: str
 ) -> None:
-    """Make Call API: rejected credentials 4240, no reply 4250, busy 3010 (seed, facts §5)."""
+    """Make Call API: rejected credentials 4240, no reply 4250, busy 3010 (docs/plivo.md, SIP
+    authentication, Hangup causes)."""
     request_uuid = _make_call(world, to, **fields)
     assert forms(world.http.sent, "/answer") == []
     hangup = hangup_form(world.http.sent)

@@ -43,7 +43,8 @@ def test_call_then_timeline_calls_and_hangup(live) -> None:
 
 
 def test_lockouts_and_clock(live) -> None:
-    """`lockouts` lists an IP after 10 failures; `clock --advance 60` lifts it (seed: 60 s)."""
+    """`lockouts` lists an IP after 10 failures; `clock --advance 60` lifts it (the lockout
+    lasts 60 s: docs/plivo.md, SIP authentication)."""
     live.protect("credential", username="ops-caller")
     assert "no source IP is locked out" in _invoke(live, "lockouts").output
     for _ in range(10):

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from sandbox import digest
-from sandbox.calls import Invite
 from sandbox.digest import Nonces
 from sandbox.server import create_sandbox_app
-from sandbox.timeline import Clock, safe_address, safe_url
+from sandbox.sip_edge import Invite
+from sandbox.timeline import SandboxClock, safe_address, safe_url
 from sipguard.errors import ConfigError, ValidationError
 from sipguard.monitoring.lockout import Tracker
 from tests.conftest import AUTH_ID, TOKEN
@@ -56,7 +56,8 @@ def test_odd_xml_ends_the_call_with_a_plivo_code_and_a_hangup(page: str, code: s
 
 
 def test_dial_timeout_with_huge_numbers_is_clamped() -> None:
-    """A Dial timeout or timeLimit beyond 24 h is read as 24 h (facts §2), not an overflow."""
+    """A Dial timeout or timeLimit beyond 24 h is read as 24 h (docs/plivo.md, XML), not an
+    overflow."""
     huge = "1" + "0" * 400
     dial = (
         f'<Response><Dial timeout="{huge}" timeLimit="{huge}">'
@@ -114,7 +115,7 @@ def test_clock_refuses_what_it_cannot_hold(world: World) -> None:
     assert world.clock.now() == START
     assert client.get("/sandbox/clock", headers=BASIC).status_code == 200
     with pytest.raises(ValueError):
-        Clock(START).advance(math.nan)
+        SandboxClock(START).advance(math.nan)
 
 
 @pytest.mark.parametrize("ring_timeout", ["0", "abc", "1" + "0" * 400, "9" * 5000, ["1"], -5])
@@ -136,7 +137,7 @@ def test_make_call_ring_timeout_must_be_whole_seconds(world: World, ring_timeout
     [("from", "not a number"), ("from", "+1415\n5550100"), ("caller_name", "x" * 51)],
 )
 def test_make_call_checks_from_and_caller_name(world: World, field: str, value: str) -> None:
-    """from is a number or SIP URI; caller_name at most 50 characters (facts §3)."""
+    """from is a number or SIP URI; caller_name at most 50 characters (docs/plivo.md, REST API)."""
     fields = {
         "from": "+14155550100",
         "to": "+14155550125",
@@ -167,7 +168,8 @@ def test_make_call_to_many_destinations_runs_one_job(app, app_config) -> None:
 
 
 def test_refused_call_sends_no_sip_auth_user(world: World) -> None:
-    """Seed: SIPAuthUser is the authenticated username; a refused caller's name is not sent."""
+    """SIPAuthUser is the authenticated username (docs/plivo.md, SIP authentication); a refused
+    caller's name is not sent."""
     world.protect("credential", username="frontdesk")
     result = world.call("198.51.100.4", username="ceo-account", password=CALLER_PASSWORD)
     assert result.status == 403
@@ -211,7 +213,8 @@ def _lock(world: World, source: str) -> None:
 
 
 def test_a_locked_ip_gets_403_even_at_an_unknown_request_uri(world: World) -> None:
-    """Seed: 'all calls from that IP receive 403', whatever they dial; no call is recorded."""
+    """'All calls from that IP receive 403' (docs/plivo.md, SIP authentication), whatever they dial;
+    no call is recorded."""
     _lock(world, "198.51.100.5")
     calls = len(world.sandbox.calls)
     result = world.sandbox.invite(Invite("198.51.100.5", "sip:99999999999999999999@app.plivo.com"))
@@ -223,6 +226,21 @@ def test_an_ipv6_zone_does_not_open_a_new_window(world: World) -> None:
     """fe80::1%1 is fe80::1: switching notation does not escape the lockout."""
     _lock(world, "fe80::1")
     assert world.sandbox.invite(Invite("fe80::1%1", URI)).status == 403
+
+
+def test_a_failure_from_a_new_source_counts_when_many_sources_are_tracked(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source whose INVITE goes over the tracking limit is forgotten with the idle ones;
+    its failure still counts (a 403 that says so), it does not raise KeyError."""
+    monkeypatch.setattr("sandbox.sip_edge.MAX_TRACKED_SOURCES", 2)
+    world.protect("ip_acl", allow=("192.0.2.0/24",))
+    for source in ("192.0.2.1", "192.0.2.2"):
+        assert world.call(source).status == 200  # two idle trackers: at the limit
+    result = world.call("198.51.100.9")
+    assert result.status == 403
+    [auth] = [e for e in world.sandbox.calls[str(result.call_uuid)].events if e.kind == "auth"]
+    assert auth.data["counted"] is True
 
 
 def test_idle_trackers_are_forgotten() -> None:

@@ -1,4 +1,6 @@
-"""Inbound SIP authentication through the sandbox, rule by rule of the seed.
+"""Inbound SIP authentication through the sandbox, rule by rule of Plivo's SIP-authentication
+page, https://www.plivo.com/docs/voice/concepts/sip-authentication (docs/plivo.md,
+SIP authentication); FAQ and Security name sections of that page.
 
 Request-URI resolution, ip_acl (IPv4, IPv6, mapped), credential (a real 407 digest exchange,
 checked against a hand-written RFC 2617 client), ip_acl_and_credential, the brute-force lockout
@@ -18,8 +20,9 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import pytest
 
 from sandbox import digest
-from sandbox.calls import Call, Invite, InviteResult
+from sandbox.call import Call
 from sandbox.client import SandboxClient, SandboxError
+from sandbox.sip_edge import Invite, InviteResult
 from sipguard.calls import signature
 from sipguard.calls.routing import AUTH_NOT_RUNNING
 from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN
@@ -97,7 +100,7 @@ def _credential_uuid(world: World) -> str:
 
 
 def test_app_uri_reaches_the_app_and_runs_its_auth(world: World) -> None:
-    """Seed: inbound auth resolves from the Request-URI sip:{app_id}@app.plivo.com."""
+    """Inbound auth resolves from the Request-URI sip:{app_id}@app.plivo.com."""
     world.protect("ip_acl", allow=("203.0.113.0/24",))
     refused = world.call(OTHER_IP)
     assert refused.status == 403
@@ -111,7 +114,7 @@ def test_app_uri_reaches_the_app_and_runs_its_auth(world: World) -> None:
 
 @pytest.mark.parametrize("mode", ["ip_acl", "credential", "ip_acl_and_credential"])
 def test_phone_number_request_uri_runs_no_auth(world: World, mode: str) -> None:
-    """Seed: a phone number in the Request-URI means auth is not running, no SIPAuth* sent."""
+    """A phone number in the Request-URI means auth is not running, no SIPAuth* sent."""
     world.protect(mode, allow=("203.0.113.0/24",))
     result = world.sandbox.invite(Invite(OTHER_IP, NUMBER_URI))  # no credentials, IP not in ACL
     assert result.status == 200
@@ -125,7 +128,7 @@ def test_phone_number_request_uri_runs_no_auth(world: World, mode: str) -> None:
 
 
 def test_to_header_does_not_matter(world: World) -> None:
-    """Seed: auth resolves from the Request-URI, not the To header; the app sees no auth."""
+    """Auth resolves from the Request-URI, not the To header; the app sees no auth."""
     world.protect("credential")
     result = world.sandbox.invite(Invite(OTHER_IP, NUMBER_URI, to=URI))
     assert result.status == 200
@@ -141,7 +144,7 @@ def test_to_header_does_not_matter(world: World) -> None:
 
 
 def test_app_uri_with_phone_number_to_still_runs_auth(world: World) -> None:
-    """Seed: a To of a phone number does not switch auth off when the Request-URI names the app."""
+    """A To of a phone number does not switch auth off when the Request-URI names the app."""
     world.protect("ip_acl", allow=("203.0.113.0/24",))
     result = world.sandbox.invite(Invite(OTHER_IP, URI, to=NUMBER_URI))
     _assert_auth_failed(world, result)
@@ -157,7 +160,7 @@ def test_app_uri_with_phone_number_to_still_runs_auth(world: World) -> None:
     ],
 )
 def test_unresolvable_request_uri_is_404(world: World, uri: str) -> None:
-    """Seed: only sip:{app_id}@app.plivo.com (or a mapped number) reaches an application."""
+    """Only sip:{app_id}@app.plivo.com (or a mapped number) reaches an application."""
     world.protect("credential")
     result = world.sandbox.invite(Invite(GOOD_IP, uri))
     assert result.status == 404
@@ -167,7 +170,7 @@ def test_unresolvable_request_uri_is_404(world: World, uri: str) -> None:
 
 @pytest.mark.parametrize("source", ["203.0.113.999", "not-an-ip", "", "2001:db8::g"])
 def test_malformed_source_ip_is_400(world: World, source: str) -> None:
-    """Seed: IP ACLs need a valid IPv4 or IPv6 address; a malformed source is refused."""
+    """IP ACLs need a valid IPv4 or IPv6 address; a malformed source is refused."""
     result = world.sandbox.invite(Invite(source, URI))
     assert result.status == 400
     assert world.http.sent == []
@@ -195,7 +198,7 @@ def test_malformed_source_ip_is_400(world: World, source: str) -> None:
     ],
 )
 def test_ip_acl(world: World, entry: str, source: str, admitted: bool) -> None:
-    """Seed: ip_acl admits only IPv4/IPv6 addresses inside an entry's CIDR range."""
+    """ip_acl admits only IPv4/IPv6 addresses inside an entry's CIDR range."""
     world.protect("ip_acl", allow=(entry,))
     result = world.call(source)
     if not admitted:
@@ -213,7 +216,7 @@ def test_ip_acl(world: World, entry: str, source: str, admitted: bool) -> None:
 
 
 def test_credential_first_invite_gets_407_challenge(world: World) -> None:
-    """Seed: credential auth answers an INVITE with a 407 carrying realm app.plivo.com and nonce."""
+    """Credential auth answers an INVITE with a 407 carrying realm app.plivo.com and nonce."""
     world.protect("credential")
     result = world.sandbox.invite(Invite(GOOD_IP, URI))
     assert result.status == 407
@@ -226,7 +229,7 @@ def test_credential_first_invite_gets_407_challenge(world: World) -> None:
 
 
 def test_credential_right_password_passes(world: World) -> None:
-    """Seed: a caller with the right username/password passes; SIPAuthUser is sent."""
+    """A caller with the right username/password passes; SIPAuthUser is sent."""
     world.protect("credential")
     result = world.call(GOOD_IP, username="frontdesk", password=CALLER_PASSWORD)
     assert result.status == 200
@@ -244,7 +247,7 @@ def test_credential_right_password_passes(world: World) -> None:
 def test_credential_wrong_username_or_password_fails(
     world: World, username: str, password: str
 ) -> None:
-    """Seed: wrong credentials get 403 and end with sip_auth_failed 4210 / failed."""
+    """Wrong credentials get 403 and end with sip_auth_failed 4210 / failed."""
     world.protect("credential")
     result = world.call(GOOD_IP, username=username, password=password)
     _assert_auth_failed(world, result)
@@ -252,7 +255,7 @@ def test_credential_wrong_username_or_password_fails(
 
 @pytest.mark.parametrize("claimed", ["other", "request"])
 def test_digest_for_another_request_uri_fails(world: World, claimed: str) -> None:
-    """Seed/RFC 3261: a digest computed for another Request-URI does not authenticate."""
+    """RFC 3261: a digest computed for another Request-URI does not authenticate."""
     world.protect("credential")
     challenge = _challenge(world)
     other = "sip:30000000000000000003@app.plivo.com"
@@ -264,7 +267,7 @@ def test_digest_for_another_request_uri_fails(world: World, claimed: str) -> Non
 
 
 def test_replayed_authorization_is_not_accepted(world: World) -> None:
-    """Seed/RFC 2617: a spent nonce does not authenticate again; a fresh stale 407 is sent."""
+    """RFC 2617: a spent nonce does not authenticate again; a fresh stale 407 is sent."""
     world.protect("credential")
     challenge = _challenge(world)
     header = digest.answer(challenge, "frontdesk", CALLER_PASSWORD, "INVITE", URI).header()
@@ -282,7 +285,7 @@ def test_replayed_authorization_is_not_accepted(world: World) -> None:
 
 
 def test_independent_rfc2617_digest_passes(world: World) -> None:
-    """Seed: the 407 exchange is real digest; an answer built by hand per RFC 2617 passes."""
+    """The 407 exchange is real digest; an answer built by hand per RFC 2617 passes."""
     world.protect("credential")
     params = digest.parse_params(world.sandbox.invite(Invite(GOOD_IP, URI)).challenge or "")
     realm, nonce = params["realm"], params["nonce"]
@@ -304,7 +307,7 @@ def test_independent_rfc2617_digest_passes(world: World) -> None:
 
 
 def test_hand_built_digest_with_wrong_password_fails(world: World) -> None:
-    """Seed: the hand-built RFC 2617 answer is refused when its password is wrong."""
+    """The hand-built RFC 2617 answer is refused when its password is wrong."""
     world.protect("credential")
     params = digest.parse_params(world.sandbox.invite(Invite(GOOD_IP, URI)).challenge or "")
     realm, nonce = params["realm"], params["nonce"]
@@ -322,7 +325,7 @@ def test_hand_built_digest_with_wrong_password_fails(world: World) -> None:
 
 
 def test_both_good_ip_and_good_password_pass(world: World) -> None:
-    """Seed: ip_acl_and_credential passes when the IP check AND the credentials pass."""
+    """ip_acl_and_credential passes when the IP check AND the credentials pass."""
     world.protect("ip_acl_and_credential", allow=("203.0.113.0/24",))
     result = world.call(GOOD_IP, username="frontdesk", password=CALLER_PASSWORD)
     assert result.status == 200
@@ -334,14 +337,14 @@ def test_both_good_ip_and_good_password_pass(world: World) -> None:
 
 
 def test_both_good_ip_bad_password_fails(world: World) -> None:
-    """Seed: ip_acl_and_credential refuses a good IP with a wrong password."""
+    """ip_acl_and_credential refuses a good IP with a wrong password."""
     world.protect("ip_acl_and_credential", allow=("203.0.113.0/24",))
     result = world.call(GOOD_IP, username="frontdesk", password=WRONG_PASSWORD)
     _assert_auth_failed(world, result)
 
 
 def test_both_bad_ip_good_password_fails_without_challenge(world: World) -> None:
-    """Seed: ip_acl_and_credential refuses a disallowed IP outright, with no 407 challenge."""
+    """ip_acl_and_credential refuses a disallowed IP outright, with no 407 challenge."""
     world.protect("ip_acl_and_credential", allow=("203.0.113.0/24",))
     first = world.sandbox.invite(Invite(OTHER_IP, URI))
     assert first.status == 403
@@ -390,7 +393,7 @@ def _good(world: World, source: str = LOCK_IP) -> InviteResult:
 
 @pytest.mark.parametrize("kind", ["password", "ip"])
 def test_nine_failures_do_not_lock(world: World, kind: str) -> None:
-    """Seed: fewer than 10 failed attempts in 60 s do not lock the IP out."""
+    """Fewer than 10 failed attempts in 60 s do not lock the IP out."""
     _arrange(world, kind)
     _failures(world, kind, 9)
     _admit(world, kind)
@@ -401,7 +404,7 @@ def test_nine_failures_do_not_lock(world: World, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["password", "ip"])
 def test_ten_failures_lock_out_even_good_credentials(world: World, kind: str) -> None:
-    """Seed: 10 failures from one IP in 60 s lock it; good credentials then get 403 (4210)."""
+    """10 failures from one IP in 60 s lock it; good credentials then get 403 (4210)."""
     _arrange(world, kind)
     _failures(world, kind, 10)
     _admit(world, kind)
@@ -416,7 +419,7 @@ def test_ten_failures_lock_out_even_good_credentials(world: World, kind: str) ->
 
 @pytest.mark.parametrize(("span", "locked"), [(59, True), (60, False)])
 def test_lockout_window_is_sixty_seconds(world: World, span: int, locked: bool) -> None:
-    """Seed: 10 failures 'within 60 seconds' lock (1st and 10th 59 s apart); 60 s apart do not."""
+    """10 failures 'within 60 seconds' lock (1st and 10th 59 s apart); 60 s apart do not."""
     _arrange(world, "password")
     _failures(world, "password", 9)  # t = 0 .. 8
     world.clock.advance(span - 8)
@@ -428,7 +431,7 @@ def test_lockout_window_is_sixty_seconds(world: World, span: int, locked: bool) 
 
 @pytest.mark.parametrize(("after", "status"), [(59, 403), (60, 200), (61, 200)])
 def test_lockout_lasts_sixty_seconds(world: World, after: int, status: int) -> None:
-    """Seed: the lockout lifts 60 s after it started (lockout.py: at exactly +60 s it is over)."""
+    """The lockout lifts 60 s after it started (monitoring/lockout.py: at +60 s it is over)."""
     _arrange(world, "password")
     _failures(world, "password", 10)
     world.clock.advance(after)
@@ -436,7 +439,7 @@ def test_lockout_lasts_sixty_seconds(world: World, after: int, status: int) -> N
 
 
 def test_attempts_during_lockout_do_not_extend_it_and_window_resets(world: World) -> None:
-    """Seed: the lockout lifts after 60 s despite attempts during it; the count starts afresh."""
+    """The lockout lifts after 60 s despite attempts during it; the count starts afresh."""
     _arrange(world, "password")
     _failures(world, "password", 10)  # the 10th at t = 9: locked until t = 69
     until = world.sandbox.lockouts()[0].until
@@ -455,7 +458,7 @@ def test_attempts_during_lockout_do_not_extend_it_and_window_resets(world: World
 
 
 def test_lockout_affects_only_the_failing_ip(world: World) -> None:
-    """Seed: the lockout is per source IP; another IP still gets through."""
+    """The lockout is per source IP; another IP still gets through."""
     _arrange(world, "password")
     _failures(world, "password", 10)
     assert _good(world, "198.51.100.8").status == 200
@@ -464,7 +467,7 @@ def test_lockout_affects_only_the_failing_ip(world: World) -> None:
 
 
 def test_ipv4_mapped_ipv6_counts_as_the_same_source(world: World) -> None:
-    """Seed: failures are counted per source IP; ::ffff:a.b.c.d is a.b.c.d (ACLs agree)."""
+    """Failures are counted per source IP; ::ffff:a.b.c.d is a.b.c.d (ACLs agree)."""
     _arrange(world, "password")
     for index in range(10):
         world.clock.advance(1)
@@ -475,7 +478,7 @@ def test_ipv4_mapped_ipv6_counts_as_the_same_source(world: World) -> None:
 
 
 def test_locked_ip_is_refused_even_for_a_phone_number_uri(world: World) -> None:
-    """Seed: 'all calls from that IP receive 403' during lockout (calls.py: every Request-URI)."""
+    """'All calls from that IP receive 403' during lockout (sip_edge.py: every Request-URI)."""
     _arrange(world, "password")
     _failures(world, "password", 10)
     world.clock.advance(1)
@@ -492,7 +495,7 @@ def test_locked_ip_is_refused_even_for_a_phone_number_uri(world: World) -> None:
 
 
 def test_answer_callback_is_signed_as_plivo_signs(world: World) -> None:
-    """Seed/facts: a passed call fetches answer_url with V3 and Ma-V3 signatures, one nonce."""
+    """A passed call fetches answer_url with V3 and Ma-V3 signatures, one nonce (docs/plivo.md)."""
     world.protect("credential")
     result = world.call(
         GOOD_IP, username="frontdesk", password=CALLER_PASSWORD, from_="sip:desk@pbx.test"
@@ -530,7 +533,7 @@ def test_answer_callback_is_signed_as_plivo_signs(world: World) -> None:
 
 
 def test_password_update_takes_effect_at_once(world: World) -> None:
-    """Seed FAQ: a password update takes effect immediately for every app using it."""
+    """FAQ: a password update takes effect immediately for every app using it."""
     world.protect("credential")
     assert _good(world, GOOD_IP).status == 200
     new_password = "Rotated-Passw0rd-77"
@@ -542,7 +545,7 @@ def test_password_update_takes_effect_at_once(world: World) -> None:
 
 
 def test_acl_changes_take_effect_at_once(world: World) -> None:
-    """Seed FAQ: adding or removing ACL entries takes effect immediately."""
+    """FAQ: adding or removing ACL entries takes effect immediately."""
     world.protect("ip_acl", allow=(f"{GOOD_IP}/32",))
     assert world.call(GOOD_IP).status == 200
     acl = world.account.acl(_acl_uuid(world))
@@ -567,7 +570,7 @@ def _callback_text(world: World) -> str:
 
 @pytest.mark.parametrize("password", [CALLER_PASSWORD, WRONG_PASSWORD])
 def test_caller_password_never_leaks(world: World, password: str) -> None:
-    """Seed Security: SIP credentials are never in callbacks; the timeline holds none either."""
+    """Security: SIP credentials are never in callbacks; the timeline holds none either."""
     world.protect("ip_acl_and_credential", allow=("203.0.113.0/24",))
     challenge = _challenge(world)
     auth = digest.answer(challenge, "frontdesk", password, "INVITE", URI)
@@ -596,7 +599,7 @@ def test_caller_password_never_leaks(world: World, password: str) -> None:
 
 
 def test_http_client_does_the_407_exchange(live: Any) -> None:
-    """Seed: credential auth is a 407 challenge/response; over HTTP the caller answers it."""
+    """Credential auth is a 407 challenge/response; over HTTP the caller answers it."""
     live.protect("credential")
     client = SandboxClient(live.url, AUTH_ID, TOKEN)
     answer = client.call(GOOD_IP, URI, username="frontdesk", password=CALLER_PASSWORD)
@@ -636,7 +639,7 @@ def _cli_call(live: Any, password: str, *extra: str) -> Any:
 
 
 def test_cli_call_prints_the_timeline(live: Any) -> None:
-    """Seed: credential auth through `flask sandbox call`; it prints the call's timeline."""
+    """Credential auth through `flask sandbox call`; it prints the call's timeline."""
     live.protect("credential")
     result = _cli_call(live, CALLER_PASSWORD)
     assert result.exit_code == 0, result.output
@@ -647,7 +650,7 @@ def test_cli_call_prints_the_timeline(live: Any) -> None:
 
 
 def test_cli_call_wrong_password_exits_3(live: Any) -> None:
-    """Seed: a wrong password is refused (403); the CLI exits 3 (refused)."""
+    """A wrong password is refused (403); the CLI exits 3 (refused)."""
     live.protect("credential")
     result = _cli_call(live, WRONG_PASSWORD)
     assert result.exit_code == 3, result.output
@@ -656,7 +659,7 @@ def test_cli_call_wrong_password_exits_3(live: Any) -> None:
 
 
 def test_cli_call_json(live: Any) -> None:
-    """Seed: a refused call in --json reports status 403 and sip_auth_failed 4210."""
+    """A refused call in --json reports status 403 and sip_auth_failed 4210."""
     live.protect("credential")
     result = _cli_call(live, WRONG_PASSWORD, "--json")
     assert result.exit_code == 3

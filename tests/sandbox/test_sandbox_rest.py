@@ -1,6 +1,8 @@
 """The sandbox's Plivo REST API, and the project's REST module and CLI unchanged against it.
 
-Rules: plivo-sip-authentication.txt (Validation Limits, Security, FAQ) and the facts file §6.
+Rules: Plivo's SIP-authentication page (Validation Limits, Security, FAQ), cited below as
+"SIP-auth page": https://www.plivo.com/docs/voice/concepts/sip-authentication
+(docs/plivo.md, SIP authentication); and Plivo's REST API (docs/plivo.md, REST API).
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ def strings_in(value: Any, seen: set[int] | None = None) -> Iterator[str]:
 def test_rest_without_the_accounts_basic_auth_is_401_json(
     live: World, auth: tuple[str, str] | None
 ) -> None:
-    """The REST API takes Basic auth with the account's auth ID and token (facts §6)."""
+    """The REST API takes Basic auth with the auth ID and token (docs/plivo.md, REST API)."""
     session = requests.Session()
     session.trust_env = False
     url = f"{live.url}{ROOT}{CREDENTIALS}"
@@ -250,7 +252,7 @@ def test_credential_create_is_201_with_plivos_object(rest: Rest, world: World) -
 
 
 def test_no_answer_holds_a_password_or_ha1(rest: Rest, world: World) -> None:
-    """Passwords are never returned in any API response (seed, Security); nor is HA1."""
+    """Passwords are never returned in any API response (SIP-auth page, Security); nor is HA1."""
     made = rest.credential()
     rest.get(f"{CREDENTIALS}{made}/")
     rest.get(CREDENTIALS)
@@ -313,7 +315,7 @@ def test_get_returns_one_credential_and_404_for_an_unknown_one(rest: Rest) -> No
 
 
 def test_password_update_is_202_and_the_username_cannot_change(rest: Rest, world: World) -> None:
-    """Update takes just the password; the username remains unchanged (seed FAQ)."""
+    """Update takes just the password; the username remains unchanged (SIP-auth page, FAQ)."""
     made = rest.credential()
     changed = rest.post(f"{CREDENTIALS}{made}/", {"password": NEW_PASSWORD})
     assert changed.status_code == 202
@@ -329,7 +331,7 @@ def test_password_update_is_202_and_the_username_cannot_change(rest: Rest, world
 
 
 def test_delete_is_204_then_404(rest: Rest, world: World) -> None:
-    """Delete answers 204; the credential is then gone (facts §6)."""
+    """Delete answers 204; the credential is then gone (docs/plivo.md, REST API)."""
     made = rest.credential()
     deleted = rest.delete(f"{CREDENTIALS}{made}/")
     assert deleted.status_code == 204
@@ -341,7 +343,7 @@ def test_delete_is_204_then_404(rest: Rest, world: World) -> None:
 
 
 def test_duplicate_username_is_409(rest: Rest, world: World) -> None:
-    """Usernames are unique per account: a second one is 409 (facts §6)."""
+    """Usernames are unique per account: a second one is 409 (docs/plivo.md, REST API)."""
     rest.credential()
     before = snapshot(world)
     again = rest.post(CREDENTIALS, {"username": "frontdesk", "password": NEW_PASSWORD})
@@ -479,7 +481,7 @@ def test_cidr_prefix_at_its_bounds_is_accepted(
 def test_cidr_prefix_past_its_bound_or_a_hostname_is_refused(
     rest: Rest, world: World, ip: str, prefix: int | None, words: tuple[str, ...]
 ) -> None:
-    """CIDR prefix 0-32 / 0-128; hostnames are not supported (seed FAQ)."""
+    """CIDR prefix 0-32 / 0-128; hostnames are not supported (SIP-auth page, FAQ)."""
     acl = rest.acl()
     before = snapshot(world)
     body: dict[str, Any] = {"ip_address": ip}
@@ -532,7 +534,7 @@ def test_50_entries_fit_and_the_51st_is_refused(rest: Rest, world: World) -> Non
 
 
 def test_only_ha1_is_stored_never_the_password(rest: Rest, world: World) -> None:
-    """Passwords are stored as one-way hashes (HA1) — never in plaintext (seed, Security)."""
+    """Passwords are kept as one-way hashes (HA1), never in plaintext (SIP-auth page, Security)."""
     made = rest.credential()
     stored = world.account.credentials[made]
     assert stored.ha1 == md5_ha1("frontdesk", CALLER_PASSWORD)

@@ -16,11 +16,12 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from sandbox.account import Account
-from sandbox.calls import Http, HttpAnswer, Runner, Sandbox, run_inline
+from sandbox.callbacks import Http, HttpAnswer
 from sandbox.client import call_in
 from sandbox.config import SandboxConfig, load_sandbox_config
+from sandbox.engine import Runner, Sandbox, run_inline
 from sandbox.server import create_sandbox_app
-from sandbox.timeline import Clock
+from sandbox.timeline import SandboxClock
 from tests.conftest import AUTH_ID, BASE_URL, CAROL_PASSWORD, DATA, MAIN_TOKEN, TOKEN
 
 START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -71,7 +72,7 @@ class World:
     app: Flask
     sandbox: Sandbox
     http: FlaskHttp
-    clock: Clock
+    clock: SandboxClock
     url: str | None = None  # the sandbox's base URL when it is served (the `live` fixture)
 
     @property
@@ -130,7 +131,7 @@ def new_sandbox(
         auth_token=TOKEN,
         main_token=MAIN_TOKEN,
         http=http,
-        clock=Clock(start),
+        clock=SandboxClock(start),
         run=run,
     )
 

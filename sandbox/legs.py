@@ -1,0 +1,134 @@
+"""Outbound legs: Plivo ringing one endpoint of the simulated world, answering its digest.
+
+A <Dial> rings each <User>/<Number> through here, and Make Call rings its destination. The
+endpoints are the sandbox config's (agents behind PBXs, phones, trunks): whether they challenge
+(401/407), accept the `<User>`'s credentials, ring, answer or are busy, and how long they talk.
+Outbound authentication follows Plivo's SIP-authentication page, "Outbound Authentication"
+(https://www.plivo.com/docs/voice/concepts/sip-authentication). Time is simulated: a leg says
+at which call offset its outcome happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from sandbox import digest
+from sandbox.config import SIP_TIMER_B, Endpoint
+from sandbox.timeline import Event, SandboxClock, safe_address
+from sipguard.calls.causes import (
+    OUTBOUND_AUTH_FAILED_CODE,
+    OUTBOUND_AUTH_TIMEOUT_CODE,
+    SIP_AUTH_FAILED,
+    SIP_AUTH_TIMEOUT,
+)
+
+# Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): a Dial without timeout
+# rings a silent agent 60 s.
+DEFAULT_RING_SECONDS = 60.0
+
+
+@dataclass
+class Leg:
+    """How one dialled endpoint ended up (simulated)."""
+
+    uuid: str
+    address: str
+    outcome: str  # answered, busy, no-answer, failed, timeout, cancelled
+    at: float  # call offset at which the outcome happened
+    cause: str | None = None
+    code: int | None = None
+    talk: float = 0.0
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def dial_status(self) -> str:
+        """The DialStatus this leg alone would give."""
+        return "completed" if self.outcome == "answered" else self.outcome
+
+    def event(self) -> Event:
+        """The leg for the call's timeline, at the offset of its outcome."""
+        code = f" {self.code}" if self.code else ""
+        cause = f" ({self.cause}{code})" if self.cause and self.outcome != "answered" else ""
+        return Event(
+            self.at,
+            "leg",
+            f"{safe_address(self.address)}: {self.outcome}{cause} — "
+            + "; ".join(self.steps or ["rang"]),
+            {
+                "address": safe_address(self.address),
+                "outcome": self.outcome,
+                "cause": self.cause,
+                "code": self.code,
+                "leg_uuid": self.uuid,
+            },
+        )
+
+
+class Legs:
+    """Ring the simulated endpoints, as Plivo's outbound leg towards a PBX or a phone."""
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        clock: SandboxClock,
+        new_uuid: Callable[[], str],
+    ) -> None:
+        self._endpoints = endpoints
+        self._clock = clock
+        self._new_uuid = new_uuid
+
+    def ring(
+        self,
+        address: str,
+        username: str | None,
+        password: str | None,
+        timeout: float | None,
+        *,
+        at: float,
+        leg_uuid: str | None = None,
+    ) -> Leg:
+        """Ring `address` from call offset `at`; answer its challenge with the credentials given."""
+        leg = Leg(leg_uuid or self._new_uuid(), address, "failed", at + 0.05)
+        endpoint = self._endpoints.get(address)
+        if endpoint is None:
+            leg.cause, leg.code = "Invalid Destination Address", 2000
+            leg.steps.append("no such endpoint in the sandbox config")
+            return leg
+        if endpoint.auth is not None:
+            now = self._clock.now()
+            challenge = endpoint.auth.challenge(address, now)
+            leg.steps.append(f"challenged with {endpoint.auth.status} (realm {challenge.realm})")
+            if username is None or password is None:
+                # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): with no
+                # credentials to answer the challenge, the PBX's 401/407 stands, and the leg
+                # fails as a rejected authentication.
+                leg.cause, leg.code = SIP_AUTH_FAILED, OUTBOUND_AUTH_FAILED_CODE
+                leg.steps.append("no sipAuthUsername/sipAuthPassword to answer it")
+                return leg
+            answer = digest.answer(challenge, username, password, "INVITE", address)
+            leg.steps.append("answered the challenge with the <User>'s credentials")
+            if endpoint.auth.reply == "timeout":
+                leg.outcome, leg.at = "timeout", leg.at + SIP_TIMER_B
+                leg.cause, leg.code = SIP_AUTH_TIMEOUT, OUTBOUND_AUTH_TIMEOUT_CODE
+                leg.steps.append(f"no reply to the authenticated INVITE in {SIP_TIMER_B:g} s")
+                return leg
+            if not endpoint.auth.accepts(answer, address, now):
+                leg.cause, leg.code = SIP_AUTH_FAILED, OUTBOUND_AUTH_FAILED_CODE
+                leg.steps.append("the PBX rejected the credentials (403)")
+                return leg
+            leg.steps.append("the PBX accepted the credentials")
+            leg.at += 0.05
+        if endpoint.answer == "busy":
+            leg.outcome, leg.at, leg.cause, leg.code = "busy", leg.at + 0.5, "Busy Line", 3010
+            return leg
+        limit = timeout if timeout is not None else DEFAULT_RING_SECONDS
+        if endpoint.answer == "no_answer" or endpoint.answer_after >= limit:
+            # Plivo's hangup-code table has no "no answer" code (docs/plivo.md, Hangup causes):
+            # none is invented here.
+            leg.outcome, leg.at, leg.cause = "no-answer", leg.at + limit, "No Answer"
+            leg.steps.append(f"rang {limit:g} s unanswered")
+            return leg
+        leg.outcome, leg.at, leg.talk = "answered", leg.at + endpoint.answer_after, endpoint.talk
+        leg.steps.append(f"answered after {endpoint.answer_after:g} s")
+        return leg
