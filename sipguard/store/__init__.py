@@ -10,7 +10,7 @@ migrate   Alembic upgrades under a migration lock (`Migrations`)
 from __future__ import annotations
 
 from sipguard.store.admin import AdminAccess
-from sipguard.store.database import Clock, normalise_url, utcnow
+from sipguard.store.database import UtcClock, normalise_url, now_utc
 from sipguard.store.ledger import CallEvent, Ledger, Replayed
 from sipguard.store.migrate import Migrations
 from sipguard.store.schema import (
@@ -34,9 +34,9 @@ class Store(Ledger, AdminAccess, Migrations):
 
 __all__ = [
     "CallEvent",
-    "Clock",
     "Replayed",
     "Store",
+    "UtcClock",
     "admin_sessions",
     "call_events",
     "hangups",
@@ -44,6 +44,6 @@ __all__ = [
     "metadata",
     "nonces",
     "normalise_url",
+    "now_utc",
     "signature_rejections",
-    "utcnow",
 ]

@@ -18,11 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sipguard.errors import StoreUnavailable
 
-Clock = Callable[[], datetime]
+UtcClock = Callable[[], datetime]
 T = TypeVar("T")
 
 
-def utcnow() -> datetime:
+def now_utc() -> datetime:
     """Return the current UTC time as a naive datetime (the store's convention)."""
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -67,7 +67,7 @@ def _engine(url: str) -> Engine:
 class Database:
     """An engine on SQLite or PostgreSQL; every database failure surfaces as StoreUnavailable."""
 
-    def __init__(self, url: str, *, clock: Clock = utcnow) -> None:
+    def __init__(self, url: str, *, clock: UtcClock = now_utc) -> None:
         self.url = normalise_url(url)
         self.engine = _engine(self.url)
         self._clock = clock

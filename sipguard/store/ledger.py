@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, insert
 
 from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
-from sipguard.store.database import Clock, Database, utcnow
+from sipguard.store.database import Database, UtcClock, now_utc
 from sipguard.store.schema import call_events, hangups, nonces, signature_rejections
 
 log = logging.getLogger("sipguard.store")
@@ -111,7 +111,7 @@ class Ledger(Database):
         self,
         url: str,
         *,
-        clock: Clock = utcnow,
+        clock: UtcClock = now_utc,
         purge_every: timedelta = timedelta(seconds=60),
     ) -> None:
         super().__init__(url, clock=clock)
