@@ -47,6 +47,7 @@ from tests.conftest import (
     SignedPost,
     inbound,
 )
+from tests.support.queries import stored_events
 
 FORM = "application/x-www-form-urlencoded"
 HOST = urlsplit(BASE_URL).netloc
@@ -716,7 +717,7 @@ def test_forged_altered_and_replayed_requests_are_all_refused(
             refused += 1
     elapsed = time.perf_counter() - started
     after = _table_counts(app)
-    events = store.events()
+    events = stored_events(store)
     stored_hangups = store.query(select(hangups.c.call_uuid))
     rejections = store.query(select(signature_rejections))
     figures.update(
@@ -1078,7 +1079,7 @@ def test_no_canary_in_any_non_xml_response_or_log(
             assert not _leaks("\n".join([element.text or "", element.tail or "", *others]))
     store = app.extensions["sipguard"].store
     rows = [
-        *store.events(),
+        *stored_events(store),
         *store.query(select(hangups)),
         *store.query(select(call_events)),
         *store.query(select(signature_rejections)),
@@ -1187,7 +1188,7 @@ def test_bug_postgres_answer_with_nul_is_recorded_once(
         form = inbound(SIPAuthType="ip_acl", From="sip:a\x00b@203.0.113.10")
         first = post("/answer", form, nonce="pg-nul-nonce")
         replay = post("/answer", form, nonce="pg-nul-nonce")
-        events = application.extensions["sipguard"].store.events(form["CallUUID"])
+        events = stored_events(application.extensions["sipguard"].store, form["CallUUID"])
         figures.update(first=first.status_code, replay=replay.status_code, events=len(events))
         assert first.status_code < 500
         if first.status_code == 200:

@@ -31,7 +31,7 @@ from werkzeug.security import check_password_hash
 
 from sipguard.errors import Disabled, Throttled, ValidationError
 from sipguard.monitoring import analytics, metrics
-from sipguard.store import utcnow
+from sipguard.store import now_utc
 from webhooks.context import runtime
 
 bp = Blueprint("monitor", __name__, template_folder="templates")
@@ -189,7 +189,7 @@ def page() -> Any:
     except ValidationError:
         raw_since, span = "1h", timedelta(hours=1)
     rt = runtime()
-    until = utcnow()
+    until = now_utc()
     since = until - span
     report = analytics.report(rt.store, since, until)
     width, slices = analytics.timeline(report.failures, since, until)

@@ -19,7 +19,7 @@ from sipguard.calls.signature import signed_headers
 from sipguard.commands import rest
 from sipguard.errors import ValidationError
 from sipguard.monitoring import analytics
-from sipguard.store import utcnow
+from sipguard.store import now_utc
 from webhooks.context import runtime
 
 db = AppGroup("db", help="Database schema and housekeeping.")
@@ -76,7 +76,7 @@ def auth_failures(span: str, as_json: bool) -> None:
         look_back = analytics.parse_span(span)
     except ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint="--since") from None
-    until = utcnow()
+    until = now_utc()
     result = analytics.report(runtime().store, until - look_back, until)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))

@@ -22,6 +22,7 @@ from sipguard.calls import signature
 from sipguard.errors import SignatureError, ValidationError
 from sipguard.plivo.outbound import Outbound
 from tests.conftest import ALL_CANARIES, BASE_URL, CANARIES, MAIN_TOKEN, TOKEN
+from tests.support.queries import stored_events, stored_hangup
 from tests.support.sandbox import (
     APP_ID,
     CALLER_PASSWORD,
@@ -266,7 +267,7 @@ def test_reply_timeout_endpoint_gives_sip_auth_timeout_4250(app: Flask) -> None:
     assert leg["t"] >= SIP_TIMER_B
     first = forms(world.http.sent, "/dial-action")[0]
     assert (first["DialStatus"], first["DialHangupCause"]) == ("timeout", "sip_auth_timeout")
-    row = app.extensions["sipguard"].store.events(call.uuid)[1]
+    row = stored_events(app.extensions["sipguard"].store, call.uuid)[1]
     assert (row["route"], row["attempt"], row["auth_failure"]) == (
         "dial_action",
         0,
@@ -339,7 +340,7 @@ def test_sequential_alice_fails_then_bob_answers(app: Flask) -> None:
         "4010",
         "completed",
     )
-    rows = app.extensions["sipguard"].store.events(call.uuid)
+    rows = stored_events(app.extensions["sipguard"].store, call.uuid)
     assert [r["decision"] for r in rows] == ["dial:support", "dial:support:1", "completed"]
     assert_no_leaks(world.sandbox, world.http.sent)
 
@@ -459,7 +460,8 @@ def test_dial_action_and_hangup_carry_their_fields(world: World) -> None:
     assert hangup["Duration"] == hangup["BillDuration"] == "33"
     talked = stamp(hangup["EndTime"]) - stamp(hangup["AnswerTime"])
     assert int(hangup["Duration"]) == int(talked.total_seconds())
-    stored = world.app.extensions["sipguard"].store.hangup(call.uuid)
+    stored = stored_hangup(world.app.extensions["sipguard"].store, call.uuid)
+    assert stored is not None
     assert (stored["duration"], stored["hangup_cause_code"]) == (33, 4010)
 
 
@@ -518,7 +520,8 @@ def test_unreachable_answer_url_ends_7011(world: World) -> None:
         "HangupSource": "Error",
     }
     assert "unreachable" in call.text()
-    stored = world.app.extensions["sipguard"].store.hangup(call.uuid)
+    stored = stored_hangup(world.app.extensions["sipguard"].store, call.uuid)
+    assert stored is not None
     assert stored["hangup_cause_code"] == 7011
 
 
@@ -599,7 +602,7 @@ def test_transfer_of_a_parked_call_runs_the_handoff_and_counts_the_ai_time(world
     hangup = hangup_form(world.http.sent)
     assert (hangup["HangupCauseCode"], hangup["CallStatus"]) == ("4010", "completed")
     assert hangup["Duration"] == "53"  # 20 s with the AI + alice's 3 s ring + 30 s talk
-    rows = world.app.extensions["sipguard"].store.events(call.uuid)
+    rows = stored_events(world.app.extensions["sipguard"].store, call.uuid)
     assert [r["route"] for r in rows] == ["answer", "handoff", "dial_action"]
     # The handoff tokens (the app's in the AI URL, ours in the transfer URL) are masked.
     shown = json.dumps(call.summary()) + call.text()

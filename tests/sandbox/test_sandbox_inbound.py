@@ -26,6 +26,7 @@ from sandbox.sip_edge import Invite, InviteResult
 from sipguard.calls import signature
 from sipguard.calls.routing import AUTH_NOT_RUNNING
 from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN
+from tests.support.queries import stored_events
 from tests.support.sandbox import APP_ID, CALLER_PASSWORD, START, URI, World
 
 NUMBER = "+14155550199"  # mapped to APP_ID in tests/data/sandbox.toml
@@ -137,7 +138,7 @@ def test_to_header_does_not_matter(world: World) -> None:
     assert answers[0]["To"] == URI
     assert not set(SIP_FIELDS) & set(answers[0])
     store = world.app.extensions["sipguard"].store
-    events = store.events(result.call_uuid)
+    events = stored_events(store, result.call_uuid)
     assert [(e["route"], e["decision"]) for e in events] == [("answer", "reject")]
     assert events[0]["reason"] == AUTH_NOT_RUNNING
     assert events[0]["sip_auth_type"] is None

@@ -20,6 +20,7 @@ from sipguard.calls.routing import AUTH_NOT_RUNNING
 from sipguard.monitoring import analytics
 from sipguard.monitoring.lockout import Lockout, lockouts
 from sipguard.store import CallEvent, Store, call_events, hangups, signature_rejections
+from tests.support.queries import stored_events, stored_hangup
 
 T0 = datetime(2024, 5, 1, 12, 0, 0)  # minute-aligned: `since` of most reports
 HOUR = timedelta(hours=1)
@@ -520,8 +521,8 @@ def test_purge_events_deletes_old_rows_and_keeps_newer_ones(
     assert _rows(store, call_events) == 2
     assert _rows(store, hangups) == 1
     assert _rows(store, signature_rejections) == 1
-    assert store.hangup(keep_uuid) is not None
-    assert {e["received_at"] for e in store.events()} == {new}
+    assert stored_hangup(store, keep_uuid) is not None
+    assert {e["received_at"] for e in stored_events(store)} == {new}
 
     everything = analytics.report(store, T0 - HOUR, new + HOUR)
     assert _counts(everything.by_ip) == {IP_A: (1, new)}

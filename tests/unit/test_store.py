@@ -22,10 +22,19 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Table, func, select, text
 from sqlalchemy.engine import make_url
 
-from sipguard import store as store_module
 from sipguard.calls.forms import MAX_CALL_UUID_LENGTH, MAX_FIELD_LENGTH, Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
-from sipguard.store import CallEvent, Replayed, Store, call_events, hangups, nonces, normalise_url
+from sipguard.store import (
+    CallEvent,
+    Replayed,
+    Store,
+    call_events,
+    hangups,
+    metadata,
+    nonces,
+    normalise_url,
+)
+from tests.support.queries import schema_is_current, stored_events, stored_hangup
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456)
 TTL = timedelta(seconds=300)
@@ -161,9 +170,9 @@ def test_nonce_is_claimed_once_and_a_replay_writes_nothing(store: Store, clock: 
     assert excinfo.value.message == "replayed"
     assert excinfo.value.status == 403
     # Nothing the replayed call carried was stored, and its TTL was not extended.
-    assert store.events("call-replayed") == []
-    assert store.hangup("call-replayed") is None
-    assert [e["call_uuid"] for e in store.events()] == ["call-1"]
+    assert stored_events(store, "call-replayed") == []
+    assert stored_hangup(store, "call-replayed") is None
+    assert [e["call_uuid"] for e in stored_events(store)] == ["call-1"]
     assert _count(store, hangups) == 0
     assert _nonce_rows(store) == {"nonce-1": T0 + TTL}
 
@@ -175,7 +184,7 @@ def test_other_nonces_are_independent(store: Store) -> None:
         store.record(nonce="nonce-a", nonce_ttl=TTL)
     with pytest.raises(Replayed):
         store.record(nonce="nonce-b", nonce_ttl=TTL)
-    assert [e["call_uuid"] for e in store.events()] == ["call-a", "call-b"]
+    assert [e["call_uuid"] for e in stored_events(store)] == ["call-a", "call-b"]
 
 
 def test_nonce_is_still_live_exactly_at_expires_at(store: Store, clock: FakeClock) -> None:
@@ -188,7 +197,7 @@ def test_nonce_is_still_live_exactly_at_expires_at(store: Store, clock: FakeCloc
     clock.set(T0 + TTL)
     with pytest.raises(Replayed):
         store.record(nonce="nonce-edge", nonce_ttl=TTL, events=[_event("call-edge")])
-    assert store.events("call-edge") == []
+    assert stored_events(store, "call-edge") == []
     assert _nonce_rows(store) == {"nonce-edge": T0 + TTL}
 
 
@@ -201,20 +210,20 @@ def test_nonce_is_accepted_again_after_its_ttl_with_a_new_ttl(
     again = Hangup.from_form(_hangup_form("call-again"))
     store.record(nonce="nonce-1", nonce_ttl=TTL, events=[_event("call-again")], hangup=again)
 
-    assert [e["call_uuid"] for e in store.events()] == ["call-first", "call-again"]
-    assert store.hangup("call-again") is not None
+    assert [e["call_uuid"] for e in stored_events(store)] == ["call-first", "call-again"]
+    assert stored_hangup(store, "call-again") is not None
     assert _nonce_rows(store) == {"nonce-1": T0 + TTL + MICROSECOND + TTL}
     # The re-claim starts a fresh TTL: a replay right after is refused again.
     clock.advance(TTL)
     with pytest.raises(Replayed):
         store.record(nonce="nonce-1", nonce_ttl=TTL, events=[_event("call-third")])
-    assert store.events("call-third") == []
+    assert stored_events(store, "call-third") == []
 
 
 def test_record_without_a_nonce_claims_nothing(store: Store) -> None:
     store.record(nonce=None, nonce_ttl=TTL, events=[_event("call-1")])
     store.record(nonce=None, nonce_ttl=TTL, events=[_event("call-1")])
-    assert len(store.events("call-1")) == 2
+    assert len(stored_events(store, "call-1")) == 2
     assert _nonce_rows(store) == {}
 
 
@@ -249,11 +258,11 @@ def test_failed_event_insert_rolls_back_and_leaves_the_nonce_unspent(store: Stor
     _assert_not_in_message(excinfo.value, "nonce-secret-1", "call-broken", "alice")
     assert "nonce-secret-1" not in _chain_text(excinfo.value, walked=False)
     assert _nonce_rows(store) == {}
-    assert store.events() == []
+    assert stored_events(store) == []
 
     # Plivo retries with the same nonce: it must go through now.
     store.record(nonce="nonce-secret-1", nonce_ttl=TTL, events=[_event("call-broken")])
-    assert [e["call_uuid"] for e in store.events()] == ["call-broken"]
+    assert [e["call_uuid"] for e in stored_events(store)] == ["call-broken"]
     with pytest.raises(Replayed):
         store.record(nonce="nonce-secret-1", nonce_ttl=TTL)
 
@@ -264,13 +273,13 @@ def test_failed_hangup_insert_also_rolls_back_events_written_before_it(store: St
     broken = replace(good, call_uuid=cast(Any, None))
     with pytest.raises(StoreUnavailable):
         store.record(nonce="nonce-h", nonce_ttl=TTL, events=[_event("call-h")], hangup=broken)
-    assert store.events() == []
+    assert stored_events(store) == []
     assert _count(store, hangups) == 0
     assert _nonce_rows(store) == {}
 
     store.record(nonce="nonce-h", nonce_ttl=TTL, events=[_event("call-h")], hangup=good)
-    assert len(store.events("call-h")) == 1
-    assert store.hangup("call-h") is not None
+    assert len(stored_events(store, "call-h")) == 1
+    assert stored_hangup(store, "call-h") is not None
 
 
 @pytest.mark.postgres
@@ -290,11 +299,11 @@ def test_postgres_length_violation_rolls_back_and_leaves_the_nonce_unspent(
     _assert_not_in_message(excinfo.value, "nonce-secret-2", too_long, "call-ok")
     assert "nonce-secret-2" not in _chain_text(excinfo.value)
     assert too_long not in _chain_text(excinfo.value)
-    assert store.events() == []  # the valid first row went too
+    assert stored_events(store) == []  # the valid first row went too
     assert _nonce_rows(store) == {}
 
     store.record(nonce="nonce-secret-2", nonce_ttl=TTL, events=[_event("call-ok")])
-    assert [e["call_uuid"] for e in store.events()] == ["call-ok"]
+    assert [e["call_uuid"] for e in stored_events(store)] == ["call-ok"]
 
 
 @pytest.mark.postgres
@@ -314,7 +323,7 @@ def test_postgres_constraint_error_chain_does_not_carry_row_values(
 
 def test_hangup_is_stored_with_all_fields(store: Store) -> None:
     store.record(nonce="n-1", nonce_ttl=TTL, hangup=Hangup.from_form(_hangup_form("h-1")))
-    assert store.hangup("h-1") == {
+    assert stored_hangup(store, "h-1") == {
         "call_uuid": "h-1",
         "received_at": T0,
         "call_status": "completed",
@@ -332,7 +341,7 @@ def test_hangup_is_stored_with_all_fields(store: Store) -> None:
         "sip_source_ip": "203.0.113.10",
         "auth_failure": None,
     }
-    assert store.hangup("h-unknown") is None
+    assert stored_hangup(store, "h-unknown") is None
 
 
 def test_hangup_is_idempotent_on_call_uuid_and_the_first_write_wins(
@@ -347,10 +356,10 @@ def test_hangup_is_idempotent_on_call_uuid_and_the_first_write_wins(
     store.record(nonce="n-2", nonce_ttl=TTL, hangup=retry, events=[_event("h-1")])
 
     assert _count(store, hangups) == 1
-    row = store.hangup("h-1")
+    row = stored_hangup(store, "h-1")
     assert row is not None
     assert (row["call_status"], row["duration"], row["received_at"]) == ("completed", 42, T0)
-    assert len(store.events("h-1")) == 1
+    assert len(stored_events(store, "h-1")) == 1
     assert set(_nonce_rows(store)) == {"n-1", "n-2"}
 
 
@@ -376,7 +385,7 @@ def test_hangup_auth_failure_column_is_derived_from_cause(store: Store) -> None:
 
     stored = {}
     for call_uuid in expected:
-        row = store.hangup(call_uuid)
+        row = stored_hangup(store, call_uuid)
         assert row is not None
         stored[call_uuid] = row["auth_failure"]
     assert stored == expected
@@ -403,7 +412,7 @@ def test_hangup_that_from_form_accepts_is_storable_on_every_backend(store: Store
         {"CallUUID": "h" * MAX_CALL_UUID_LENGTH, **{name: longest for name in text_fields}}
     )
     store.record(nonce="n-long", nonce_ttl=TTL, hangup=hangup)
-    row = store.hangup("h" * MAX_CALL_UUID_LENGTH)
+    row = stored_hangup(store, "h" * MAX_CALL_UUID_LENGTH)
     assert row is not None
     assert row["direction"] == longest and row["sip_source_ip"] == longest
 
@@ -430,7 +439,7 @@ def test_events_are_stored_with_all_fields_and_the_clock_time(
     clock.advance(timedelta(seconds=5))
     store.record(nonce="n-2", nonce_ttl=TTL, events=[dial, other])
 
-    rows = store.events("call-a")
+    rows = stored_events(store, "call-a")
     assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
     without_ids = [{k: v for k, v in row.items() if k != "id"} for row in rows]
     assert without_ids == [
@@ -439,17 +448,17 @@ def test_events_are_stored_with_all_fields_and_the_clock_time(
     ]
     assert set(rows[0]) == {c.name for c in call_events.columns}
 
-    [row_b] = store.events("call-b")
+    [row_b] = stored_events(store, "call-b")
     assert {k: v for k, v in row_b.items() if k != "id"} == {
         **asdict(other),
         "received_at": T0 + timedelta(seconds=5),
     }
-    assert [(e["call_uuid"], e["route"]) for e in store.events()] == [
+    assert [(e["call_uuid"], e["route"]) for e in stored_events(store)] == [
         ("call-a", "answer"),
         ("call-a", "dial_action"),
         ("call-b", "handoff"),
     ]
-    assert store.events("call-nobody") == []
+    assert stored_events(store, "call-nobody") == []
 
 
 def test_event_with_only_required_fields_stores_nulls(store: Store) -> None:
@@ -458,7 +467,7 @@ def test_event_with_only_required_fields_stores_nulls(store: Store) -> None:
         nonce_ttl=TTL,
         events=[CallEvent(route="answer", call_uuid="call-min", decision="reject")],
     )
-    [row] = store.events("call-min")
+    [row] = stored_events(store, "call-min")
     assert row["received_at"] == T0
     assert (row["route"], row["decision"]) == ("answer", "reject")
     optional = set(row) - {"id", "received_at", "call_uuid", "route", "decision"}
@@ -563,7 +572,7 @@ def test_two_instances_racing_for_a_nonce_accept_it_exactly_once(
 
     assert outcomes == [Counter(ok=1, replayed=THREADS - 1)] * ROUNDS
     assert len(_nonce_rows(first)) == ROUNDS
-    per_call = Counter(event["call_uuid"] for event in first.events())
+    per_call = Counter(event["call_uuid"] for event in stored_events(first))
     assert per_call == Counter({f"call-{n}": 1 for n in range(ROUNDS)})
 
 
@@ -587,7 +596,7 @@ def test_two_instances_storing_the_same_hangups_keep_one_row_each(
     assert _count(first, hangups) == ROUNDS
     assert len(_nonce_rows(first)) == ROUNDS * THREADS
     for round_ in range(ROUNDS):
-        row = first.hangup(f"h-{round_}")
+        row = stored_hangup(first, f"h-{round_}")
         assert row is not None
         assert row["duration"] in range(THREADS)  # one writer's whole row, not a mixture
 
@@ -629,7 +638,7 @@ def test_ping_upgrade_and_schema_check_on_an_unreachable_database(
     started = time.monotonic()
     assert store.ping() is False
     store.upgrade_if_reachable()  # logs, does not raise
-    assert store.schema_is_current() is None
+    assert schema_is_current(store) is None
     with pytest.raises(StoreUnavailable):
         store.purge_nonces()
     assert time.monotonic() - started < 10  # four attempts, each must fail fast
@@ -640,9 +649,9 @@ def test_read_helpers_report_an_unreachable_database_as_store_unavailable(
 ) -> None:
     store = _unreachable(open_store, clock)
     with pytest.raises(StoreUnavailable):
-        store.events()
+        stored_events(store)
     with pytest.raises(StoreUnavailable):
-        store.hangup("call-1")
+        stored_hangup(store, "call-1")
 
 
 def test_ping_is_true_on_a_reachable_database(store: Store) -> None:
@@ -680,18 +689,18 @@ def test_store_uses_psycopg_for_plain_postgres_urls(open_store: OpenStore) -> No
 
 def _schema_diff(store: Store) -> list[Any]:
     with store.engine.connect() as conn:
-        return compare_metadata(MigrationContext.configure(conn), store_module.metadata)
+        return compare_metadata(MigrationContext.configure(conn), metadata)
 
 
 def test_migration_produces_exactly_the_metadata_schema(
     database_url: str, open_store: OpenStore
 ) -> None:
     store = open_store(database_url)
-    assert store.schema_is_current() is False  # empty database
+    assert schema_is_current(store) is False  # empty database
     assert _schema_diff(store) != []  # the comparison does see a missing schema
     store.upgrade()
     assert _schema_diff(store) == []
-    assert store.schema_is_current() is True
+    assert schema_is_current(store) is True
 
 
 def test_upgrade_twice_is_harmless(
@@ -701,9 +710,9 @@ def test_upgrade_twice_is_harmless(
     store.upgrade()
     store.record(nonce="n-1", nonce_ttl=TTL, events=[_event("call-1")])
     store.upgrade()
-    assert store.schema_is_current() is True
+    assert schema_is_current(store) is True
     assert _schema_diff(store) == []
-    assert [e["call_uuid"] for e in store.events()] == ["call-1"]
+    assert [e["call_uuid"] for e in stored_events(store)] == ["call-1"]
     with pytest.raises(Replayed):
         store.record(nonce="n-1", nonce_ttl=TTL)
 
@@ -734,7 +743,7 @@ def test_concurrent_upgrades_of_one_fresh_sqlite_file_all_succeed(
     assert [child.exitcode for child in children] == [0] * processes
 
     store = open_store(sqlite_url)
-    assert store.schema_is_current() is True
+    assert schema_is_current(store) is True
     assert _schema_diff(store) == []
 
 
@@ -759,7 +768,7 @@ def test_concurrent_upgrades_of_one_fresh_postgres_database_all_succeed(
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
-    assert instances[0].schema_is_current() is True
+    assert schema_is_current(instances[0]) is True
     assert _schema_diff(instances[0]) == []
 
 

@@ -8,6 +8,7 @@ from lxml import etree
 
 from sipguard.calls.routing import AUTH_NOT_RUNNING
 from tests.conftest import BASE_URL, CANARIES, CAROL_PASSWORD, SignedPost, inbound
+from tests.support.queries import stored_events
 
 
 def _xml(response) -> etree._Element:
@@ -17,7 +18,7 @@ def _xml(response) -> etree._Element:
 
 
 def _events(app) -> list[dict]:
-    return app.extensions["sipguard"].store.events()
+    return stored_events(app.extensions["sipguard"].store)
 
 
 def test_authenticated_pbx_call_dials_first_agent_with_digest_credentials(

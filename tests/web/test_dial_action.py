@@ -6,6 +6,7 @@ import pytest
 from lxml import etree
 
 from tests.conftest import BASE_URL, SignedPost, inbound
+from tests.support.queries import stored_events
 
 
 def _action(signed_post: SignedPost, group: str, attempt: int | str, **form: str):
@@ -50,7 +51,7 @@ def test_last_agent_failing_runs_the_voicemail_fallback(signed_post: SignedPost,
     record = root.find("Record")
     assert (record.get("maxLength"), record.get("playBeep")) == ("90", "true")
     assert "no-store" not in response.headers.get("Cache-Control", "")
-    [event] = app.extensions["sipguard"].store.events()
+    [event] = stored_events(app.extensions["sipguard"].store)
     assert (event["decision"], event["attempt"], event["dial_status"]) == (
         "fallback:voicemail",
         1,
@@ -85,7 +86,7 @@ def test_auth_failures_are_logged_distinctly(signed_post: SignedPost, app, app_l
     silent = [w for w in warnings if "never answered the digest challenge" in w]
     assert len(rejected) == 1 and "4240" in rejected[0] and "agent=alice" in rejected[0]
     assert len(silent) == 1 and "4250" in silent[0]
-    causes = [e["auth_failure"] for e in app.extensions["sipguard"].store.events()]
+    causes = [e["auth_failure"] for e in stored_events(app.extensions["sipguard"].store)]
     assert causes == ["sip_auth_failed", "sip_auth_timeout"]
 
 

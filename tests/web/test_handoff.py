@@ -9,6 +9,7 @@ import pytest
 
 from sipguard.calls.handoff import HandoffSigner
 from tests.conftest import BASE_URL, CANARIES, SECRET_KEY, SignedPost, inbound
+from tests.support.queries import stored_events
 
 
 def _handoff_path_from_answer(signed_post: SignedPost, call_uuid: str) -> str:
@@ -31,7 +32,7 @@ def test_answer_minted_handoff_url_dials_the_group(signed_post: SignedPost, app)
     assert CANARIES["AGENT_ALICE_PASSWORD"].encode() in response.data
     assert b"dial-action?group=support&amp;attempt=0" in response.data
     assert response.headers["Cache-Control"] == "no-store"
-    events = app.extensions["sipguard"].store.events("call-1")
+    events = stored_events(app.extensions["sipguard"].store, "call-1")
     assert [e["route"] for e in events] == ["answer", "handoff"]
     assert events[1]["decision"] == "dial:support"
 

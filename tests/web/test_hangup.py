@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from app import create_app
 from sipguard.store import hangups
 from tests.conftest import SignedPost, inbound, make_signed_post
+from tests.support.queries import stored_hangup
 
 
 def _hangup_form(call_uuid: str, **fields: str) -> dict[str, str]:
@@ -40,7 +41,7 @@ def test_hangup_is_stored_once_on_call_uuid(db_app) -> None:
     retry = post("/hangup", _hangup_form("h-1", Duration="99"))  # Plivo retries: a new nonce
     assert (first.status_code, retry.status_code) == (200, 200)
     assert first.data == b"<?xml version='1.0' encoding='UTF-8'?>\n<Response/>"
-    row = db_app.extensions["sipguard"].store.hangup("h-1")
+    row = stored_hangup(db_app.extensions["sipguard"].store, "h-1")
     assert row is not None
     assert row["duration"] == 0  # the first delivery wins
     assert row["auth_failure"] == "sip_auth_failed"
@@ -63,14 +64,18 @@ def test_auth_failure_cause_is_derived(signed_post: SignedPost, app, fields, exp
     form.update(fields)
     form.pop("HangupCause")
     assert signed_post("/hangup", form).status_code == 200
-    assert app.extensions["sipguard"].store.hangup("h-2")["auth_failure"] == expected
+    row = stored_hangup(app.extensions["sipguard"].store, "h-2")
+    assert row is not None
+    assert row["auth_failure"] == expected
 
 
 def test_garbled_numbers_are_stored_not_refused(signed_post: SignedPost, app) -> None:
     """A hangup is the only record of the call: keep it even if a number field is odd."""
     response = signed_post("/hangup", _hangup_form("h-3", Duration="12s"))
     assert response.status_code == 200
-    assert app.extensions["sipguard"].store.hangup("h-3")["duration"] is None
+    row = stored_hangup(app.extensions["sipguard"].store, "h-3")
+    assert row is not None
+    assert row["duration"] is None
 
 
 def test_hangup_answers_503_while_the_database_is_down_then_stores_the_retry(
@@ -81,11 +86,13 @@ def test_hangup_answers_503_while_the_database_is_down_then_stores_the_retry(
         down = signed_post("/hangup", form, nonce="retry-nonce")
     assert down.status_code == 503
     assert down.get_json() == {"error": "cannot store the callback now; retry"}
-    assert app.extensions["sipguard"].store.hangup("h-4") is None
+    assert stored_hangup(app.extensions["sipguard"].store, "h-4") is None
     # Plivo retries; whether it reuses the nonce is not documented, so both must work.
     again = signed_post("/hangup", form, nonce="retry-nonce")
     assert again.status_code == 200
-    assert app.extensions["sipguard"].store.hangup("h-4")["call_status"] == "failed"
+    row = stored_hangup(app.extensions["sipguard"].store, "h-4")
+    assert row is not None
+    assert row["call_status"] == "failed"
 
 
 def test_healthz_reports_the_database_down(client, app, break_database) -> None:

@@ -9,6 +9,7 @@ import pytest
 from sipguard.calls import signature
 from sipguard.calls.forms import whole_number
 from tests.conftest import BASE_URL, TOKEN, SignedPost, inbound
+from tests.support.queries import stored_hangup
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -126,7 +127,9 @@ def test_malformed_body_messages_say_what_is_wrong(
 def test_well_formed_unicode_is_accepted(signed_post: SignedPost, app) -> None:
     response = signed_post("/hangup", inbound(CallUUID="uni-1", HangupCauseName="Zürich ☎"))
     assert response.status_code == 200
-    assert app.extensions["sipguard"].store.hangup("uni-1")["hangup_cause_name"] == "Zürich ☎"
+    row = stored_hangup(app.extensions["sipguard"].store, "uni-1")
+    assert row is not None
+    assert row["hangup_cause_name"] == "Zürich ☎"
 
 
 @pytest.mark.parametrize(

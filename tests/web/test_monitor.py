@@ -24,6 +24,7 @@ from tests.conftest import (
     make_signed_post,
     metric_total,
 )
+from tests.support.queries import stored_hangup
 from webhooks.monitor import LOGIN_LIMIT_ALL
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
@@ -257,7 +258,7 @@ def test_purge_events_keeps_the_retention_period(
     kept = runner.invoke(args=["db", "purge-events"])
     assert kept.exit_code == 0
     assert "kept 30 day(s); purged 0 call_events, 0 hangups" in kept.output
-    assert app.extensions["sipguard"].store.hangup("198.51.100.1-0") is not None
+    assert stored_hangup(app.extensions["sipguard"].store, "198.51.100.1-0") is not None
 
 
 def test_hash_password_reads_stdin_and_refuses_short_ones(runner) -> None:

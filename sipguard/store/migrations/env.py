@@ -7,7 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from sipguard.store import metadata, normalise_url
+from sipguard.store.database import normalise_url
+from sipguard.store.schema import metadata
 
 config = context.config
 

@@ -1,0 +1,115 @@
+"""The connection every part of the store shares: URL, engine, clock, and one failure type.
+
+SQLite runs in WAL mode; PostgreSQL gets short timeouts so /answer still answers quickly when
+the database is unreachable. Whatever goes wrong in the database surfaces as StoreUnavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from sipguard.errors import StoreUnavailable
+
+UtcClock = Callable[[], datetime]
+T = TypeVar("T")
+
+
+def now_utc() -> datetime:
+    """Return the current UTC time as a naive datetime (the store's convention)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def normalise_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain PostgreSQL URLs (postgres://, postgresql://)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, hide_parameters=True, connect_args={"timeout": 5})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    # Short timeouts: /answer must still answer quickly when the database is unreachable.
+    return create_engine(
+        url,
+        hide_parameters=True,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=2,
+        connect_args={"connect_timeout": 2, "options": "-c statement_timeout=5000"},
+    )
+
+
+class Database:
+    """An engine on SQLite or PostgreSQL; every database failure surfaces as StoreUnavailable."""
+
+    def __init__(self, url: str, *, clock: UtcClock = now_utc) -> None:
+        self.url = normalise_url(url)
+        self.engine = _engine(self.url)
+        self._clock = clock
+
+    @property
+    def dialect(self) -> str:
+        """Return the backend name (sqlite or postgresql)."""
+        return self.engine.dialect.name
+
+    def _insert(self) -> Any:
+        """Return the dialect's INSERT construct (the one with ON CONFLICT)."""
+        return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    def _run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run `work` on a connection, in a transaction when it writes.
+
+        A database failure becomes StoreUnavailable naming the error's type only, raised outside
+        the handler so no driver error is chained to it: PostgreSQL's messages can quote a whole
+        row (caller numbers) and would reach any log line that prints the chain.
+        """
+        try:
+            with self.engine.begin() if write else self.engine.connect() as conn:
+                return work(conn)
+        except SQLAlchemyError as exc:
+            failure = type(exc).__name__
+        raise StoreUnavailable(f"database error ({failure})")
+
+    def query(self, statement: Any) -> list[dict[str, Any]]:
+        """Run a read-only SELECT built on the store's tables; return rows as dicts."""
+        return self._run(
+            lambda conn: [dict(row._mapping) for row in conn.execute(statement)], write=False
+        )
+
+    def ping(self) -> bool:
+        """Tell whether the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()

@@ -1,0 +1,206 @@
+"""The callback ledger: call decisions, hangups, spent nonces and counts of refused callbacks.
+
+Every signed callback ends in one transaction that claims its nonce and writes its rows, so a
+nonce is spent exactly when the callback's effects are stored: a callback answered 503 can be
+retried, and two instances sharing PostgreSQL cannot both accept the same nonce (the primary key
+decides, not a read-then-write).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert
+
+from sipguard.calls.forms import Hangup
+from sipguard.errors import SignatureError, StoreUnavailable
+from sipguard.store.database import Database, UtcClock, now_utc
+from sipguard.store.schema import call_events, hangups, nonces, signature_rejections
+
+log = logging.getLogger("sipguard.store")
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One routing decision (answer, handoff or dial action) for the event log."""
+
+    route: str
+    call_uuid: str
+    decision: str
+    rule: str | None = None
+    reason: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    sip_auth_type: str | None = None
+    sip_auth_user: str | None = None
+    sip_source_ip: str | None = None
+    group_name: str | None = None
+    attempt: int | None = None
+    dial_status: str | None = None
+    dial_hangup_cause: str | None = None
+    auth_failure: str | None = None
+    a_leg_uuid: str | None = None
+    b_leg_uuid: str | None = None
+
+
+_EVENT_FIELDS = tuple(CallEvent.__dataclass_fields__)
+
+
+class Replayed(SignatureError):
+    """The nonce was already accepted within its TTL."""
+
+    def __init__(self) -> None:
+        super().__init__("replayed")
+
+
+def _hangup_row(hangup: Hangup, received_at: datetime) -> dict[str, Any]:
+    return {
+        "call_uuid": hangup.call_uuid,
+        "received_at": received_at,
+        "call_status": hangup.call_status,
+        "direction": hangup.direction,
+        "from_number": hangup.from_,
+        "to_number": hangup.to,
+        "hangup_cause": hangup.hangup_cause,
+        "hangup_cause_name": hangup.hangup_cause_name,
+        "hangup_cause_code": hangup.hangup_cause_code,
+        "hangup_source": hangup.hangup_source,
+        "duration": hangup.duration,
+        "bill_duration": hangup.bill_duration,
+        "sip_auth_type": hangup.sip_auth_type,
+        "sip_auth_user": hangup.sip_auth_user,
+        "sip_source_ip": hangup.sip_source_ip,
+        "auth_failure": hangup.auth_failure,
+    }
+
+
+def _event_row(event: CallEvent) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies; the fields are flat, so a plain read is enough.
+    return {name: getattr(event, name) for name in _EVENT_FIELDS}
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The callback writes, built once: SQLAlchemy then only looks their compiled form up."""
+
+    claim: Any
+    event: Any
+    hangup: Any
+
+    @classmethod
+    def build(cls, insert_: Any) -> _Statements:
+        claim = insert_(nonces).values(nonce=bindparam("nonce"), expires_at=bindparam("expires_at"))
+        claim = claim.on_conflict_do_update(
+            index_elements=[nonces.c.nonce],
+            set_={"expires_at": claim.excluded.expires_at},
+            where=nonces.c.expires_at < bindparam("now"),
+        ).returning(nonces.c.nonce)
+        hangup = insert_(hangups).on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
+        return cls(claim=claim, event=insert(call_events), hangup=hangup)
+
+
+class Ledger(Database):
+    """Store callbacks with their nonce claims; purge what has expired or aged out."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: UtcClock = now_utc,
+        purge_every: timedelta = timedelta(seconds=60),
+    ) -> None:
+        super().__init__(url, clock=clock)
+        self._statements = _Statements.build(self._insert())
+        self._purge_every = purge_every
+        self._next_purge = 0.0
+
+    def record(
+        self,
+        *,
+        nonce: str | None,
+        nonce_ttl: timedelta,
+        events: Sequence[CallEvent] = (),
+        hangup: Hangup | None = None,
+    ) -> None:
+        """Claim `nonce` and store `events` and `hangup` in one transaction.
+
+        Raises Replayed when the nonce is live already (nothing is written), and
+        StoreUnavailable when the database fails (nothing is written either).
+        """
+        now = self._clock()
+        statements = self._statements
+
+        def write(conn: Connection) -> None:
+            if nonce is not None:
+                claimed = conn.execute(
+                    statements.claim,
+                    {"nonce": nonce, "expires_at": now + nonce_ttl, "now": now},
+                )
+                # A row comes back only when the nonce was new or its TTL had passed.
+                if claimed.first() is None:
+                    raise Replayed()
+            if events:
+                rows = [{**_event_row(e), "received_at": now} for e in events]
+                conn.execute(statements.event, rows)
+            if hangup is not None:
+                conn.execute(statements.hangup, _hangup_row(hangup, now))
+
+        self._run(write)
+        self._maybe_purge()
+
+    def _maybe_purge(self) -> None:
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self._purge_every.total_seconds()
+        try:
+            self.purge_nonces()
+        except StoreUnavailable:
+            log.warning("could not purge expired nonces; will retry")
+
+    def purge_nonces(self) -> int:
+        """Delete expired nonces; return how many went."""
+
+        def purge(conn: Connection) -> int:
+            return conn.execute(delete(nonces).where(nonces.c.expires_at < self._clock())).rowcount
+
+        return self._run(purge)
+
+    def count_rejection(self, route: str, reason: str) -> None:
+        """Add one refused callback to its minute's count (raises StoreUnavailable)."""
+        now = self._clock()
+        minute = now.replace(second=0, microsecond=0)
+        upsert = self._insert()(signature_rejections).values(
+            minute=minute, route=route[:32], reason=reason[:128], count=1
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["minute", "route", "reason"],
+            set_={"count": signature_rejections.c["count"] + 1},
+        )
+        self._run(lambda conn: conn.execute(upsert))
+
+    def purge_events(self, older_than: timedelta) -> dict[str, int]:
+        """Delete call events, hangups and rejection counts older than `older_than`."""
+        cutoff = self._clock() - older_than
+
+        def purge(conn: Connection) -> dict[str, int]:
+            return {
+                "call_events": conn.execute(
+                    delete(call_events).where(call_events.c.received_at < cutoff)
+                ).rowcount,
+                "hangups": conn.execute(
+                    delete(hangups).where(hangups.c.received_at < cutoff)
+                ).rowcount,
+                # A minute's count goes only once the whole minute is past the cutoff.
+                "signature_rejections": conn.execute(
+                    delete(signature_rejections).where(
+                        signature_rejections.c.minute <= cutoff - timedelta(minutes=1)
+                    )
+                ).rowcount,
+            }
+
+        return self._run(purge)
