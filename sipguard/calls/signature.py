@@ -101,12 +101,6 @@ def sign_v3(token: str, method: str, url: str, params: Params, nonce: str) -> st
     return _digest(_mac(token), message).decode("ascii")
 
 
-def sign_v2(token: str, url: str, nonce: str) -> str:
-    """Compute the (deprecated) V2 signature: base URL then nonce, no separator, no params."""
-    base, _ = _split_url(url)
-    return _digest(_mac(token), f"{base}{nonce}".encode()).decode("ascii")
-
-
 def signed_headers(
     token: str,
     method: str,

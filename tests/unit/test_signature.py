@@ -27,11 +27,11 @@ from sipguard.calls.signature import (
     Keyring,
     Verified,
     canonical_v3,
-    sign_v2,
     sign_v3,
     signed_headers,
 )
 from sipguard.errors import SignatureError
+from tests.support.signing_v2 import sign_v2
 
 # --- Plivo's published vectors (plivo-ruby spec/signature_spec.rb, plivo-go) ----------------
 

@@ -23,9 +23,10 @@ from tests.conftest import (
     inbound,
     make_signed_post,
 )
+from tests.support.signing_v2 import sign_v2
 
 # Not Plivo's routes: /healthz is public; the operator routes have their own guard (admin login,
-# bearer token) and must NOT accept a Plivo signature instead (tests/test_monitor.py).
+# bearer token) and must NOT accept a Plivo signature instead (tests/web/test_monitor.py).
 UNSIGNED_ENDPOINTS = {
     "health.healthz",
     "monitor.metrics_endpoint",
@@ -180,7 +181,7 @@ def test_rotation_accepts_both_tokens(app_config: dict[str, str]) -> None:
 def test_v2_is_refused_unless_enabled(client, app_config: dict[str, str]) -> None:
     nonce = "v2-nonce-1"
     headers = {
-        signature.V2_HEADER: signature.sign_v2(TOKEN, BASE_URL + "/answer", nonce),
+        signature.V2_HEADER: sign_v2(TOKEN, BASE_URL + "/answer", nonce),
         signature.V2_NONCE_HEADER: nonce,
     }
     form = inbound(SIPAuthType="ip_acl")
