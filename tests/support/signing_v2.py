@@ -11,8 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 def sign_v2(token: str, url: str, nonce: str) -> str:
     """Compute the (deprecated) V2 signature: base URL then nonce, no separator, no params.
 
-    The base is scheme://netloc/path of `url`, without the query or #fragment (docs/plivo.md,
-    Callbacks and signatures).
+    The base is scheme://netloc/path of `url`, the path as received (`;params` kept), without
+    the query or #fragment (docs/plivo.md, Callbacks and signatures).
     """
     parts = urlsplit(url)
     base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

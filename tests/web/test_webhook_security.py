@@ -160,6 +160,18 @@ def test_signed_url_comes_from_public_base_url_not_the_host_header(
     assert forged.status_code == 403
 
 
+def test_path_params_are_part_of_the_signed_url(signed_post: SignedPost) -> None:
+    """The edge signs the path as received: /handoff/support's signature does not cover
+    /handoff/support;v=1, and a signature over the full path gets past the check."""
+    form = inbound()
+    borrowed = signed_post("/handoff/support;v=1", form, url=BASE_URL + "/handoff/support")
+    assert borrowed.status_code == 403
+    assert borrowed.get_json() == {"error": "V3 signature does not match"}
+    own = signed_post("/handoff/support;v=1", form)
+    assert own.status_code == 404  # signed, then: no agent group named "support;v=1"
+    assert "support;v=1" in own.get_json()["error"]
+
+
 def test_main_account_signature_alone_is_accepted(client) -> None:
     form = inbound(SIPAuthType="ip_acl")
     params = {k: [v] for k, v in form.items()}
