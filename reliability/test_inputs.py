@@ -35,6 +35,13 @@ from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
 from sipguard.calls import signature
+from sipguard.calls.causes import (
+    AUTH_CREDENTIAL,
+    AUTH_IP_ACL,
+    AUTH_IP_ACL_AND_CREDENTIAL,
+    AUTH_NONE,
+    SIP_AUTH_TYPES,
+)
 from sipguard.calls.forms import MAX_CALL_UUID_LENGTH, MAX_FIELD_LENGTH
 from sipguard.store import call_events, hangups, nonces, signature_rejections
 from tests.conftest import (
@@ -48,6 +55,7 @@ from tests.conftest import (
     inbound,
 )
 from tests.support.queries import stored_events
+from tests.support.signing_v2 import sign_v2
 
 FORM = "application/x-www-form-urlencoded"
 HOST = urlsplit(BASE_URL).netloc
@@ -57,7 +65,6 @@ Shape = tuple[str, tuple[str, ...], tuple[Any, ...]]
 # (group, attempt) pairs the test voice config allows: support is sequential over two agents.
 DIAL_TARGETS = (("support", 0), ("support", 1), ("oncall", 0), ("solo", 0))
 GROUPS = ("support", "oncall", "solo")
-SIP_AUTH_TYPES = ("ip_acl", "credential", "ip_acl_and_credential")
 ANSWER_FIELDS = ("From", "To", "Direction", "CallStatus", "SIPAuthType", "SIPAuthUser")
 INBOUND_FIELDS = (*ANSWER_FIELDS, "SIPSourceIP")
 DIAL_FIELDS = ("DialStatus", "DialHangupCause", "DialALegUUID", "DialBLegUUID")
@@ -153,11 +160,11 @@ def expected_answer(form: Mapping[str, str]) -> str:
         or source is not None
         or auth is not None
     )
-    if auth == "ip_acl_and_credential" and user == "frontdesk" and _in_pbx_networks(source):
+    if auth == AUTH_IP_ACL_AND_CREDENTIAL and user == "frontdesk" and _in_pbx_networks(source):
         return "dial:support"  # rule pbx-both
-    if auth == "credential" and user == "night":
+    if auth == AUTH_CREDENTIAL and user == "night":
         return "dial:oncall"  # rule night-desk
-    if (auth or "none") == "none" and _LEGACY_FROM.fullmatch(caller or ""):
+    if (auth or AUTH_NONE) == AUTH_NONE and _LEGACY_FROM.fullmatch(caller or ""):
         return "speak"  # rule legacy-trunk
     if not is_sip or auth in SIP_AUTH_TYPES:
         return "redirect"  # rule ai-first (the SIP-auth default match)
@@ -364,7 +371,7 @@ _ANSWER_BENIGN: dict[str, tuple[str, ...]] = {
     "To": ("sip:12345678901234567890@app.plivo.com", "+14155550100"),
     "Direction": ("inbound",),
     "CallStatus": ("ringing", "in-progress"),
-    "SIPAuthType": (*SIP_AUTH_TYPES, "", "none", "IP_ACL", "digest"),
+    "SIPAuthType": (*SIP_AUTH_TYPES, "", AUTH_NONE, "IP_ACL", "digest"),
     "SIPAuthUser": ("frontdesk", "night", "alice"),
     "SIPSourceIP": ("203.0.113.10", "2001:db8:100::5", "::ffff:203.0.113.9", "198.51.100.1"),
     "CallerName": ("Front Desk",),
@@ -413,11 +420,13 @@ def _baselines(signed_post: SignedPost, app: Flask) -> dict[tuple[Any, ...], Sha
     shapes: dict[tuple[Any, ...], Shape] = {}
     answers = {
         "dial:support": inbound(
-            SIPAuthType="ip_acl_and_credential", SIPAuthUser="frontdesk", SIPSourceIP="203.0.113.10"
+            SIPAuthType=AUTH_IP_ACL_AND_CREDENTIAL,
+            SIPAuthUser="frontdesk",
+            SIPSourceIP="203.0.113.10",
         ),
-        "dial:oncall": inbound(SIPAuthType="credential", SIPAuthUser="night"),
+        "dial:oncall": inbound(SIPAuthType=AUTH_CREDENTIAL, SIPAuthUser="night"),
         "speak": inbound(From="sip:old@legacy.example.net"),
-        "redirect": inbound(SIPAuthType="ip_acl"),
+        "redirect": inbound(SIPAuthType=AUTH_IP_ACL),
         "reject": inbound(),
     }
     for decision, form in answers.items():
@@ -626,7 +635,7 @@ class Forger:
             sent = {**form, key: [form[key][0] + rng.choice(("x", " ", "é", "0", "\U0001f600"))]}
         elif kind == "added_field":
             extra = rng.choice(("SIPAuthUser", "SIPAuthType", "X-PH-Added", "DialStatus", "a"))
-            value = rng.choice(("frontdesk", "ip_acl", "completed", "", _text(rng)))
+            value = rng.choice(("frontdesk", AUTH_IP_ACL, "completed", "", _text(rng)))
             sent = {**form, extra: [*form.get(extra, []), value]}
         elif kind == "removed_field":
             key = rng.choice(sorted(k for k in form if k != "CallUUID"))
@@ -643,10 +652,10 @@ class Forger:
         elif kind == "v2_only":
             headers = {
                 signature.V2_NONCE_HEADER: nonce,
-                signature.V2_HEADER: signature.sign_v2(TOKEN, url, nonce),
+                signature.V2_HEADER: sign_v2(TOKEN, url, nonce),
             }
             if rng.random() < 0.3:
-                headers[signature.MA_V2_HEADER] = signature.sign_v2(MAIN_TOKEN, url, nonce)
+                headers[signature.MA_V2_HEADER] = sign_v2(MAIN_TOKEN, url, nonce)
         elif kind == "bad_nonce":
             bad = rng.choice(("", "n" * (signature.MAX_NONCE_LENGTH + rng.randint(1, 64))))
             headers = _sign(form, url, nonce=bad or "x")
@@ -1003,13 +1012,13 @@ def _genuine_mix(app: Flask, rng: random.Random, count: int) -> list[Probe]:
         if choice == 0:
             form = inbound(
                 CallUUID=call_uuid,
-                SIPAuthType="ip_acl_and_credential",
+                SIPAuthType=AUTH_IP_ACL_AND_CREDENTIAL,
                 SIPAuthUser="frontdesk",
                 SIPSourceIP="203.0.113.10",
             )
             path = "/answer"
         elif choice == 1:
-            form = inbound(CallUUID=call_uuid, SIPAuthType="credential", SIPAuthUser="night")
+            form = inbound(CallUUID=call_uuid, SIPAuthType=AUTH_CREDENTIAL, SIPAuthUser="night")
             path = "/answer"
         elif choice == 2:
             form = inbound(CallUUID=call_uuid, SIPSourceIP="198.51.100.9")  # auth not running
@@ -1185,7 +1194,7 @@ def test_bug_postgres_answer_with_nul_is_recorded_once(
     application = create_app({**app_config, "DATABASE_URL": postgres_url})
     try:
         post = make_signed_post(application.test_client())
-        form = inbound(SIPAuthType="ip_acl", From="sip:a\x00b@203.0.113.10")
+        form = inbound(SIPAuthType=AUTH_IP_ACL, From="sip:a\x00b@203.0.113.10")
         first = post("/answer", form, nonce="pg-nul-nonce")
         replay = post("/answer", form, nonce="pg-nul-nonce")
         events = stored_events(application.extensions["sipguard"].store, form["CallUUID"])

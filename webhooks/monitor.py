@@ -30,7 +30,7 @@ from flask import (
 from werkzeug.security import check_password_hash
 
 from sipguard.errors import Disabled, Throttled, ValidationError
-from sipguard.monitoring import analytics, metrics
+from sipguard.monitoring import analytics, chart, metrics
 from sipguard.store import now_utc
 from webhooks.context import runtime
 
@@ -44,8 +44,6 @@ CSRF_KEY = "monitor_csrf"
 # worker and instance.
 LOGIN_LIMIT, LOGIN_WINDOW = 5, timedelta(minutes=5)
 LOGIN_LIMIT_ALL = 50  # from every address together: a spread-out guesser is throttled too
-CHART_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
-OTHER_COLOUR = "#8c8c8c"
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -197,65 +195,9 @@ def page() -> Any:
         "monitor.html",
         report=report,
         since_text=raw_since,
-        chart=_chart(slices, width, since),
+        chart=chart.build(slices, width, since),
         calls=analytics.recent_calls(rt.store),
         hangups=analytics.recent_hangups(rt.store),
         csrf=_csrf(),
         iso=lambda value: value.isoformat(sep=" ", timespec="seconds") if value else "",
     )
-
-
-def _chart(slices: list[dict[str, int]], width: timedelta, since: Any) -> dict[str, Any]:
-    """Lay out a stacked bar chart of failures per IP as plain numbers for the SVG template."""
-    totals: dict[str, int] = {}
-    for bucket in slices:
-        for ip, n in bucket.items():
-            totals[ip] = totals.get(ip, 0) + n
-    top = sorted(totals, key=lambda ip: -totals[ip])[: len(CHART_COLOURS)]
-    colour = dict(zip(top, CHART_COLOURS, strict=False))
-    plot_w, plot_h, left, bottom = 720, 180, 40, 20
-    peak = max((sum(b.values()) for b in slices), default=0) or 1
-    bar_w = plot_w / len(slices)
-    bars = []
-    for index, bucket in enumerate(slices):
-        y = float(plot_h)
-        start = since + width * index
-        for ip in [*top, "other"]:
-            n = (
-                bucket.get(ip, 0)
-                if ip != "other"
-                else sum(v for k, v in bucket.items() if k not in colour)
-            )
-            if not n:
-                continue
-            h = n / peak * plot_h
-            y -= h
-            bars.append(
-                {
-                    "x": round(left + index * bar_w, 1),
-                    "y": round(y, 1),
-                    "w": round(max(bar_w - 1, 1), 1),
-                    "h": round(h, 1),
-                    "fill": colour.get(ip, OTHER_COLOUR),
-                    "title": f"{start:%H:%M:%S} {ip}: {n}",
-                }
-            )
-    legend = [{"ip": ip, "fill": colour[ip], "count": totals[ip]} for ip in top]
-    if len(totals) > len(top):
-        legend.append(
-            {
-                "ip": "other",
-                "fill": OTHER_COLOUR,
-                "count": sum(n for ip, n in totals.items() if ip not in colour),
-            }
-        )
-    return {
-        "bars": bars,
-        "legend": legend,
-        "peak": peak if totals else 0,
-        "width": left + plot_w + 10,
-        "height": plot_h + bottom,
-        "plot_h": plot_h,
-        "left": left,
-        "plot_w": plot_w,
-    }

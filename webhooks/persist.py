@@ -1,9 +1,10 @@
 """Per-request bookkeeping: what a callback produced, committed with its nonce at the end.
 
-Views call `note` / `note_hangup`; the blueprint's after_request hook calls `commit`, which
-claims the nonce and stores the rows in one transaction. A replayed nonce turns the answer into
-403; a database failure turns a durable callback (hangup) into 503 so Plivo retries, and is only
-logged for the others (a caller must still hear something when the database is down).
+Views call `note` / `note_hangup`, which fill this request's `CallbackState`; the blueprint's
+after_request hook calls `commit`, which claims the nonce and stores the rows in one transaction.
+A replayed nonce turns the answer into 403; a database failure turns a durable callback (hangup)
+into 503 so Plivo retries, and is only logged for the others (a caller must still hear something
+when the database is down).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Response, g
+from flask import Response
 
 from sipguard.calls.causes import auth_failure_code, dial_failure_code
 from sipguard.calls.forms import Hangup
@@ -20,83 +21,95 @@ from sipguard.monitoring import metrics
 from sipguard.store import CallEvent, Replayed
 from webhooks.context import runtime
 from webhooks.responses import error_response
+from webhooks.state import CallbackState, callback_state
 
 log = logging.getLogger("sipguard.callbacks")
 
 
+def _current() -> CallbackState:
+    state = callback_state()
+    if state is None:
+        raise RuntimeError("no callback state: only the webhooks blueprint's views record calls")
+    return state
+
+
 def note(event: CallEvent) -> None:
     """Queue a routing decision for this request's commit."""
-    g.setdefault("events", []).append(event)
-    g.call_uuid = event.call_uuid
-    g.outcome = (event.decision, event.reason or "-")
+    state = _current()
+    state.events.append(event)
+    state.call_uuid = event.call_uuid
+    state.outcome = (event.decision, event.reason or "-")
 
 
 def note_hangup(hangup: Hangup) -> None:
     """Queue the call's end; it must be stored before Plivo hears 200."""
-    g.hangup = hangup
-    g.call_uuid = hangup.call_uuid
-    g.outcome = ("stored", hangup.auth_failure or hangup.hangup_cause_name or "-")
+    state = _current()
+    state.hangup = hangup
+    state.call_uuid = hangup.call_uuid
+    state.outcome = ("stored", hangup.auth_failure or hangup.hangup_cause_name or "-")
 
 
 def commit(response: Response) -> Response:
     """Claim the nonce and store this request's rows; adjust the answer when that fails."""
-    verified = g.get("verified")
+    state = callback_state()
+    if state is None:  # the blueprint's before_request never ran: nothing was verified
+        return response
+    verified = state.verified
     if verified is not None and response.status_code < 400:
         rt = runtime()
-        hangup = g.get("hangup")
+        hangup = state.hangup
         try:
             rt.store.record(
                 nonce=verified.nonce,
                 nonce_ttl=rt.settings.nonce_ttl,
-                events=g.get("events", ()),
+                events=state.events,
                 hangup=hangup,
             )
         except Replayed as exc:
-            g.outcome = ("refused", exc.message)
-            g.rejection = exc.message
+            state.outcome = ("refused", exc.message)
+            state.rejection = exc.message
             response = error_response(403, exc.message)
         except StoreUnavailable as exc:
             if hangup is not None:
-                g.outcome = ("unavailable", exc.message)
+                state.outcome = ("unavailable", exc.message)
                 response = error_response(503, "cannot store the callback now; retry")
             else:
-                log.error("call=%s not recorded: %s", g.get("call_uuid", "-"), exc.message)
-    decision, reason = g.get("outcome", ("-", "-"))
+                log.error("call=%s not recorded: %s", state.call_uuid, exc.message)
+    decision, reason = state.outcome
     level = logging.INFO if response.status_code < 400 else logging.WARNING
     log.log(
         level,
         "callback route=%s call=%s decision=%s reason=%s status=%s",
-        g.get("route", "-"),
-        g.get("call_uuid", "-"),
+        state.route,
+        state.call_uuid,
         decision,
         reason,
         response.status_code,
     )
-    _observe(response.status_code)
+    _observe(state, response.status_code)
     return response
 
 
-def _observe(status: int) -> None:
+def _observe(state: CallbackState, status: int) -> None:
     """Count the callback in the metrics, and a refused signature in the store too."""
-    route, rejection = g.get("route", "-"), g.get("rejection")
-    started = g.get("started")
+    route, rejection = state.route, state.rejection
     failures: list[tuple[str, int]] = []
     if status < 400:
-        hangup: Hangup | None = g.get("hangup")
+        hangup = state.hangup
         if hangup is not None and hangup.auth_failure is not None:
             code = auth_failure_code(
                 hangup.auth_failure, hangup.hangup_cause_code, hangup.direction
             )
             failures.append((hangup.auth_failure, code))
-        for event in g.get("events", ()):
+        for event in state.events:
             if event.auth_failure is not None:
                 code = dial_failure_code(event.auth_failure, event.dial_hangup_cause)
                 failures.append((event.auth_failure, code))
     metrics.observe(
         route,
-        g.get("outcome", ("-", "-"))[0],
+        state.outcome[0],
         status,
-        time.perf_counter() - started if started is not None else 0.0,
+        time.perf_counter() - state.started,
         auth_failures=failures,
         rejection=rejection,
     )

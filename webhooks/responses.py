@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import traceback
 
-from flask import Response, g, jsonify
+from flask import Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from sipguard.errors import AppError, SignatureError
+from webhooks.state import callback_state
 from xml_builders import Element, carries_credentials, to_bytes
 
 log = logging.getLogger("sipguard.http")
@@ -32,15 +33,14 @@ def error_response(status: int, message: str) -> Response:
 
 def handle_app_error(exc: AppError) -> Response:
     """Turn one of the app's own errors into its HTTP answer."""
-    g.outcome = ("refused" if exc.status in (401, 403) else "invalid", exc.message)
-    if isinstance(exc, SignatureError):
-        g.rejection = exc.message
+    decision = "refused" if exc.status in (401, 403) else "invalid"
+    _ended(decision, exc.message, exc.message if isinstance(exc, SignatureError) else None)
     return error_response(exc.status, exc.message)
 
 
 def handle_http_error(exc: HTTPException) -> Response:
     """Answer werkzeug's 4xx (404, 405, 413, bad form encoding...) in the same JSON shape."""
-    g.outcome = ("invalid", exc.name)
+    _ended("invalid", exc.name)
     return error_response(exc.code or 500, exc.description or exc.name)
 
 
@@ -50,5 +50,14 @@ def handle_unexpected(exc: Exception) -> Response:
         return handle_http_error(exc)
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error("unexpected %s while handling a request\n%s", type(exc).__name__, frames)
-    g.outcome = ("error", type(exc).__name__)
+    _ended("error", type(exc).__name__)
     return error_response(500, "internal error")
+
+
+def _ended(decision: str, reason: str, rejection: str | None = None) -> None:
+    """Tell a callback's commit how it ended; other requests keep no callback state."""
+    state = callback_state()
+    if state is not None:
+        state.outcome = (decision, reason)
+        if rejection is not None:
+            state.rejection = rejection

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from flask import Blueprint, Response, abort, g, request
+from flask import Blueprint, Response, abort, request
 
 from sipguard.calls import documents
 from sipguard.calls.agents import AgentGroup
@@ -20,6 +19,7 @@ from sipguard.store import CallEvent
 from webhooks import persist
 from webhooks.context import public_url, runtime, signed_url
 from webhooks.responses import xml_response
+from webhooks.state import begin
 from xml_builders import Element
 
 bp = Blueprint("webhooks", __name__)
@@ -31,15 +31,14 @@ HANDOFF_URL_PARAM = "handoff_url"
 @bp.before_request
 def verify_signature() -> None:
     """Refuse any request to this blueprint that Plivo did not sign."""
-    g.started = time.perf_counter()
-    g.route = request.endpoint.removeprefix("webhooks.") if request.endpoint else "-"
+    state = begin(request.endpoint.removeprefix("webhooks.") if request.endpoint else "-")
     rt = runtime()
     if request.endpoint == "webhooks.answer" and request.method not in rt.voice.answer_methods:
         abort(405)
     if request.method == "POST":
         _check_body()
     params = request.form.to_dict(flat=False) if request.method == "POST" else {}
-    g.verified = rt.keyring.verify(request.headers, request.method, signed_url(), params)
+    state.verified = rt.keyring.verify(request.headers, request.method, signed_url(), params)
 
 
 bp.after_request(persist.commit)

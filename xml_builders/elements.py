@@ -1,7 +1,7 @@
 """Plivo XML elements as pure functions returning lxml elements, checked against documented limits.
 
-Names and limits come from ../shared/reference/plivo-voice-api-facts.md §2 and §7: attribute
-names are camelCase exactly as Plivo documents them (``sipAuthUsername``, not
+Names and limits are Plivo's (docs/plivo.md, XML; https://www.plivo.com/docs/voice/xml/dial):
+attribute names are camelCase exactly as Plivo documents them (``sipAuthUsername``, not
 ``sip_auth_username``). Every function raises ``ValidationError`` naming the attribute at fault.
 """
 

@@ -7,7 +7,7 @@ from lxml import etree
 from sipguard.errors import ValidationError
 from xml_builders.elements import Element
 
-# Plivo refuses XML documents over 100 KB (facts §7); the decimal reading is the safe one.
+# Plivo refuses XML documents over 100 KB (docs/plivo.md, XML); the decimal reading is the safe one.
 MAX_DOCUMENT_BYTES = 100_000
 
 

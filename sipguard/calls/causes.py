@@ -1,8 +1,22 @@
-"""The hangup causes and codes of Plivo's SIP authentication, and how to read them."""
+"""The vocabulary of Plivo's SIP authentication: its auth types, and its failures' causes and codes.
+
+Both come from https://www.plivo.com/docs/voice/concepts/sip-authentication (docs/plivo.md,
+SIP authentication and Hangup causes).
+"""
 
 from __future__ import annotations
 
-# Hangup causes of the SIP-auth feature (seed document, "Hangup Causes").
+# The SIPAuthType Plivo reports on an inbound call that passed SIP auth; an application's
+# sip_auth_type takes the same values.
+AUTH_IP_ACL = "ip_acl"
+AUTH_CREDENTIAL = "credential"
+AUTH_IP_ACL_AND_CREDENTIAL = "ip_acl_and_credential"
+SIP_AUTH_TYPES = (AUTH_IP_ACL, AUTH_CREDENTIAL, AUTH_IP_ACL_AND_CREDENTIAL)
+# No SIP auth: what a routing rule names for a call without SIPAuthType, and the CLI's mode for
+# removing an application's assignment; not a SIPAuthType value Plivo documents.
+AUTH_NONE = "none"
+
+# Hangup causes and codes of a failed SIP auth.
 SIP_AUTH_FAILED = "sip_auth_failed"
 SIP_AUTH_TIMEOUT = "sip_auth_timeout"
 INBOUND_AUTH_FAILED_CODE = 4210

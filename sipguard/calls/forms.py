@@ -13,7 +13,6 @@ from sipguard.errors import ValidationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-SIP_AUTH_TYPES = ("ip_acl", "credential", "ip_acl_and_credential")
 MAX_FIELD_LENGTH = 1024
 MAX_CALL_UUID_LENGTH = 64
 

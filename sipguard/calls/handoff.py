@@ -9,14 +9,14 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 
 from sipguard.errors import HandoffTokenError
 
-Clock = Callable[[], float]
+EpochClock = Callable[[], float]  # seconds since the epoch, like time.time
 TOKEN_PARAM = "token"
 
 
 class HandoffSigner:
     """Mint and check the ``token`` query parameter of ``/handoff/<group>`` URLs."""
 
-    def __init__(self, secret_key: str, ttl_seconds: int, clock: Clock = time.time) -> None:
+    def __init__(self, secret_key: str, ttl_seconds: int, clock: EpochClock = time.time) -> None:
         signer = type("_ClockedSigner", (TimestampSigner,), {"get_timestamp": _stamp(clock)})
         self._serializer = URLSafeTimedSerializer(secret_key, salt="handoff-v1", signer=signer)
         self.ttl_seconds = ttl_seconds
@@ -43,7 +43,7 @@ class HandoffSigner:
             raise HandoffTokenError("handoff token is for another group")
 
 
-def _stamp(clock: Clock) -> Callable[[TimestampSigner], int]:
+def _stamp(clock: EpochClock) -> Callable[[TimestampSigner], int]:
     def get_timestamp(self: TimestampSigner) -> int:
         return int(clock())
 

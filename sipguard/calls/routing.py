@@ -7,12 +7,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from sipguard.calls.forms import SIP_AUTH_TYPES, InboundCall, unmapped
+from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
+from sipguard.calls.forms import InboundCall, unmapped
 
 ActionKind = Literal["dial", "redirect", "speak", "reject"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-AUTH_NONE = "none"
 UNKNOWN_SIP_AUTH = "SIP call with an unknown SIPAuthType"
 AUTH_NOT_RUNNING = (
     "SIP auth is not running: the provider is probably putting a phone number in the "

@@ -1,10 +1,13 @@
 """Plivo callback signatures: V3 and Ma-V3, and V2 only when asked for. No web framework here.
 
-The canonical string follows plivo-python's ``plivo/utils/signature_v3.py`` (the reference the
-facts file checked against Plivo's own generated vectors):
+The canonical string is Plivo's V3 scheme (docs/plivo.md, Callbacks and signatures), checked
+against Plivo's published vectors and, as an oracle, plivo-python's ``plivo/utils/signature_v3.py``:
 
 * base = ``scheme://netloc/path`` of the URL Plivo was configured with; the port is kept, the
-  query and ``#fragment`` (callback-timeout settings) are not part of the base;
+  query and ``#fragment`` (callback-timeout settings) are not part of the base. The path is
+  signed as received, a ``;params`` suffix of its last segment included, as plivo-node, -go,
+  -ruby, -php and -java do; plivo-python's ``urlparse`` drops that suffix, which would let two
+  different URLs verify with one signature;
 * GET: URL query and params merged (the URL's value wins for a key in both), keys sorted by code
   point, each value as ``k=v`` (values sorted, percent-decoded, not re-encoded), joined with ``&``;
   ``base?that`` or just ``base``;
@@ -12,8 +15,9 @@ facts file checked against Plivo's own generated vectors):
   the URL has no query; POST with an empty body signs like GET with no params;
 * signature = ``base64(HMAC-SHA256(token, canonical + "." + nonce))``.
 
-Plivo may put several comma-separated signatures in one header (one per auth token); any match
-is enough. Every comparison goes through :func:`hmac.compare_digest`.
+V2 (deprecated, off unless asked for) signs the same base followed by the nonce, without the
+params. Plivo may put several comma-separated signatures in one header (one per auth token); any
+match is enough. Every comparison goes through :func:`hmac.compare_digest`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import parse_qs, urlparse, urlunparse
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from sipguard.errors import SignatureError
 
@@ -48,9 +52,9 @@ class Headers(Protocol):
 
 
 def _split_url(url: str) -> tuple[str, str]:
-    """Return the signed base (scheme://netloc/path) and the raw query of `url`."""
-    parts = urlparse(url)
-    return urlunparse((parts.scheme, parts.netloc, parts.path, "", "", "")), parts.query
+    """Return the signed base (scheme://netloc/path, `;params` kept) and the raw query of `url`."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
 
 
 def _query_map(query: str) -> dict[str, list[str]]:
@@ -99,12 +103,6 @@ def sign_v3(token: str, method: str, url: str, params: Params, nonce: str) -> st
     """Compute the V3 signature Plivo would send for this request."""
     message = f"{canonical_v3(method, url, params)}.{nonce}".encode()
     return _digest(_mac(token), message).decode("ascii")
-
-
-def sign_v2(token: str, url: str, nonce: str) -> str:
-    """Compute the (deprecated) V2 signature: base URL then nonce, no separator, no params."""
-    base, _ = _split_url(url)
-    return _digest(_mac(token), f"{base}{nonce}".encode()).decode("ascii")
 
 
 def signed_headers(

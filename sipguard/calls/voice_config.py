@@ -16,8 +16,8 @@ from typing import Any
 
 from sipguard.calls import documents
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
-from sipguard.calls.forms import SIP_AUTH_TYPES
-from sipguard.calls.routing import AUTH_NONE, Action, Match, Policy, Rule
+from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
+from sipguard.calls.routing import Action, Match, Policy, Rule
 from sipguard.errors import ConfigError, ValidationError
 from sipguard.secret import Secret
 

@@ -1,8 +1,10 @@
 """Auth-failure analytics over the event store, the same on SQLite and PostgreSQL.
 
-Answers what the seed tells users to watch: sip_auth_failed / sip_auth_timeout by source IP, SIP
-user and cause (4210 inbound; 4240 / 4250 towards an agent), likely Plivo lockouts (lockout.py),
-SIP calls that arrived with no SIPAuthType (auth not running), and refused signatures by reason.
+Answers what Plivo's SIP-authentication page tells users to watch ("Monitor auth failures",
+https://www.plivo.com/docs/voice/concepts/sip-authentication): sip_auth_failed /
+sip_auth_timeout by source IP, SIP user and cause (4210 inbound; 4240 / 4250 towards an agent),
+likely Plivo lockouts (lockout.py), SIP calls that arrived with no SIPAuthType (auth not
+running), and refused signatures by reason.
 Rows are read once per report and aggregated here; `MAX_ROWS` bounds a report's memory.
 """
 

@@ -2,8 +2,10 @@
 
 "10 failed attempts from the same source IP within 60 seconds triggers automatic lockout";
 "all calls from that IP receive 403 Forbidden — even with correct credentials"; "the lockout
-resets automatically after the 60-second window expires" (plivo-sip-authentication.txt, Rate
-Limiting). Where the seed is silent this module decides, and says so:
+resets automatically after the 60-second window expires"
+(https://www.plivo.com/docs/voice/concepts/sip-authentication, "Rate Limiting"; docs/plivo.md,
+SIP authentication). Where that page is silent this module decides, and says so (docs/plivo.md,
+Where Plivo is silent):
 - "within 60 seconds": the 10 failures span less than 60 s (the 1st and the 10th are < 60 s apart);
 - the lockout runs for 60 s from the 10th failure; a call at exactly +60 s is no longer locked;
 - attempts refused during a lockout do not count towards the next one, and the count starts

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL, AUTH_NONE, SIP_AUTH_TYPES
 from sipguard.errors import PlivoAPIError, ValidationError
 from sipguard.plivo.api import PlivoAPI
 from sipguard.secret import Secret
@@ -26,7 +27,8 @@ PASSWORD_MIN, PASSWORD_MAX = 12, 128
 ACL_NAME_MAX = 120
 ENTRY_DESCRIPTION_MAX = 255
 MAX_ACLS, MAX_CREDENTIALS, MAX_ENTRIES_PER_ACL = 100, 200, 50
-AUTH_TYPES = ("ip_acl", "credential", "ip_acl_and_credential")
+# The old name, still imported by sandbox/account.py and commands/rest.py: one tuple, not a copy.
+AUTH_TYPES = SIP_AUTH_TYPES
 REALM = "app.plivo.com"
 GENERATED_PASSWORD_LENGTH = 24
 
@@ -155,14 +157,14 @@ def assignment(
     mode: str, credential_uuid: str | None = None, ip_acl_uuid: str | None = None
 ) -> dict[str, str]:
     """Return the Application fields for `mode`; ``""`` or ``"none"`` removes the assignment."""
-    if mode in ("", "none"):
+    if mode in ("", AUTH_NONE):
         if credential_uuid or ip_acl_uuid:
             raise ValidationError("mode", "removing the assignment takes no credential or ACL")
         return {"sip_auth_type": ""}
-    if mode not in AUTH_TYPES:
-        raise ValidationError("mode", f"must be one of {', '.join(AUTH_TYPES)} or none")
+    if mode not in SIP_AUTH_TYPES:
+        raise ValidationError("mode", f"must be one of {', '.join(SIP_AUTH_TYPES)} or {AUTH_NONE}")
     fields = {"sip_auth_type": mode}
-    needs_acl, needs_credential = mode != "credential", mode != "ip_acl"
+    needs_acl, needs_credential = mode != AUTH_CREDENTIAL, mode != AUTH_IP_ACL
     for needed, key, value in (
         (needs_acl, "ip_acl_uuid", ip_acl_uuid),
         (needs_credential, "credential_uuid", credential_uuid),
@@ -313,10 +315,10 @@ class SipAuth:
         first change is sent, so a refused setup leaves the account as it was. Entries of a
         reused ACL that `allow` does not name are reported, and removed with `prune`.
         """
-        if mode not in AUTH_TYPES:
-            raise ValidationError("mode", f"must be one of {', '.join(AUTH_TYPES)}")
+        if mode not in SIP_AUTH_TYPES:
+            raise ValidationError("mode", f"must be one of {', '.join(SIP_AUTH_TYPES)}")
         report = SetupReport(check_app_id(app_id), mode, request_uri(app_id))
-        needs_acl, needs_credential = mode != "credential", mode != "ip_acl"
+        needs_acl, needs_credential = mode != AUTH_CREDENTIAL, mode != AUTH_IP_ACL
         entries = [parse_entry(cidr) for cidr in allow]
         if needs_acl and not entries:
             raise ValidationError("allow", f"mode {mode} needs at least one --allow CIDR")

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipguard.calls.forms import SIP_AUTH_TYPES, InboundCall
+from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
+from sipguard.calls.forms import InboundCall
 from sipguard.calls.routing import (
-    AUTH_NONE,
     AUTH_NOT_RUNNING,
     Action,
     Decision,

@@ -27,11 +27,11 @@ from sipguard.calls.signature import (
     Keyring,
     Verified,
     canonical_v3,
-    sign_v2,
     sign_v3,
     signed_headers,
 )
 from sipguard.errors import SignatureError
+from tests.support.signing_v2 import sign_v2
 
 # --- Plivo's published vectors (plivo-ruby spec/signature_spec.rb, plivo-go) ----------------
 
@@ -147,6 +147,8 @@ def test_canonical_form(method, url, params, expected):
 
 UNRESERVED = string.ascii_letters + string.digits + "-._~"
 QUERY_LITERAL = UNRESERVED + "!$'()*,;:@/?"  # decode to themselves inside a query component
+# No literal ";" in oracle paths: the SDK's urlparse drops a ";params" suffix of the last path
+# segment from the signed URL, and we sign it (test_sdk_drops_path_params_we_sign_them below).
 PATH_LITERAL = UNRESERVED + "!$&'()*+,=:@"
 TEXT = st.characters(codec="utf-8")  # any code point but surrogates
 
@@ -251,6 +253,15 @@ def test_non_ascii_query_is_decoded_as_utf8(url):
     assert canonical_v3("GET", url, {}) == "https://h/x?k=é"
 
 
+def test_sdk_drops_path_params_we_sign_them():
+    """Why oracle paths hold no literal ";": the SDK signs the URL without its ;params."""
+    full, bare = "https://h/answer;v=1?x=1", "https://h/answer?x=1"
+    ours = sign_v3(TOKEN, "POST", full, PARAMS, NONCE)
+    assert validate_v3_signature("POST", bare, NONCE, TOKEN, ours, sdk_params(PARAMS)) is False
+    bare_signature = sign_v3(TOKEN, "POST", bare, PARAMS, NONCE)
+    assert validate_v3_signature("POST", full, NONCE, TOKEN, bare_signature, sdk_params(PARAMS))
+
+
 def test_sdk_cannot_parse_non_ascii_query():
     """Why the oracle URLs are ASCII: if this starts passing, widen `urls()`."""
     url = "https://h/x?k=%C3%A9"
@@ -295,6 +306,7 @@ MUTATIONS: dict[str, Callable[[], Request]] = {
     "port": lambda: _with(url=URL.replace(":8443", ":8444")),
     "port dropped": lambda: _with(url=URL.replace(":8443", "")),
     "path": lambda: _with(url=URL.replace("/answer/", "/answer2/")),
+    "path params added": lambda: _with(url=URL.replace("/answer/", "/answer/;v=1")),
     "trailing slash": lambda: _with(url=URL.replace("/answer/", "/answer")),
     "query value": lambda: _with(url=URL.replace("y=2", "y=3")),
     "query dropped": lambda: _with(url=URL.split("?")[0]),
@@ -321,6 +333,41 @@ def test_mutation_is_refused(mutation):
     with pytest.raises(SignatureError) as raised:
         Keyring([TOKEN]).verify(headers, "POST", url, params)
     assert raised.value.message == "V3 signature does not match"
+
+
+PATH_PARAM_URLS = [
+    ("https://h/answer;v=1", "https://h/answer"),
+    ("https://h/answer;v=1?x=1", "https://h/answer?x=1"),
+    ("https://h:8443/a/b;type=x#ct=2000", "https://h:8443/a/b#ct=2000"),
+]
+
+
+@pytest.mark.parametrize(("full", "bare"), PATH_PARAM_URLS)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_path_params_are_signed(method, full, bare):
+    """The path is signed as received: a ;params suffix of its last segment is part of it."""
+    assert canonical_v3(method, full, PARAMS).startswith(full.split("#")[0].split("?")[0])
+    assert sign_v3(TOKEN, method, full, PARAMS, NONCE) != sign_v3(
+        TOKEN, method, bare, PARAMS, NONCE
+    )
+    keyring = Keyring([TOKEN])
+    headers = signed_headers(TOKEN, method, full, PARAMS, NONCE)
+    assert keyring.verify(headers, method, full, PARAMS) == Verified("v3", NONCE)
+    with pytest.raises(SignatureError, match="V3 signature does not match"):
+        keyring.verify(headers, method, bare, PARAMS)
+    bare_headers = signed_headers(TOKEN, method, bare, PARAMS, NONCE)
+    with pytest.raises(SignatureError, match="V3 signature does not match"):
+        keyring.verify(bare_headers, method, full, PARAMS)
+
+
+@pytest.mark.parametrize(("full", "bare"), PATH_PARAM_URLS)
+def test_path_params_are_signed_in_v2(full, bare):
+    keyring = Keyring([TOKEN], accept_v2=True)
+    headers = {V2_HEADER: sign_v2(TOKEN, full, NONCE), V2_NONCE_HEADER: NONCE}
+    assert headers[V2_HEADER] != sign_v2(TOKEN, bare, NONCE)
+    assert keyring.verify(headers, "POST", full, PARAMS) == Verified("v2", NONCE)
+    with pytest.raises(SignatureError, match="V2 signature does not match"):
+        keyring.verify(headers, "POST", bare, PARAMS)
 
 
 def test_port_is_signed():

@@ -1,9 +1,9 @@
 """Tests for xml_builders: Plivo XML elements and the serialiser.
 
-Facts checked here come from /work/shared/reference/plivo-voice-api-facts.md §2 (Dial XML) and
-§7 (XML response conventions). Every structural check runs by XPath both on the lxml element the
-builder returns and on the document re-parsed from `to_bytes`, so neither the in-memory tree nor
-the wire format can drift alone.
+What is checked here is Plivo's Dial XML and its XML response conventions (docs/plivo.md, XML;
+https://www.plivo.com/docs/voice/xml/dial). Every structural check runs by XPath both on the
+lxml element the builder returns and on the document re-parsed from `to_bytes`, so neither the
+in-memory tree nor the wire format can drift alone.
 """
 
 from __future__ import annotations
@@ -879,10 +879,10 @@ def test_carries_credentials_ignores_username_without_password() -> None:
 # --- 10. plivo SDK as an oracle ------------------------------------------------------------------
 #
 # plivo 4.63.0's plivoxml.UserElement knows only sendDigits, sendOnPreanswer and sipHeaders: it
-# has no sipAuthUsername/sipAuthPassword (facts §2: no SDK implements them yet), so the oracle
-# comparison covers <Dial>/<User>/<Number> without credentials; the credential attributes are
-# checked against the reference document in section 1 above. The SDK's NumberElement also lacks
-# sipHeaders, so Numbers in the comparison carry none.
+# has no sipAuthUsername/sipAuthPassword (no plivo SDK implements them yet: docs/plivo.md, XML),
+# so the oracle comparison covers <Dial>/<User>/<Number> without credentials; the credential
+# attributes are checked against Plivo's documentation in section 1 above. The SDK's
+# NumberElement also lacks sipHeaders, so Numbers in the comparison carry none.
 
 
 def test_sdk_user_element_lacks_sip_auth_attributes() -> None:

@@ -23,9 +23,10 @@ from tests.conftest import (
     inbound,
     make_signed_post,
 )
+from tests.support.signing_v2 import sign_v2
 
 # Not Plivo's routes: /healthz is public; the operator routes have their own guard (admin login,
-# bearer token) and must NOT accept a Plivo signature instead (tests/test_monitor.py).
+# bearer token) and must NOT accept a Plivo signature instead (tests/web/test_monitor.py).
 UNSIGNED_ENDPOINTS = {
     "health.healthz",
     "monitor.metrics_endpoint",
@@ -159,6 +160,18 @@ def test_signed_url_comes_from_public_base_url_not_the_host_header(
     assert forged.status_code == 403
 
 
+def test_path_params_are_part_of_the_signed_url(signed_post: SignedPost) -> None:
+    """The edge signs the path as received: /handoff/support's signature does not cover
+    /handoff/support;v=1, and a signature over the full path gets past the check."""
+    form = inbound()
+    borrowed = signed_post("/handoff/support;v=1", form, url=BASE_URL + "/handoff/support")
+    assert borrowed.status_code == 403
+    assert borrowed.get_json() == {"error": "V3 signature does not match"}
+    own = signed_post("/handoff/support;v=1", form)
+    assert own.status_code == 404  # signed, then: no agent group named "support;v=1"
+    assert "support;v=1" in own.get_json()["error"]
+
+
 def test_main_account_signature_alone_is_accepted(client) -> None:
     form = inbound(SIPAuthType="ip_acl")
     params = {k: [v] for k, v in form.items()}
@@ -180,7 +193,7 @@ def test_rotation_accepts_both_tokens(app_config: dict[str, str]) -> None:
 def test_v2_is_refused_unless_enabled(client, app_config: dict[str, str]) -> None:
     nonce = "v2-nonce-1"
     headers = {
-        signature.V2_HEADER: signature.sign_v2(TOKEN, BASE_URL + "/answer", nonce),
+        signature.V2_HEADER: sign_v2(TOKEN, BASE_URL + "/answer", nonce),
         signature.V2_NONCE_HEADER: nonce,
     }
     form = inbound(SIPAuthType="ip_acl")

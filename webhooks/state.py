@@ -1,0 +1,46 @@
+"""One signed callback's bookkeeping, shared by the views, `persist` and the error handlers.
+
+The webhooks blueprint's before_request starts it (`begin`); everything after reaches it through
+`callback_state()`. It lives on `flask.g` under one key, so nothing else in the request needs an
+untyped attribute there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from flask import g
+
+from sipguard.calls.forms import Hangup
+from sipguard.calls.signature import Verified
+from sipguard.store import CallEvent
+
+_KEY = "sipguard_callback"
+
+
+@dataclass(slots=True)
+class CallbackState:
+    """What this callback produced so far: committed, logged and counted at the end."""
+
+    route: str
+    started: float
+    verified: Verified | None = None
+    call_uuid: str = "-"
+    outcome: tuple[str, str] = ("-", "-")  # (decision, reason) for the log line and metrics
+    events: list[CallEvent] = field(default_factory=list)
+    hangup: Hangup | None = None
+    rejection: str | None = None  # why a signature or nonce was refused, counted in the store
+
+
+def begin(route: str) -> CallbackState:
+    """Start this request's state; the webhooks blueprint calls it before anything else."""
+    state = CallbackState(route, time.perf_counter())
+    setattr(g, _KEY, state)
+    return state
+
+
+def callback_state() -> CallbackState | None:
+    """Return this request's callback state; None outside the webhooks blueprint."""
+    state: CallbackState | None = g.get(_KEY)
+    return state
