@@ -55,7 +55,11 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
 
 @sandbox.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), help="Default: PLIVO_API_URL's, or 5100.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Default: PLIVO_API_URL's, or 5100; 0 takes a free one (the URL is printed).",
+)
 @click.option(
     "--config",
     "config_path",
