@@ -10,7 +10,6 @@ commands'; a call the sandbox refused (403/404) exits 3.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,9 +76,10 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
     from sandbox.factory import DEFAULT_CONFIG, build
     from sandbox.server import create_sandbox_app
 
-    path = config_path or Path(os.environ.get("SANDBOX_CONFIG") or DEFAULT_CONFIG)
+    environ = context.environment()
+    path = config_path or Path(environ.get("SANDBOX_CONFIG") or DEFAULT_CONFIG)
     try:
-        world = build(settings, os.environ, path)
+        world = build(settings, environ, path)
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     server = make_server(host, port, create_sandbox_app(world, settings.auth_tokens[0]), True)

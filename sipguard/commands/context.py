@@ -85,6 +85,12 @@ def app_runtime() -> Runtime:
     return runtime
 
 
+def environment() -> Mapping[str, str]:
+    """Return the variables commands read: `sipguard`'s environment, else the process's."""
+    info = _info()
+    return info.environ if isinstance(info, Standalone) else os.environ
+
+
 def account() -> Account:
     """Return the Plivo account the REST commands act for."""
     info = _info()

@@ -42,7 +42,7 @@ EXIT_CODES = (
     (EXIT_REFUSED, "Plivo refused the request (4xx)"),
     (EXIT_RATE_LIMITED, "rate limited by Plivo (429)"),
     (EXIT_UNAVAILABLE, "Plivo unreachable, failing (5xx) or answering nonsense"),
-    (EXIT_UNCERTAIN, "Plivo accepted (2xx), answer unexpected: a call may be placed, check"),
+    (EXIT_UNCERTAIN, "accepted by Plivo (2xx), answer unexpected: the call may have been placed"),
 )
 __doc__ = (__doc__ or "") + "".join(f"\n    {code}: {text}" for code, text in EXIT_CODES)
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES)
@@ -262,7 +262,7 @@ def _sipauth() -> SipAuth:
     return SipAuth(context.account().api())
 
 
-# -- sipauth credential ... -------------------------------------------------------------
+# -- sipauth credential ... -------------------------------------------------------------------
 
 
 @credential.command("create")
@@ -317,7 +317,7 @@ def credential_delete(uuid: str) -> tuple[Any, Callable[[], None]]:
     return {"uuid": uuid, "deleted": True}, _lines(f"deleted credential {uuid}")
 
 
-# -- sipauth acl ... / entry ... --------------------------------------------------------
+# -- sipauth acl ... / entry ... --------------------------------------------------------------
 
 
 @acl.command("create")
@@ -387,7 +387,7 @@ def entry_remove(acl_uuid: str, entry_uuid: str) -> tuple[Any, Callable[[], None
     return {"uuid": entry_uuid, "removed": True}, _lines(f"removed entry {entry_uuid}")
 
 
-# -- sipauth quotas / assign / setup ----------------------------------------------------
+# -- sipauth quotas / assign / setup ----------------------------------------------------------
 
 
 @sipauth.command("quotas")
@@ -518,7 +518,7 @@ def _then(*parts: Callable[[], None] | Iterable[str]) -> Callable[[], None]:
     return show
 
 
-# -- call / handoff ---------------------------------------------------------------
+# -- call / handoff ---------------------------------------------------------------------------
 
 
 @click.command("call", epilog=EXIT_CODES_HELP)

@@ -494,7 +494,7 @@ def test_exit_codes_are_listed_in_the_commands_help(runner, args) -> None:
     shown = runner.invoke(args=[*args, "--help"]).output
     for code, _ in rest.EXIT_CODES:
         assert re.search(rf"\n +{code}  \w", shown), code
-    assert "may be placed" in shown
+    assert "the call may have been placed" in shown
 
 
 # -- 3. passwords --------------------------------------------------------------------------------
