@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.demo import _stop as stop  # the process group, gently then firmly
 from tests.conftest import AUTH_ID, CANARIES, DATA, SECRET_KEY, TOKEN
 from tests.e2e.test_make_run import _fresh_copy
 
@@ -115,13 +115,7 @@ def sandbox(venv: Path, tmp_path: Path) -> Iterator[str]:
             assert response.status == 200
         yield url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        stop(process)
 
 
 def test_the_installed_code_is_the_wheels(venv: Path, tmp_path: Path) -> None:
