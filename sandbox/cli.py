@@ -1,26 +1,25 @@
-"""`flask sandbox serve|call|calls|timeline|hangup|lockouts|clock`: run the stand-in, drive it.
+"""`sipguard sandbox serve|call|calls|timeline|hangup|lockouts|clock`: run the stand-in, drive it.
 
-`serve` plays the account in PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN on its own port; every other
-command talks to the sandbox at PLIVO_API_URL, the URL the project's REST module already uses.
-Exit codes are plivo_cli's; a call the sandbox refused (403/404) exits 3.
+Registered through the "sipguard.commands" entry point, so the product never imports it.
+`serve` plays the account in PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN on its own port, for the app's
+settings (PUBLIC_BASE_URL, the main account's token); every other command talks to the sandbox
+at PLIVO_API_URL and, like the REST commands, needs only the account. Exit codes are the REST
+commands'; a call the sandbox refused (403/404) exits 3.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
-from flask.cli import AppGroup
 
 from sandbox.timeline import MAX_ADVANCE
-from sipguard.commands import rest
+from sipguard.commands import context, rest
 from sipguard.errors import ConfigError, PlivoAPIError
-from webhooks.context import runtime
 
 if TYPE_CHECKING:
     from sandbox.client import SandboxClient
@@ -28,22 +27,22 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 5100
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-sandbox = AppGroup("sandbox", help="A local stand-in for Plivo (REST, SIP auth, callbacks).")
+sandbox = click.Group("sandbox", help="A local stand-in for Plivo (REST, SIP auth, callbacks).")
 
 
 def _client() -> SandboxClient:
     from sandbox.client import SandboxClient  # the sandbox loads only when a command runs
 
-    settings = runtime().settings
-    parts = urlsplit(settings.plivo_api_url)
+    account = context.account()
+    parts = urlsplit(account.api_url)
     if parts.hostname not in LOOPBACK:
         raise ConfigError(
-            f"PLIVO_API_URL is {settings.plivo_api_url}, not a local sandbox: set it to the URL "
-            f"`flask sandbox serve` printed (e.g. http://127.0.0.1:{DEFAULT_PORT})"
+            f"PLIVO_API_URL is {account.api_url}, not a local sandbox: set it to the URL "
+            f"`sipguard sandbox serve` printed (e.g. http://127.0.0.1:{DEFAULT_PORT})"
         )
-    if not settings.auth_id:
+    if not account.auth_id:
         raise ConfigError("PLIVO_AUTH_ID is not set: the sandbox plays that account")
-    return SandboxClient(settings.plivo_api_url, settings.auth_id, settings.auth_tokens[0])
+    return SandboxClient(account.api_url, account.auth_id, account.auth_token)
 
 
 def _show(data: dict[str, Any], as_json: bool) -> None:
@@ -55,16 +54,20 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
 
 @sandbox.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), help="Default: PLIVO_API_URL's, or 5100.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Default: PLIVO_API_URL's, or 5100; 0 takes a free one (the URL is printed).",
+)
 @click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Sandbox world (SANDBOX_CONFIG, default config/sandbox.sample.toml).",
+    help="Sandbox world (SANDBOX_CONFIG, default the sandbox package's sample.toml).",
 )
 def serve(host: str, port: int | None, config_path: Path | None) -> None:
     """Run the sandbox until interrupted."""
-    settings = runtime().settings
+    settings = context.app_runtime().settings
     if port is None:
         parts = urlsplit(settings.plivo_api_url)
         port = parts.port if parts.hostname in LOOPBACK and parts.port else DEFAULT_PORT
@@ -73,9 +76,10 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
     from sandbox.factory import DEFAULT_CONFIG, build
     from sandbox.server import create_sandbox_app
 
-    path = config_path or Path(os.environ.get("SANDBOX_CONFIG") or DEFAULT_CONFIG)
+    environ = context.environment()
+    path = config_path or Path(environ.get("SANDBOX_CONFIG") or DEFAULT_CONFIG)
     try:
-        world = build(settings, os.environ, path)
+        world = build(settings, environ, path)
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     server = make_server(host, port, create_sandbox_app(world, settings.auth_tokens[0]), True)

@@ -1,6 +1,6 @@
 """The sandbox's world: applications, numbers, the simulated AI agent and agent endpoints (TOML).
 
-config/sandbox.sample.toml documents every key; unknown keys are refused so a typo fails at
+sandbox/sample.toml documents every key; unknown keys are refused so a typo fails at
 start-up. Endpoint passwords come from environment variables and are kept as HA1 only, as a
 PBX would keep them.
 """
@@ -77,7 +77,7 @@ class InitialApp:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """Everything config/sandbox.sample.toml describes."""
+    """Everything sandbox/sample.toml describes."""
 
     applications: Sequence[InitialApp] = ()
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)

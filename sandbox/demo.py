@@ -38,7 +38,7 @@ from sandbox.client import SandboxClient
 from sipguard.plivo.sipauth import generate_password
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_ID = "10000000000000000001"  # config/sandbox.sample.toml
+APP_ID = "10000000000000000001"  # sandbox/sample.toml
 URI = f"sip:{APP_ID}@app.plivo.com"
 NUMBER_URI = "sip:+14155550199@app.plivo.com"
 CALLER = "ai-frontline"
@@ -92,7 +92,7 @@ class Demo:
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.app_port}",
             "PLIVO_API_URL": f"http://127.0.0.1:{self.sandbox_port}",
             "VOICE_CONFIG": str(ROOT / "config" / "voice.sample.toml"),
-            "SANDBOX_CONFIG": str(ROOT / "config" / "sandbox.sample.toml"),
+            "SANDBOX_CONFIG": str(ROOT / "sandbox" / "sample.toml"),
             "DATABASE_URL": f"sqlite:///{workdir / 'demo.db'}",
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
             "BIND": f"127.0.0.1:{self.app_port}",

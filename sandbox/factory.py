@@ -17,7 +17,7 @@ from sandbox.xml_player import MAX_XML_BYTES
 from sipguard.errors import ConfigError
 from sipguard.settings import Settings
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sandbox.sample.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "sample.toml"  # package data: wheels carry it
 CALLBACK_TIMEOUT = (2.0, 15.0)  # connect, read: Plivo's ct default, well inside its rt
 CALLBACK_DEADLINE = 30.0  # a whole callback, however the server trickles its answer
 MAX_BODY = MAX_XML_BYTES + 1  # enough to tell a document is too big

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance"
 DEV_SECRETS = INSTANCE / "dev-secrets.env"
 SAMPLE_CONFIG = ROOT / "config" / "voice.sample.toml"
-SANDBOX_CONFIG = ROOT / "config" / "sandbox.sample.toml"
+SANDBOX_CONFIG = ROOT / "sandbox" / "sample.toml"
 SANDBOX_PORT = 5100
 DEV_MONITOR_PASSWORD = "MONITOR_DEV_PASSWORD"
 

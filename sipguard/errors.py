@@ -98,3 +98,10 @@ class PlivoAPIError(Exception):
         if self.hint:
             text += f". {self.hint}"
         return text
+
+
+class PlivoOutcomeUnknown(PlivoAPIError):
+    """Plivo accepted a request (2xx) but its answer lacks what it documents.
+
+    The request may have taken effect (a call placed, say): retrying blindly could do it twice.
+    """

@@ -1,4 +1,8 @@
-"""Flask CLI commands: db, voice, report, monitor, sign-request (and plivo_cli's REST ones)."""
+"""The commands that work on this app's own data: db, voice, report, monitor, sign-request.
+
+`COMMANDS` (these and the Plivo REST ones in `rest`) is what `sipguard` offers and what
+`init_app` registers on the Flask CLI, with the commands installed packages add (`plugins`).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,11 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from sandbox import cli as sandbox_cli
 from sipguard.calls.forms import InboundCall
 from sipguard.calls.routing import decide
 from sipguard.calls.signature import signed_headers
 from sipguard.commands import rest
+from sipguard.commands.plugins import plugins
 from sipguard.errors import ValidationError
 from sipguard.monitoring import analytics
 from sipguard.store import now_utc
@@ -110,7 +114,7 @@ def auth_failures(span: str, as_json: bool) -> None:
         click.echo(f"warning: {text}")
 
 
-@monitor.command("hash-password")
+@monitor.command("hash-password", with_appcontext=False)  # needs no setting
 def hash_password() -> None:
     """Read a password from stdin and print the MONITOR_PASSWORD_HASH value for it."""
     password = rest.read_secret_line("Monitor password: ")
@@ -145,7 +149,8 @@ def sign_request(path: str, fields: tuple[str, ...]) -> None:
 def explain(fields: tuple[str, ...]) -> None:
     """Show how an answer_url call with FIELDS (KEY=VALUE, Plivo's names) would be routed.
 
-    Example: flask voice explain From=sip:pbx@203.0.113.7 SIPAuthType=ip_acl SIPSourceIP=203.0.113.7
+    Example: sipguard voice explain From=sip:pbx@203.0.113.7 SIPAuthType=ip_acl
+    SIPSourceIP=203.0.113.7
     """
     form = {key: values[0] for key, values in _pairs(fields).items()}
     form.setdefault("CallUUID", "explain")
@@ -170,14 +175,19 @@ def explain(fields: tuple[str, ...]) -> None:
     click.echo(f"  then:   fallback {group.fallback.kind}")
 
 
+COMMANDS: tuple[click.Command, ...] = (
+    rest.sipauth,
+    rest.call,
+    rest.handoff,
+    report,
+    db,
+    voice,
+    monitor,
+    sign_request,
+)
+
+
 def init_app(app: Flask) -> None:
-    """Register the command groups."""
-    app.cli.add_command(db)
-    app.cli.add_command(voice)
-    app.cli.add_command(report)
-    app.cli.add_command(monitor)
-    app.cli.add_command(sign_request)
-    app.cli.add_command(rest.sipauth)
-    app.cli.add_command(rest.call)
-    app.cli.add_command(rest.handoff)
-    app.cli.add_command(sandbox_cli.sandbox)
+    """Register the commands on the app's Flask CLI, installed packages' ones included."""
+    for command in (*COMMANDS, *plugins()):
+        app.cli.add_command(command)

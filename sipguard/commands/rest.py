@@ -1,7 +1,10 @@
-"""`flask sipauth|call|handoff ...`: Plivo REST operations for people and scripts.
+"""`sipguard sipauth|call|handoff ...`: Plivo REST operations for people and scripts.
 
-Tables by default, `--json` for scripts. Passwords come from stdin, an environment variable or a
-file, never from argv (which `ps` shows to every user); `--generate` makes one and shows it once.
+`sipauth` and `call` need only the Plivo account (PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN, optionally
+PLIVO_API_URL and PLIVO_API_TIMEOUT_SECONDS); `handoff` mints a token with the app's secret for
+one of its agent groups, so it needs the app's settings. Tables by default, `--json` for scripts.
+Passwords come from stdin, an environment variable or a file, never from argv (which `ps` shows
+to every user); `--generate` makes one and shows it once.
 Exit codes, for scripts:
 """
 
@@ -17,39 +20,46 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import with_appcontext
 
-from sipguard.errors import ConfigError, PlivoAPIError, ValidationError
-from sipguard.plivo.outbound import Outbound
+from sipguard.commands import context
+from sipguard.errors import ConfigError, PlivoAPIError, PlivoOutcomeUnknown, ValidationError
+from sipguard.plivo.outbound import Calls, Outbound
 from sipguard.plivo.sipauth import AUTH_TYPES, SetupReport, SipAuth, generate_password, request_uri
-from webhooks.context import external_url, runtime
+from webhooks.context import external_url
 
 EXIT_OK = 0
-EXIT_CONFIG = 1  # unusable configuration, or Plivo refused the auth ID/token (401)
-EXIT_INVALID = 2  # bad arguments or a documented limit: nothing was sent
+EXIT_CREDENTIALS = 1  # Plivo refused PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN (401)
+EXIT_INVALID = 2  # bad arguments, a missing or bad setting, or a documented limit: nothing sent
 EXIT_REFUSED = 3  # Plivo answered 4xx (not found, duplicate, still assigned, ...)
 EXIT_RATE_LIMITED = 4  # Plivo answered 429: retry later
 EXIT_UNAVAILABLE = 5  # Plivo could not be reached or answered 5xx
-__doc__ = (__doc__ or "") + "".join(
-    f"\n    {code}: {name}"
-    for name, code in (
-        ("success", EXIT_OK),
-        ("configuration error, or Plivo refused the credentials (401)", EXIT_CONFIG),
-        ("invalid input, nothing sent", EXIT_INVALID),
-        ("Plivo refused the request (4xx)", EXIT_REFUSED),
-        ("rate limited by Plivo (429)", EXIT_RATE_LIMITED),
-        ("Plivo unreachable, failing (5xx) or answering nonsense", EXIT_UNAVAILABLE),
-    )
+EXIT_UNCERTAIN = 6  # Plivo accepted (2xx) but its answer lacks what it documents: it may be done
+EXIT_CODES = (
+    (EXIT_OK, "success"),
+    (EXIT_CREDENTIALS, "Plivo refused PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN (401)"),
+    (EXIT_INVALID, "invalid input, or a missing or bad setting: nothing sent"),
+    (EXIT_REFUSED, "Plivo refused the request (4xx)"),
+    (EXIT_RATE_LIMITED, "rate limited by Plivo (429)"),
+    (EXIT_UNAVAILABLE, "Plivo unreachable, failing (5xx) or answering nonsense"),
+    (EXIT_UNCERTAIN, "accepted by Plivo (2xx), answer unexpected: the call may have been placed"),
 )
+__doc__ = (__doc__ or "") + "".join(f"\n    {code}: {text}" for code, text in EXIT_CODES)
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES)
 
 CREDENTIAL_COLUMNS = ("uuid", "username", "realm")
 ACL_COLUMNS = ("uuid", "name")
 ENTRY_COLUMNS = ("uuid", "ip", "prefix", "description")
 
-sipauth = AppGroup("sipauth", help="SIP credentials, IP ACLs and their assignment to applications.")
-credential = AppGroup("credential", help="SIP digest credentials (passwords are never shown).")
-acl = AppGroup("acl", help="IP access control lists.")
-entry = AppGroup("entry", help="Addresses and CIDR ranges in an IP ACL.")
+# Plain click groups: these commands need the Plivo account only, never the app (see context).
+sipauth = click.Group(
+    "sipauth",
+    help="SIP credentials, IP ACLs and their assignment to applications.",
+    epilog=EXIT_CODES_HELP,
+)
+credential = click.Group("credential", help="SIP digest credentials (passwords are never shown).")
+acl = click.Group("acl", help="IP access control lists.")
+entry = click.Group("entry", help="Addresses and CIDR ranges in an IP ACL.")
 sipauth.add_command(credential)
 sipauth.add_command(acl)
 sipauth.add_command(entry)
@@ -61,15 +71,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _exit_code(exc: Exception) -> int:
-    if isinstance(exc, ValidationError | click.BadParameter):
+    if isinstance(exc, ValidationError | click.BadParameter | ConfigError):
         return EXIT_INVALID
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG
     assert isinstance(exc, PlivoAPIError)
+    if isinstance(exc, PlivoOutcomeUnknown):
+        return EXIT_UNCERTAIN  # it may have happened: a blind retry could do it twice
     if exc.rate_limited:
         return EXIT_RATE_LIMITED
     if exc.status == 401:
-        return EXIT_CONFIG  # PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN do not match an account
+        return EXIT_CREDENTIALS  # PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN do not match an account
     if exc.status is None or not 400 <= exc.status < 500:
         return EXIT_UNAVAILABLE  # unreachable, failing, or an answer that makes no sense
     return EXIT_REFUSED
@@ -249,10 +259,10 @@ def _with_generated(data: dict[str, Any], generated: bool, password: str | None)
 
 
 def _sipauth() -> SipAuth:
-    return SipAuth(runtime().plivo())
+    return SipAuth(context.account().api())
 
 
-# -- flask sipauth credential ... -------------------------------------------------------------
+# -- sipauth credential ... -------------------------------------------------------------------
 
 
 @credential.command("create")
@@ -307,7 +317,7 @@ def credential_delete(uuid: str) -> tuple[Any, Callable[[], None]]:
     return {"uuid": uuid, "deleted": True}, _lines(f"deleted credential {uuid}")
 
 
-# -- flask sipauth acl ... / entry ... --------------------------------------------------------
+# -- sipauth acl ... / entry ... --------------------------------------------------------------
 
 
 @acl.command("create")
@@ -377,7 +387,7 @@ def entry_remove(acl_uuid: str, entry_uuid: str) -> tuple[Any, Callable[[], None
     return {"uuid": entry_uuid, "removed": True}, _lines(f"removed entry {entry_uuid}")
 
 
-# -- flask sipauth quotas / assign / setup ----------------------------------------------------
+# -- sipauth quotas / assign / setup ----------------------------------------------------------
 
 
 @sipauth.command("quotas")
@@ -508,20 +518,19 @@ def _then(*parts: Callable[[], None] | Iterable[str]) -> Callable[[], None]:
     return show
 
 
-# -- flask call / flask handoff ---------------------------------------------------------------
+# -- call / handoff ---------------------------------------------------------------------------
 
 
-@click.command("call")
+@click.command("call", epilog=EXIT_CODES_HELP)
 @click.argument("to")
 @click.option("--from", "from_", required=True, help="Caller ID: a Plivo number.")
-@click.option("--answer-url", help="Default: this app's /answer.")
-@click.option("--hangup-url", help="Default: this app's /hangup.")
+@click.option("--answer-url", help="Default: this app's /answer (needs PUBLIC_BASE_URL).")
+@click.option("--hangup-url", help="Default: this app's /hangup (needs PUBLIC_BASE_URL).")
 @click.option("--sip-auth-username", help="Digest username for a SIP-URI TO that challenges.")
 @click.option("--caller-name", help="At most 50 characters.")
 @click.option("--time-limit", type=int, help="Seconds before Plivo hangs up.")
 @click.option("--ring-timeout", type=int, help="Seconds to ring.")
 @password_options(generate=False)
-@with_appcontext
 @reports
 def call(
     to: str,
@@ -539,7 +548,8 @@ def call(
     With --sip-auth-username and a password source, Plivo answers TO's 401/407 challenge.
     """
     password, _ = read_password(**source)
-    request_uuid = _outbound().make_call(
+    calls = Calls(context.account().api(), url_for=context.webhook_urls())
+    request_uuid = calls.make_call(
         from_,
         to,
         answer_url=answer_url,
@@ -553,20 +563,20 @@ def call(
     return {"request_uuid": request_uuid}, _lines(f"call fired: request_uuid {request_uuid}")
 
 
-@click.command("handoff")
+@click.command("handoff", epilog=EXIT_CODES_HELP)
 @click.argument("call_uuid")
 @click.argument("group")
+@reports  # outside with_appcontext: an app that cannot be built is reported like any error
 @with_appcontext
-@reports
 def handoff(call_uuid: str, group: str) -> tuple[Any, Callable[[], None]]:
-    """Transfer live call CALL_UUID (its A leg) to agent GROUP via a signed /handoff URL."""
-    answer = _outbound().transfer_to_group(call_uuid, group)
-    data = {"call_uuid": call_uuid, "group": group, "api_id": answer.get("api_id")}
-    return data, _lines(f"call {call_uuid} transferred to group {group}")
+    """Transfer live call CALL_UUID (its A leg) to agent GROUP via a signed /handoff URL.
 
-
-def _outbound() -> Outbound:
-    rt = runtime()
-    return Outbound(
+    Plivo's answer is not needed: a 2xx means the transfer was accepted.
+    """
+    rt = context.app_runtime()
+    outbound = Outbound(
         api=rt.plivo(), handoff=rt.handoff, groups=rt.voice.groups, url_for=external_url
     )
+    answer = outbound.transfer_to_group(call_uuid, group)
+    data = {"call_uuid": call_uuid, "group": group, "api_id": answer.get("api_id")}
+    return data, _lines(f"call {call_uuid} transferred to group {group}")

@@ -6,9 +6,11 @@ api.plivo.com and turns errors into untyped exceptions, so requests are built he
 through its session. Every path and field name of the endpoints used is written once, in
 `RESOURCES`: a name Plivo spells differently is one edit there.
 
-Sources: ../shared/reference/plivo-sip-authentication.txt and plivo-voice-api-facts.md §3, §4, §6.
-UNCONFIRMED there and marked below: the IP ACL and entry paths' field names, and paging with
-limit/offset on the SipAuth lists (the other Plivo lists page that way, 20 per page at most).
+Sources: Plivo's SIP-authentication page
+(https://www.plivo.com/docs/voice/concepts/sip-authentication) and docs/plivo.md, "REST API".
+UNCONFIRMED there and marked below (docs/plivo.md, Where Plivo is silent): the IP ACL and entry
+paths' field names, and paging with limit/offset on the SipAuth lists (the other Plivo lists page
+that way, 20 per page at most).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from urllib.parse import urlsplit
 import plivo
 import requests
 
-from sipguard.errors import ConfigError, PlivoAPIError, ValidationError
+from sipguard.errors import ConfigError, PlivoAPIError, PlivoOutcomeUnknown, ValidationError
 
 DEFAULT_BASE_URL = "https://api.plivo.com"
 PAGE_SIZE = 20  # Plivo's largest page
@@ -142,9 +144,17 @@ class PlivoAPI:
 
     # -- generic operations over RESOURCES ------------------------------------------------------
 
-    def create(self, kind: str, values: Mapping[str, Any], **parents: str) -> dict[str, Any]:
-        """POST a new `kind` resource; return Plivo's answer in this project's field names."""
-        return self._send("POST", self._path(kind, parents), kind, values)
+    def create(
+        self, kind: str, values: Mapping[str, Any], *, effect: str | None = None, **parents: str
+    ) -> dict[str, Any]:
+        """POST a new `kind` resource; return Plivo's answer in this project's field names.
+
+        With `effect` (what the request may have done, e.g. "the call may have been placed"), a
+        2xx answer without the resource's id raises PlivoOutcomeUnknown saying so, with
+        Plivo's api_id: a caller that retried on it could do the thing twice.
+        """
+        expect = (RESOURCES[kind].id_field, effect) if effect is not None else None
+        return self._send("POST", self._path(kind, parents), kind, values, expect=expect)
 
     def get(self, kind: str, uuid: str, **parents: str) -> dict[str, Any]:
         """GET one resource."""
@@ -204,11 +214,18 @@ class PlivoAPI:
                 return
 
     def _send(
-        self, method: str, path: str, kind: str, values: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        kind: str,
+        values: Mapping[str, Any] | None = None,
+        *,
+        expect: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         body = self._wire(kind, values) if values is not None else None
         secrets = tuple(str(values[key]) for key in SECRET_FIELDS if values and values.get(key))
-        return self._ours(kind, self._request(method, path, json=body, secrets=secrets))
+        answer = self._request(method, path, json=body, secrets=secrets, expect=expect)
+        return self._ours(kind, answer)
 
     def _wire(self, kind: str, values: Mapping[str, Any]) -> dict[str, Any]:
         names = RESOURCES[kind].fields
@@ -238,7 +255,13 @@ class PlivoAPI:
         params: Mapping[str, Any] | None = None,
         json: Mapping[str, Any] | None = None,
         secrets: tuple[str, ...] = (),
+        expect: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
+        """Send one request; return a 2xx answer's JSON object ({} for anything else).
+
+        `expect` is (field, effect): a 2xx answer without that id field raises
+        PlivoOutcomeUnknown saying `effect`, since Plivo did accept the request.
+        """
         client = self._client
         prepared = client.session.prepare_request(
             requests.Request(method, self._root + path, params=params, json=json)
@@ -251,7 +274,10 @@ class PlivoAPI:
             raise PlivoAPIError(None, f"could not reach {host} ({type(exc).__name__})") from None
         body = _json(response)
         if 200 <= response.status_code < 300:
-            return body if isinstance(body, dict) else {}
+            found = body if isinstance(body, dict) else {}
+            if expect is not None and not _is_id(found.get(expect[0])):
+                raise _unsure(response.status_code, found, *expect)
+            return found
         error = body.get("error") if isinstance(body, dict) else None
         api_id = body.get("api_id") if isinstance(body, dict) else None
         text = _error_text(error) or response.reason or "request refused"
@@ -264,6 +290,26 @@ class PlivoAPI:
             api_id=str(api_id) if api_id else None,
             retry_after=response.headers.get("Retry-After"),
         )
+
+
+def _is_id(value: Any) -> bool:
+    """An id Plivo returns: a non-empty string, or a non-empty list of them (several calls)."""
+    if isinstance(value, list):
+        return bool(value) and all(_is_id(item) for item in value)
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _unsure(status: int, body: Mapping[str, Any], field: str, effect: str) -> PlivoOutcomeUnknown:
+    api_id = body.get("api_id")
+    return PlivoOutcomeUnknown(
+        status,
+        f"the answer carried no {field}, so {effect}",
+        api_id=str(api_id) if api_id else None,
+        hint=(
+            "Look for it in Plivo's console (by api_id, when there is one) before retrying: "
+            "a retry could do it a second time"
+        ),
+    )
 
 
 def _json(response: requests.Response) -> Any:

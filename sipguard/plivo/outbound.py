@@ -1,9 +1,13 @@
 """Calls this app starts: Make Call to SIP URIs with digest credentials, and AI → human transfer.
 
-Make Call parameters: ../shared/reference/plivo-voice-api-facts.md §3; `sip_auth_username` /
-`sip_auth_password` "are only accepted when to is a SIP URI" (plivo-sip-authentication.txt).
-Their length limits are not documented for Make Call; the `<User>` limits (password 8-128) are
-applied, the same credentials being sent to the same kind of PBX. Transfer: facts §4.
+Make Call parameters: docs/plivo.md, "REST API"; `sip_auth_username` / `sip_auth_password` "are
+only accepted when to is a SIP URI" (https://www.plivo.com/docs/voice/concepts/sip-authentication).
+Their length limits are not documented for Make Call (docs/plivo.md, Where Plivo is silent); the
+`<User>` limits (password 8-128) are applied, the same credentials being sent to the same kind of
+PBX. Transfer: docs/plivo.md, "REST API".
+
+`Calls` needs only the account's REST client and where this app's webhooks are; `Outbound`
+also mints handoff tokens for the configured agent groups, so it needs the app's settings.
 """
 
 from __future__ import annotations
@@ -58,12 +62,10 @@ def check_caller(from_: object) -> str:
 
 
 @dataclass(frozen=True)
-class Outbound:
-    """Start calls and hand calls over, with this app's webhooks as the default URLs."""
+class Calls:
+    """Place calls, with this app's /answer and /hangup as the default URLs."""
 
     api: PlivoAPI
-    handoff: HandoffSigner
-    groups: Mapping[str, AgentGroup]
     url_for: UrlFor
 
     def make_call(
@@ -85,7 +87,8 @@ class Outbound:
         """Place a call; return Plivo's request UUID (a list for several destinations).
 
         Digest credentials are refused unless every destination is a SIP URI; every check
-        happens before the request.
+        happens before the request. A 2xx answer without a request_uuid raises
+        PlivoOutcomeUnknown: the call may have been placed, so it must not simply be retried.
         """
         password = (
             sip_auth_password.reveal()
@@ -112,11 +115,31 @@ class Outbound:
             values["ring_timeout"] = int(check_positive("ring_timeout", ring_timeout))
         if fallback_url is not None:
             values["fallback_url"] = check_url("fallback_url", fallback_url)
-        answer = self.api.create("call", values)
-        request_uuid = answer.get("uuid")
-        if not isinstance(request_uuid, str | list):
-            raise ValidationError("request_uuid", "Plivo's answer carried no request_uuid")
+        answer = self.api.create("call", values, effect="the call may have been placed")
+        request_uuid: str | list[str] = answer["uuid"]
         return request_uuid
+
+    @staticmethod
+    def _targets(to: str, username: str | None, password: str | None) -> list[str]:
+        found = destinations(to)
+        check_sip_credentials(("sip_auth_username", "sip_auth_password"), username, password)
+        if username is not None and not all(is_sip_uri(part) for part in found):
+            raise ValidationError(
+                "sip_auth_username",
+                "SIP credentials are only accepted when `to` is a SIP URI (sip: or sips:); "
+                "a phone number gets no digest challenge to answer",
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """Hand live calls over to agent groups through this app's signed /handoff URLs."""
+
+    api: PlivoAPI
+    handoff: HandoffSigner
+    groups: Mapping[str, AgentGroup]
+    url_for: UrlFor
 
     def transfer_to_group(self, call_uuid: str, group: str) -> dict[str, Any]:
         """Move a live call's A leg to `/handoff/<group>` with a freshly minted token.
@@ -137,15 +160,3 @@ class Outbound:
         """Return the signed, expiring URL that dials `group` for `call_uuid`."""
         token = self.handoff.mint(call_uuid, group)
         return self.url_for("webhooks.handoff", group=group, **{TOKEN_PARAM: token})
-
-    @staticmethod
-    def _targets(to: str, username: str | None, password: str | None) -> list[str]:
-        found = destinations(to)
-        check_sip_credentials(("sip_auth_username", "sip_auth_password"), username, password)
-        if username is not None and not all(is_sip_uri(part) for part in found):
-            raise ValidationError(
-                "sip_auth_username",
-                "SIP credentials are only accepted when `to` is a SIP URI (sip: or sips:); "
-                "a phone number gets no digest challenge to answer",
-            )
-        return found

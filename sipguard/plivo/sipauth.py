@@ -2,8 +2,8 @@
 
 Every documented limit is checked here before a request is sent, and quotas are counted before
 anything is created, so a user learns of a limit from this tool rather than from a refused call
-halfway through a setup. Limits: ../shared/reference/plivo-sip-authentication.txt, "Validation
-Limits" and FAQ.
+halfway through a setup. Limits: Plivo's SIP-authentication page, "Validation Limits" and FAQ
+(https://www.plivo.com/docs/voice/concepts/sip-authentication; docs/plivo.md, "SIP authentication").
 """
 
 from __future__ import annotations

@@ -389,7 +389,7 @@ PLIVO_FAILURES = [
     pytest.param(400, {}, rest.EXIT_REFUSED, id="400"),
     pytest.param(404, {}, rest.EXIT_REFUSED, id="404"),
     pytest.param(409, {}, rest.EXIT_REFUSED, id="409"),
-    pytest.param(401, {}, rest.EXIT_CONFIG, id="401-wrong-credentials"),
+    pytest.param(401, {}, rest.EXIT_CREDENTIALS, id="401-wrong-credentials"),
     pytest.param(429, {"Retry-After": "30"}, rest.EXIT_RATE_LIMITED, id="429"),
     pytest.param(500, {}, rest.EXIT_UNAVAILABLE, id="500"),
     pytest.param(503, {}, rest.EXIT_UNAVAILABLE, id="503"),
@@ -473,20 +473,28 @@ def app_without_auth_id(app_config: dict[str, str]) -> Iterator[Any]:
         ["handoff", CALL_UUID, "support"],
     ],
 )
-def test_missing_auth_id_is_a_configuration_error(app_without_auth_id, rsps, args) -> None:
+def test_missing_auth_id_is_a_setting_error_exit_2(app_without_auth_id, rsps, args) -> None:
     runner = app_without_auth_id.test_cli_runner()
     result = runner.invoke(args=args)
-    assert result.exit_code == rest.EXIT_CONFIG, result.output
+    assert result.exit_code == rest.EXIT_INVALID == 2, result.output
     assert "PLIVO_AUTH_ID is not set" in result.stderr
     assert len(rsps.calls) == 0
     result = runner.invoke(args=[*args, "--json"])
-    assert result.exit_code == rest.EXIT_CONFIG
+    assert result.exit_code == rest.EXIT_INVALID
     assert "PLIVO_AUTH_ID" in json.loads(result.stderr)["error"]
 
 
 def test_exit_codes_are_documented_in_the_module_help() -> None:
-    for code in range(6):
+    for code in range(7):
         assert f"\n    {code}: " in (rest.__doc__ or "")
+
+
+@pytest.mark.parametrize("args", [["sipauth"], ["call"], ["handoff"]])
+def test_exit_codes_are_listed_in_the_commands_help(runner, args) -> None:
+    shown = runner.invoke(args=[*args, "--help"]).output
+    for code, _ in rest.EXIT_CODES:
+        assert re.search(rf"\n +{code}  \w", shown), code
+    assert "the call may have been placed" in shown
 
 
 # -- 3. passwords --------------------------------------------------------------------------------
@@ -858,7 +866,7 @@ def test_setup_of_a_new_credential_without_a_password_writes_nothing(runner, rsp
     assert "does not exist yet: give a password" in result.stderr
 
 
-# -- 6. flask call -------------------------------------------------------------------------------
+# -- 6. call -----------------------------------------------------------------------------------
 
 
 CALL = [
@@ -902,7 +910,24 @@ def test_call_json_gives_the_request_uuid(runner, rsps) -> None:
     assert json.loads(result.stdout) == {"request_uuid": "req-2"}
 
 
-# -- 7. flask handoff ----------------------------------------------------------------------------
+def test_call_accepted_without_request_uuid_exits_6_saying_it_may_be_placed(runner, rsps) -> None:
+    """Not "nothing sent" (2), which a script would retry into a second call."""
+    rsps.post(CALLS, json={"api_id": "api-odd-1", "message": "call fired"}, status=201)
+    result = runner.invoke(args=CALL, input=PASSWORD + "\n")
+    assert result.exit_code == rest.EXIT_UNCERTAIN == 6, result.output
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "HTTP 201" in result.stderr and "the call may have been placed" in result.stderr
+    assert "[api_id api-odd-1]" in result.stderr
+    assert PASSWORD not in result.output
+    result = runner.invoke(args=[*CALL, "--json"], input=PASSWORD + "\n")
+    assert result.exit_code == rest.EXIT_UNCERTAIN
+    error = json.loads(result.stderr)
+    assert (error["status"], error["api_id"]) == (201, "api-odd-1")
+    assert "the call may have been placed" in error["error"]
+
+
+# -- 7. handoff -----------------------------------------------------------------------------
 
 
 def _handoff(runner, rsps, *extra: str) -> Any:

@@ -22,7 +22,7 @@ def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> objec
 
 
 def test_the_sample_loads_with_relative_urls_resolved_and_passwords_as_ha1() -> None:
-    """config/sandbox.sample.toml (make demo's world) loads; PBX passwords are kept as HA1."""
+    """sandbox/sample.toml (make demo's world) loads; PBX passwords are kept as HA1."""
     config = load_sandbox_config(DEFAULT_CONFIG, ENV, BASE)
     [app] = config.applications
     assert app.fields["answer_url"] == f"{BASE}/answer"

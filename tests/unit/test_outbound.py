@@ -11,8 +11,8 @@ from flask import Flask
 
 from app import create_app
 from sipguard.calls.handoff import HandoffSigner
-from sipguard.errors import ConfigError, PlivoAPIError, ValidationError
-from sipguard.plivo.outbound import Outbound, destinations
+from sipguard.errors import ConfigError, PlivoAPIError, PlivoOutcomeUnknown, ValidationError
+from sipguard.plivo.outbound import Calls, Outbound, destinations
 from sipguard.secret import Secret
 from tests.conftest import API, BASE_URL, SECRET_KEY, SignedPost, inbound
 from webhooks.context import external_url
@@ -20,7 +20,9 @@ from webhooks.context import external_url
 PASSWORD = "Agent-Pw-12345"
 
 
-class Clock:
+class HandoffClock:
+    """The time the handoff signer reads, moved by hand."""
+
     def __init__(self) -> None:
         self.now = 1_800_000_000.0
 
@@ -29,12 +31,19 @@ class Clock:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> HandoffClock:
+    return HandoffClock()
 
 
 @pytest.fixture
-def outbound(app: Flask, clock: Clock) -> Any:
+def calls(app: Flask) -> Any:
+    rt = app.extensions["sipguard"]
+    with app.app_context():
+        yield Calls(api=rt.plivo(), url_for=external_url)
+
+
+@pytest.fixture
+def outbound(app: Flask, clock: HandoffClock) -> Any:
     rt = app.extensions["sipguard"]
     with app.app_context():
         yield Outbound(
@@ -63,9 +72,9 @@ def fired(rsps: Any, request_uuid: Any = "req-1") -> None:
     )
 
 
-def test_make_call_to_a_sip_uri_with_credentials(outbound: Outbound, rsps) -> None:
+def test_make_call_to_a_sip_uri_with_credentials(calls: Calls, rsps) -> None:
     fired(rsps)
-    request_uuid = outbound.make_call(
+    request_uuid = calls.make_call(
         "+14155550100",
         "sip:agent@pbx.example.com",
         sip_auth_username="agent",
@@ -88,9 +97,9 @@ def test_make_call_to_a_sip_uri_with_credentials(outbound: Outbound, rsps) -> No
     }
 
 
-def test_make_call_without_credentials_sends_none(outbound: Outbound, rsps) -> None:
+def test_make_call_without_credentials_sends_none(calls: Calls, rsps) -> None:
     fired(rsps, ["r-1", "r-2"])
-    got = outbound.make_call(
+    got = calls.make_call(
         "+14155550100", "+14155550111<sips:desk@pbx.example.com", answer_url="https://ai.test/a"
     )
     assert got == ["r-1", "r-2"]
@@ -125,7 +134,7 @@ def test_make_call_without_credentials_sends_none(outbound: Outbound, rsps) -> N
         ({"to": "sip:a@pbx.example.com", "from_": "front desk"}, "from"),
     ],
 )
-def test_make_call_refusals_send_nothing(outbound: Outbound, rsps, kwargs, field: str) -> None:
+def test_make_call_refusals_send_nothing(calls: Calls, rsps, kwargs, field: str) -> None:
     args: dict[str, Any] = {
         "from_": "+14155550100",
         "sip_auth_username": "agent",
@@ -133,17 +142,17 @@ def test_make_call_refusals_send_nothing(outbound: Outbound, rsps, kwargs, field
         **kwargs,
     }
     with pytest.raises(ValidationError) as caught:
-        outbound.make_call(**args)
+        calls.make_call(**args)
     assert caught.value.field == field
     assert PASSWORD not in str(caught.value)
     assert len(rsps.calls) == 0
 
 
-def test_make_call_password_limits_both_sides(outbound: Outbound, rsps) -> None:
+def test_make_call_password_limits_both_sides(calls: Calls, rsps) -> None:
     fired(rsps)
     fired(rsps)
     for password in ("p" * 8, "p" * 128):
-        outbound.make_call(
+        calls.make_call(
             "+14155550100",
             "sip:a@pbx.example.com",
             sip_auth_username="a",
@@ -169,18 +178,47 @@ def test_destination_count_and_uniqueness(to: str, ok: bool) -> None:
             destinations(to)
 
 
-def test_make_call_api_error_is_typed(outbound: Outbound, rsps) -> None:
+def test_make_call_api_error_is_typed(calls: Calls, rsps) -> None:
     rsps.post(API + "Call/", json={"api_id": "e-1", "error": "invalid to"}, status=400)
     with pytest.raises(PlivoAPIError) as caught:
-        outbound.make_call("+14155550100", "sip:a@pbx.example.com")
+        calls.make_call("+14155550100", "sip:a@pbx.example.com")
     assert (caught.value.status, caught.value.api_id) == (400, "e-1")
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "api_id"),
+    [
+        pytest.param(201, {"message": "call fired", "api_id": "a-7"}, "a-7", id="no-request_uuid"),
+        pytest.param(201, {"request_uuid": None, "api_id": "a-8"}, "a-8", id="null"),
+        pytest.param(200, {"request_uuid": "", "api_id": "a-9"}, "a-9", id="empty"),
+        pytest.param(201, {"request_uuid": [1, 2], "api_id": "a-6"}, "a-6", id="not-strings"),
+        pytest.param(201, ["req-1"], None, id="not-an-object"),
+        pytest.param(201, "<html>accepted</html>", None, id="not-json"),
+    ],
+)
+def test_a_2xx_answer_without_request_uuid_says_the_call_may_have_been_placed(
+    calls: Calls, rsps, status: int, answer: Any, api_id: str | None
+) -> None:
+    """Plivo took the request: the caller must not read "nothing sent" and place it again."""
+    if isinstance(answer, str):
+        rsps.post(API + "Call/", body=answer, status=status, content_type="text/html")
+    else:
+        rsps.post(API + "Call/", json=answer, status=status)
+    with pytest.raises(PlivoOutcomeUnknown) as caught:
+        calls.make_call("+14155550100", "sip:a@pbx.example.com")
+    error = caught.value
+    assert isinstance(error, PlivoAPIError) and not isinstance(error, ValidationError)
+    assert (error.status, error.api_id) == (status, api_id)
+    assert "the call may have been placed" in error.describe()
+    assert "before retrying" in error.describe()
+    assert len(rsps.calls) == 1
 
 
 def test_default_urls_need_public_base_url(app_config: dict[str, str]) -> None:
     proxied = create_app({**app_config, "PUBLIC_BASE_URL": "", "TRUSTED_PROXY_COUNT": "1"})
     rt = proxied.extensions["sipguard"]
     with proxied.app_context():
-        out = Outbound(rt.plivo(), rt.handoff, rt.voice.groups, external_url)
+        out = Calls(rt.plivo(), external_url)
         with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
             out.make_call("+14155550100", "sip:a@pbx.example.com")
     rt.store.dispose()
@@ -199,6 +237,12 @@ def test_transfer_posts_aleg_url_and_accepts_202(outbound: Outbound, rsps, messa
     assert body["aleg_url"].startswith(f"{BASE_URL}/handoff/support?token=")
 
 
+def test_transfer_needs_no_particular_answer_body(outbound: Outbound, rsps) -> None:
+    """A 2xx is Plivo accepting the transfer; its body is only shown (api_id), never relied on."""
+    rsps.post(API + "Call/call-9/", body="accepted", status=202, content_type="text/plain")
+    assert outbound.transfer_to_group("call-9", "support") == {}
+
+
 def test_transfer_to_an_unknown_group_sends_nothing(outbound: Outbound, rsps) -> None:
     with pytest.raises(ValidationError, match="no agent group named 'sales'"):
         outbound.transfer_to_group("call-9", "sales")
@@ -206,7 +250,7 @@ def test_transfer_to_an_unknown_group_sends_nothing(outbound: Outbound, rsps) ->
 
 
 def test_transfer_url_is_accepted_by_the_handoff_route_then_expires(
-    app: Flask, outbound: Outbound, rsps, signed_post: SignedPost, clock: Clock
+    app: Flask, outbound: Outbound, rsps, signed_post: SignedPost, clock: HandoffClock
 ) -> None:
     rsps.post(API + "Call/call-7/", json={"message": "call transferred"}, status=202)
     outbound.transfer_to_group("call-7", "support")

@@ -10,7 +10,8 @@ import pytest
 import requests
 import responses
 
-from sipguard.errors import ConfigError, PlivoAPIError, ValidationError
+from sipguard.errors import ConfigError, PlivoAPIError, PlivoOutcomeUnknown, ValidationError
+from sipguard.plivo.account import Account, load_account
 from sipguard.plivo.api import PAGE_SIZE, RESOURCES, PlivoAPI
 from tests.conftest import API, AUTH_ID, TOKEN
 
@@ -231,3 +232,62 @@ def test_a_server_ignoring_offset_neither_loops_nor_doubles(api: PlivoAPI, rsps)
     found = api.list("acl")
     assert len(found) == PAGE_SIZE
     assert len(rsps.calls) == 2  # the repeated page ends the listing
+
+
+def test_a_create_with_an_effect_refuses_a_2xx_answer_without_the_id(api: PlivoAPI, rsps) -> None:
+    """Plivo accepted it: the error says what may have happened, with Plivo's api_id."""
+    rsps.post(API + "Call/", json={"api_id": "a-1", "message": "call fired"}, status=201)
+    with pytest.raises(PlivoOutcomeUnknown) as caught:
+        api.create("call", {"to": "+14155550111"}, effect="the call may have been placed")
+    assert (caught.value.status, caught.value.api_id) == (201, "a-1")
+    assert caught.value.error == (
+        "the answer carried no request_uuid, so the call may have been placed"
+    )
+
+
+def test_a_create_without_an_effect_returns_whatever_came_back(api: PlivoAPI, rsps) -> None:
+    rsps.post(API + "SipAuth/IpAccessControlList/", body="not json", status=201)
+    assert api.create("acl", {"name": "office"}) == {}
+
+
+# -- the account the REST commands act for, from the environment alone -------------------------
+
+
+def test_load_account_reads_only_the_plivo_variables(tmp_path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{TOKEN},old-token\n", encoding="utf-8")
+    account = load_account(
+        {
+            "PLIVO_AUTH_ID": AUTH_ID,
+            "PLIVO_AUTH_TOKEN_FILE": str(token_file),
+            "PLIVO_API_URL": "http://127.0.0.1:5100/",
+            "PLIVO_API_TIMEOUT_SECONDS": "3",
+        }
+    )
+    assert account == Account(AUTH_ID, TOKEN, "http://127.0.0.1:5100", 3)
+    assert TOKEN not in repr(account)
+    assert load_account({"PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": TOKEN}).api().base_url == (
+        "https://api.plivo.com"
+    )
+
+
+ACCOUNT = {"PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": TOKEN}
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN are not set"),
+        ({"PLIVO_AUTH_TOKEN": TOKEN}, "PLIVO_AUTH_ID is not set"),
+        ({"PLIVO_AUTH_ID": AUTH_ID}, "PLIVO_AUTH_TOKEN is not set"),
+        ({**ACCOUNT, "PLIVO_API_URL": "ftp://x"}, "PLIVO_API_URL must be an absolute http(s) URL"),
+        ({**ACCOUNT, "PLIVO_API_TIMEOUT_SECONDS": "soon"}, "PLIVO_API_TIMEOUT_SECONDS must be a"),
+        ({**ACCOUNT, "PLIVO_API_TIMEOUT_SECONDS": "0"}, "PLIVO_API_TIMEOUT_SECONDS must be at"),
+        ({"PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN_FILE": "/nonexistent"}, "cannot read"),
+    ],
+)
+def test_load_account_names_what_to_set(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_account(environ)
+    assert message in caught.value.message
+    assert "\n" not in caught.value.message and TOKEN not in caught.value.message

@@ -111,9 +111,9 @@ def test_passwords_outside_the_limits_never_echo_the_password(password: str, mes
     assert password not in str(caught.value)
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_generated_passwords_meet_the_rules(seed: int) -> None:
-    password = generate_password(choice=random.Random(seed).choice)
+@pytest.mark.parametrize("draw", range(20))
+def test_generated_passwords_meet_the_rules(draw: int) -> None:
+    password = generate_password(choice=random.Random(draw).choice)
     assert check_password(password) == password
     assert len(password) == 24
 
