@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sandbox.digest import ha1
+from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL, SIP_AUTH_TYPES
 from sipguard.calls.forms import unmapped
 from sipguard.errors import ValidationError
 from sipguard.plivo.sipauth import (
-    AUTH_TYPES,
     MAX_ACLS,
     MAX_CREDENTIALS,
     MAX_ENTRIES_PER_ACL,
@@ -427,19 +427,21 @@ class Account:
         if not set(ASSIGNMENT_FIELDS) & set(fields):
             return {}
         mode = fields.get("sip_auth_type", app.sip_auth_type)
-        if not isinstance(mode, str) or mode not in ("", *AUTH_TYPES):
-            raise ApiError(400, f"sip_auth_type must be one of {', '.join(AUTH_TYPES)} or empty")
+        if not isinstance(mode, str) or mode not in ("", *SIP_AUTH_TYPES):
+            raise ApiError(
+                400, f"sip_auth_type must be one of {', '.join(SIP_AUTH_TYPES)} or empty"
+            )
         if mode == "":
             # "remove the assignment from the application by setting sip_auth_type to empty"
             return {"sip_auth_type": "", "credential_uuid": None, "ip_acl_uuid": None}
         credential = fields.get("credential_uuid", app.credential_uuid) or None
         acl = fields.get("ip_acl_uuid", app.ip_acl_uuid) or None
-        if mode != "ip_acl":
+        if mode != AUTH_IP_ACL:
             if credential is None:
                 raise ApiError(400, f"sip_auth_type {mode} needs credential_uuid")
             if not isinstance(credential, str) or credential not in self.credentials:
                 raise ApiError(400, "credential_uuid does not name a credential of this account")
-        if mode != "credential":
+        if mode != AUTH_CREDENTIAL:
             if acl is None:
                 raise ApiError(400, f"sip_auth_type {mode} needs ip_acl_uuid")
             if not isinstance(acl, str) or acl not in self.acls:
@@ -449,8 +451,8 @@ class Account:
         # not use is dropped, so it blocks no delete.
         return {
             "sip_auth_type": mode,
-            "credential_uuid": credential if mode != "ip_acl" else None,
-            "ip_acl_uuid": acl if mode != "credential" else None,
+            "credential_uuid": credential if mode != AUTH_IP_ACL else None,
+            "ip_acl_uuid": acl if mode != AUTH_CREDENTIAL else None,
         }
 
     def application_json(self, app: Application) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from sandbox import digest
 from sandbox.account import Account, Application, Credential
 from sandbox.call import Call
 from sandbox.timeline import SandboxClock
+from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL, AUTH_IP_ACL_AND_CREDENTIAL
 from sipguard.calls.forms import unmapped
 from sipguard.monitoring import lockout
 from sipguard.plivo.sipauth import REALM
@@ -31,8 +32,8 @@ from xml_builders import is_number, is_sip_uri
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_TRACKED_SOURCES = 10_000  # source IPs followed for lockouts before idle ones are forgotten
-IP_MODES = ("ip_acl", "ip_acl_and_credential")
-CREDENTIAL_MODES = ("credential", "ip_acl_and_credential")
+IP_MODES = (AUTH_IP_ACL, AUTH_IP_ACL_AND_CREDENTIAL)
+CREDENTIAL_MODES = (AUTH_CREDENTIAL, AUTH_IP_ACL_AND_CREDENTIAL)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ from typing import Any, NoReturn, TypeVar
 import click
 from flask.cli import with_appcontext
 
+from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
 from sipguard.commands import context
 from sipguard.errors import ConfigError, PlivoAPIError, PlivoOutcomeUnknown, ValidationError
 from sipguard.plivo.outbound import Calls, Outbound
-from sipguard.plivo.sipauth import AUTH_TYPES, SetupReport, SipAuth, generate_password, request_uri
+from sipguard.plivo.sipauth import SetupReport, SipAuth, generate_password, request_uri
 from webhooks.context import external_url
 
 EXIT_OK = 0
@@ -399,7 +400,7 @@ def quotas() -> tuple[Any, Callable[[], None]]:
     return rows, table(rows, ("resource", "used", "limit"))
 
 
-MODES = click.Choice([*AUTH_TYPES, "none"])
+MODES = click.Choice([*SIP_AUTH_TYPES, AUTH_NONE])
 
 
 @sipauth.command("assign")
@@ -415,18 +416,18 @@ def assign(
     _sipauth().assign(app_id, mode, credential_uuid=credential_uuid, ip_acl_uuid=ip_acl_uuid)
     data = {
         "app_id": app_id,
-        "sip_auth_type": "" if mode == "none" else mode,
+        "sip_auth_type": "" if mode == AUTH_NONE else mode,
         "credential_uuid": credential_uuid,
         "ip_acl_uuid": ip_acl_uuid,
         "request_uri": request_uri(app_id),
     }
-    done = "removed SIP auth from" if mode == "none" else f"assigned {mode} to"
+    done = "removed SIP auth from" if mode == AUTH_NONE else f"assigned {mode} to"
     return data, _lines(f"{done} application {app_id}", *_request_uri_lines(app_id, mode))
 
 
 @sipauth.command("setup")
 @click.option("--app-id", required=True, help="The Plivo application to protect.")
-@click.option("--mode", type=click.Choice(AUTH_TYPES), required=True)
+@click.option("--mode", type=click.Choice(SIP_AUTH_TYPES), required=True)
 @click.option("--allow", multiple=True, metavar="CIDR", help="Trusted address or range; repeat.")
 @click.option("--credential-user", metavar="NAME", help="SIP username callers authenticate as.")
 @click.option("--acl-name", help="IP ACL to create or reuse (default sipguard-APP_ID).")
@@ -496,7 +497,7 @@ def _setup_lines(report: SetupReport) -> list[str]:
 
 
 def _request_uri_lines(app_id: str, mode: str) -> list[str]:
-    if mode == "none":
+    if mode == AUTH_NONE:
         return []
     return [
         "",

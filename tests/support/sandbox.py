@@ -22,6 +22,7 @@ from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.engine import Runner, Sandbox, run_inline
 from sandbox.server import create_sandbox_app
 from sandbox.timeline import SandboxClock
+from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL
 from tests.conftest import AUTH_ID, BASE_URL, CAROL_PASSWORD, DATA, MAIN_TOKEN, TOKEN
 
 START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -89,12 +90,12 @@ class World:
     ) -> None:
         """Give the suite's application `mode` auth with one credential and/or ACL."""
         fields: dict[str, str] = {"sip_auth_type": mode}
-        if mode != "ip_acl":
+        if mode != AUTH_IP_ACL:
             credential = self.account.create_credential(
                 {"username": username, "password": password}
             )
             fields["credential_uuid"] = credential.uuid
-        if mode != "credential":
+        if mode != AUTH_CREDENTIAL:
             acl = self.account.create_acl({"name": "tests"})
             for cidr in allow:
                 ip, _, prefix = cidr.partition("/")
