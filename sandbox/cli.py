@@ -20,6 +20,7 @@ from flask.cli import AppGroup
 from sandbox.timeline import MAX_ADVANCE
 from sipguard.commands import rest
 from sipguard.errors import ConfigError, PlivoAPIError
+from sipguard.settings import SETTINGS
 from webhooks.context import runtime
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
     from sandbox.factory import DEFAULT_CONFIG, build
     from sandbox.server import create_sandbox_app
 
-    path = config_path or Path(os.environ.get("SANDBOX_CONFIG") or DEFAULT_CONFIG)
+    path = config_path or SETTINGS["SANDBOX_CONFIG"].read(os.environ) or DEFAULT_CONFIG
     try:
         world = build(settings, os.environ, path)
     except ConfigError as exc:
