@@ -14,14 +14,10 @@ import pytest
 import requests
 from werkzeug.security import generate_password_hash
 
+from devtools.harness import free_port
 from sipguard.calls import signature
-from tests.conftest import (
-    ALL_CANARIES,
-    SECRET_KEY,
-    TOKEN,
-    free_port,
-    metric_total,
-)
+from tests.support.config import ALL_CANARIES, SECRET_KEY, TOKEN
+from tests.support.metrics import metric_total
 from tests.support.servers import Instance, start
 
 METRICS_TOKEN = "e2e-metrics-token-0123456789abcdef"

@@ -19,7 +19,7 @@ from sandbox.config import SIP_TIMER_B, Endpoint, EndpointAuth, SandboxConfig
 from sipguard.calls import signature
 from sipguard.errors import SignatureError, ValidationError
 from sipguard.plivo.outbound import Outbound
-from tests.conftest import ALL_CANARIES, BASE_URL, CANARIES, MAIN_TOKEN, TOKEN
+from tests.support.config import ALL_CANARIES, BASE_URL, CANARIES, MAIN_TOKEN, TOKEN
 from tests.support.sandbox import (
     APP_ID,
     CALLER_PASSWORD,

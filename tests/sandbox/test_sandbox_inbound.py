@@ -22,7 +22,7 @@ from sandbox.calls import Call, Invite, InviteResult
 from sandbox.client import SandboxClient, SandboxError
 from sipguard.calls import signature
 from sipguard.calls.routing import AUTH_NOT_RUNNING
-from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN
+from tests.support.config import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN
 from tests.support.sandbox import APP_ID, CALLER_PASSWORD, START, URI, World
 
 NUMBER = "+14155550199"  # mapped to APP_ID in tests/data/sandbox.toml

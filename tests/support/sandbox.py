@@ -21,7 +21,7 @@ from sandbox.client import call_in
 from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.server import create_sandbox_app
 from sandbox.timeline import Clock
-from tests.conftest import AUTH_ID, BASE_URL, CAROL_PASSWORD, DATA, MAIN_TOKEN, TOKEN
+from tests.support.config import AUTH_ID, BASE_URL, CAROL_PASSWORD, DATA, MAIN_TOKEN, TOKEN
 
 START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 APP_ID = "20000000000000000002"

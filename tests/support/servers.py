@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from devtools.harness import Server, free_port, start_gunicorn
 from sipguard.calls import signature
-from tests.conftest import CANARIES, DATA, SECRET_KEY, TOKEN
+from tests.support.config import CANARIES, DATA, SECRET_KEY, TOKEN
 
 METRICS_TOKEN = "reliability-metrics-token-0123"
 # The suites' name for one gunicorn instance of the app.

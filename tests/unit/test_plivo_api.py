@@ -12,7 +12,7 @@ import responses
 
 from sipguard.errors import ConfigError, PlivoAPIError, ValidationError
 from sipguard.plivo.api import PAGE_SIZE, RESOURCES, PlivoAPI
-from tests.conftest import API, AUTH_ID, TOKEN
+from tests.support.config import API, AUTH_ID, TOKEN
 
 
 @pytest.fixture
