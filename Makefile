@@ -19,27 +19,28 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # Start the service on its embedded defaults: SQLite under instance/, generated
 # development secrets (instance/dev-secrets.env), the sample voice config.
 run: $(STAMP)
-	PORT=$(PORT) $(BIN)/python scripts/devserver.py
+	PORT=$(PORT) $(BIN)/python -m devtools.devserver
 
 # The local Plivo stand-in on port 5100, for the `make run` app: its REST API (flask sipauth,
 # call, handoff), inbound calls (flask sandbox call) and simulated agents. See README, Sandbox.
 sandbox: $(STAMP)
-	PORT=$(PORT) $(BIN)/python scripts/devserver.py flask sandbox serve
+	PORT=$(PORT) $(BIN)/python -m devtools.devserver flask sandbox serve
 
 # Start the app and the sandbox on free ports, set up SIP auth with `flask sipauth setup`, play
-# the seed's scenarios, print timelines and the auth-failure report; exit 0 only if all held.
+# three scenarios (a handoff, a call without SIP auth, a lockout), print timelines and the
+# auth-failure report; exit 0 only if every check held.
 demo: $(STAMP)
 	$(BIN)/python -m sandbox.demo
 
 # Any Flask CLI command in `make run`'s environment (its dev secrets, PLIVO_API_URL = the sandbox):
 # make flask ARGS='sandbox call --from-ip 198.51.100.7 --request-uri sip:APP_ID@app.plivo.com'
 flask: $(STAMP)
-	PORT=$(PORT) $(BIN)/python scripts/devserver.py flask $(ARGS)
+	PORT=$(PORT) $(BIN)/python -m devtools.devserver flask $(ARGS)
 
 # Print a curl command for a callback signed like Plivo would, with the same settings
 # as `make run`: make sign ARGS='/answer CallUUID=test-1 SIPAuthType=ip_acl'
 sign: $(STAMP)
-	PORT=$(PORT) $(BIN)/python scripts/devserver.py flask sign-request $(ARGS)
+	PORT=$(PORT) $(BIN)/python -m devtools.devserver flask sign-request $(ARGS)
 
 # Lint, type-check and run the whole suite. REQUIRE_POSTGRES=1 turns a missing
 # PostgreSQL into failures instead of skips (CI sets it).
@@ -75,4 +76,4 @@ clean:
 # side under gunicorn on loopback (about 2 minutes; wrk is installed when missing), plus in-process
 # ratios; see bench/README.md. Needs PostgreSQL on 127.0.0.1:5432 like the suite does.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run

@@ -58,7 +58,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=settings.max_content_length,
     )
     app.extensions[EXTENSION] = rt
-    if environ.get("AUTO_MIGRATE", "1").strip().lower() not in ("0", "false", "no", "off"):
+    if settings.auto_migrate:
         store.upgrade_if_reachable()
     webhooks.init_app(app)
     local.init_app(app)

@@ -81,7 +81,7 @@ class Outcome:
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="timed seconds per scenario")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per scenario")
     parser.add_argument("--connections", type=int, default=16)
@@ -116,7 +116,7 @@ def _command(args: argparse.Namespace) -> str:
     if args.skip_micro:
         options.append("--skip-micro")
     root = shlex.quote(str(workload.ROOT))
-    return f"cd {root} && .venv/bin/python bench/run.py {' '.join(options)}"
+    return f"cd {root} && .venv/bin/python -m bench.run {' '.join(options)}"
 
 
 class Terminated(Exception):
@@ -176,7 +176,7 @@ def _drive(
     workload.write(requests, path)
     return loadgen.run_wrk(
         wrk,
-        server.url,
+        server.base,
         path,
         seconds=seconds,
         connections=args.connections,
@@ -239,10 +239,9 @@ def _run_scenario(
             "DATABASE_URL": database_url,
             **workload.AGENT_PASSWORDS,
         }
-    server = servers.start_gunicorn(scenario.key, scenario.app, env, workdir, args.workers)
+    server = servers.start(scenario.key, scenario.app, env, workdir, args.workers)
     live.append(server)
     try:
-        servers.wait_ready(server)
         probe = workload.generate(token, scenario.route, 1, f"{scenario.key}probe")[0]
         status, body = servers.post(server, probe)
         if status != 200:

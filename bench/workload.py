@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The URL Plivo would be configured with; the signed URL never depends on the bench's ports.
 PUBLIC_BASE_URL = "https://sipguard.bench.example"
 VOICE_CONFIG = ROOT / "config" / "voice.sample.toml"
-# Agent passwords of the sample config: the test suite's canary values (tests/conftest.py).
+# Agent passwords of the sample config: the test suite's canary values (tests/support/config.py).
 AGENT_PASSWORDS = {
     "AGENT_ALICE_PASSWORD": "Canary-Alice-Pw-a1ice",
     "AGENT_BOB_PASSWORD": "Canary-Bob-Pw-b0bby",

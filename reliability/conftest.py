@@ -12,18 +12,7 @@ from typing import Any
 import pytest
 
 # The unit suite's fixtures (app, client, signed_post, database_url, postgres_url, ...).
-from tests.conftest import (  # noqa: F401
-    _clean_environment,
-    app,
-    app_config,
-    app_logs,
-    client,
-    database_url,
-    postgres_url,
-    runner,
-    signed_post,
-    sqlite_url,
-)
+pytest_plugins = ["tests.support.fixtures"]
 
 _FIGURES: dict[str, dict[str, Any]] = {}
 

@@ -44,17 +44,9 @@ from sipguard.calls.causes import (
 )
 from sipguard.calls.forms import MAX_CALL_UUID_LENGTH, MAX_FIELD_LENGTH
 from sipguard.store import call_events, hangups, nonces, signature_rejections
-from tests.conftest import (
-    ALL_CANARIES,
-    BASE_URL,
-    MAIN_TOKEN,
-    OLD_TOKEN,
-    SECRET_KEY,
-    TOKEN,
-    SignedPost,
-    inbound,
-)
+from tests.support.config import ALL_CANARIES, BASE_URL, MAIN_TOKEN, OLD_TOKEN, SECRET_KEY, TOKEN
 from tests.support.queries import stored_events
+from tests.support.signing import SignedPost, inbound
 from tests.support.signing_v2 import sign_v2
 
 FORM = "application/x-www-form-urlencoded"
@@ -1170,7 +1162,7 @@ def test_bug_postgres_hangup_with_nul_or_big_number_is_not_a_5xx(
 ) -> None:
     """What SQLite stores, PostgreSQL must store (or refuse with a 4xx), not 503 forever."""
     from app import create_app
-    from tests.conftest import make_signed_post
+    from tests.support.signing import make_signed_post
 
     application = create_app({**app_config, "DATABASE_URL": postgres_url})
     try:
@@ -1189,7 +1181,7 @@ def test_bug_postgres_answer_with_nul_is_recorded_once(
 ) -> None:
     """An accepted answer leaves its event and spends its nonce, whatever its text holds."""
     from app import create_app
-    from tests.conftest import make_signed_post
+    from tests.support.signing import make_signed_post
 
     application = create_app({**app_config, "DATABASE_URL": postgres_url})
     try:

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ALL_CANARIES, SECRET_KEY, TOKEN, inbound
+from tests.support.config import ALL_CANARIES, SECRET_KEY, TOKEN
 from tests.support.servers import METRICS_TOKEN, Instance, Link, get, post_signed, start
+from tests.support.signing import inbound
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -20,6 +20,7 @@ import click
 from sandbox.timeline import MAX_ADVANCE
 from sipguard.commands import context, rest
 from sipguard.errors import ConfigError, PlivoAPIError
+from sipguard.settings import SETTINGS
 
 if TYPE_CHECKING:
     from sandbox.client import SandboxClient
@@ -77,7 +78,7 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
     from sandbox.server import create_sandbox_app
 
     environ = context.environment()
-    path = config_path or Path(environ.get("SANDBOX_CONFIG") or DEFAULT_CONFIG)
+    path = config_path or SETTINGS["SANDBOX_CONFIG"].read(environ) or DEFAULT_CONFIG
     try:
         world = build(settings, environ, path)
     except ConfigError as exc:

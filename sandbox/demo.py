@@ -1,4 +1,4 @@
-"""`make demo`: the app and the sandbox side by side, the seed's scenarios played and checked.
+"""`make demo`: the app and the sandbox side by side, three scenarios played and checked.
 
 Starts the app (gunicorn) and `flask sandbox serve` on free loopback ports with fresh secrets and
 an empty SQLite database, protects the sample application with the project's own
@@ -11,8 +11,11 @@ an empty SQLite database, protects the sample application with the project's own
 3. eleven bad-password calls from one IP: the tenth starts a lockout, a good call is refused
    while it lasts (sandbox clock advanced 59 s), and passes once 60 s have gone by.
 
-It prints every timeline and the app's auth-failure report, checks each step against the seed,
-and exits 0 only if every check held.
+It prints every timeline and the app's auth-failure report, checks each step against Plivo's
+SIP-authentication page (https://www.plivo.com/docs/voice/concepts/sip-authentication: the
+SIPAuth* parameters, the 4210/4240 causes, the 10-failures-in-60-s lockout), and exits 0 only if
+every check held. Run it from the repository root (`python -m sandbox.demo`): it starts its
+processes with devtools.harness. DEMO_KEEP=1 keeps the working directory (logs, database).
 """
 
 from __future__ import annotations
@@ -21,23 +24,20 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import requests
-
+from devtools.harness import ROOT, free_port, start, start_gunicorn
 from sandbox.client import SandboxClient
+from sipguard.errors import ConfigError
 from sipguard.plivo.sipauth import generate_password
+from sipguard.settings import SETTINGS
 
-ROOT = Path(__file__).resolve().parent.parent
 APP_ID = "10000000000000000001"  # sandbox/sample.toml
 URI = f"sip:{APP_ID}@app.plivo.com"
 NUMBER_URI = "sip:+14155550199@app.plivo.com"
@@ -45,12 +45,6 @@ CALLER = "ai-frontline"
 GOOD_IP, ATTACKER_IP, CARRIER_IP = "198.51.100.7", "198.51.100.66", "192.0.2.50"
 ALLOW = ("198.51.100.0/24", "2001:db8:42::/48")
 START_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Checks:
@@ -81,11 +75,10 @@ class Demo:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.app_port, self.sandbox_port = _free_port(), _free_port()
+        self.app_port, self.sandbox_port = free_port(), free_port()
         self.caller_password = generate_password()
         self.env = {
             "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(ROOT),
             "PLIVO_AUTH_ID": "MADEMO" + secrets.token_hex(7).upper(),
             "PLIVO_AUTH_TOKEN": secrets.token_urlsafe(30),
             "SECRET_KEY": secrets.token_urlsafe(48),
@@ -95,8 +88,6 @@ class Demo:
             "SANDBOX_CONFIG": str(ROOT / "sandbox" / "sample.toml"),
             "DATABASE_URL": f"sqlite:///{workdir / 'demo.db'}",
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-            "BIND": f"127.0.0.1:{self.app_port}",
-            "WEB_CONCURRENCY": "2",
             "AGENT_ALICE_PASSWORD": generate_password(),
             "AGENT_BOB_PASSWORD": generate_password(),
             # Alice's PBX has a newer password than the app: its credentials get 4240.
@@ -114,53 +105,28 @@ class Demo:
     @contextmanager
     def running(self) -> Iterator[None]:
         """Start the app and the sandbox; stop both however the demo ends."""
-        bin_dir = Path(sys.executable).parent
-        app = self._start(
+        app = start_gunicorn(
             "app",
-            [str(bin_dir / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
-            f"{self.env['PUBLIC_BASE_URL']}/healthz",
+            env=self.env,
+            log=self.workdir / "app.log",
+            port=self.app_port,
+            timeout=START_TIMEOUT,
         )
-        try:
-            sandbox = self._start(
+        with app:
+            sandbox = start(
                 "sandbox",
                 [*self._flask(), "sandbox", "serve", "--port", str(self.sandbox_port)],
-                f"{self.env['PLIVO_API_URL']}/sandbox/healthz",
+                env=self.env,
+                log=self.workdir / "sandbox.log",
+                port=self.sandbox_port,
+                health_path="/sandbox/healthz",
+                timeout=START_TIMEOUT,
             )
-            try:
+            with sandbox:
                 yield
-            finally:
-                _stop(sandbox)
-        finally:
-            _stop(app)
 
     def _flask(self) -> list[str]:
         return [sys.executable, "-m", "flask", "--app", "app:create_app"]
-
-    def _start(self, name: str, argv: list[str], health: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            argv,
-            cwd=self.workdir,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{self._log(name)}")
-            try:
-                if requests.get(health, timeout=2).status_code == 200:
-                    return process
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        _stop(process)
-        raise RuntimeError(f"{name} did not start in {START_TIMEOUT:g} s:\n{self._log(name)}")
-
-    def _log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")[-4000:]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run one of the project's Flask CLI commands against the sandbox."""
@@ -348,26 +314,21 @@ def _guard(step: Callable[[], None], check: Checks) -> None:
         check(False, f"{step.__name__} raised {type(exc).__name__}: {exc}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-
 def _title(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
 def main() -> int:
+    try:
+        keep = SETTINGS["DEMO_KEEP"].read(os.environ)
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-demo-"))
     try:
         code = Demo(workdir).run()
     finally:
-        if os.environ.get("DEMO_KEEP") != "1":
+        if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return code
 

@@ -1,16 +1,28 @@
-"""Typed settings from the environment, validated once at start-up."""
+"""Typed settings from the environment, validated once at start-up.
+
+`SETTINGS` is the one table of every environment variable the project reads: the app's own
+(`load_settings`), gunicorn's (gunicorn.conf.py) and the sandbox's. The test fixtures and the
+bench clear the same names, so a developer's shell never changes what they see.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from sipguard.errors import ConfigError
 
 MIN_SECRET_KEY_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
+
+# Who reads a setting: the app (load_settings), gunicorn (gunicorn.conf.py) or the sandbox.
+APP, GUNICORN, SANDBOX = "app", "gunicorn", "sandbox"
+
+Parser = Callable[[str, str], Any]
 
 
 def _secret(environ: Mapping[str, str], name: str) -> str | None:
@@ -32,33 +44,90 @@ def _secret(environ: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _tokens(raw: str | None) -> tuple[str, ...]:
-    return tuple(token.strip() for token in (raw or "").split(",") if token.strip())
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its parser, its default and whether it is a secret.
+
+    A secret may come from the file NAME_FILE names instead, and no message ever echoes it.
+    `parse(name, raw)` gets the stripped, non-empty value; an unset or blank one is `default`.
+    """
+
+    name: str
+    parse: Parser
+    default: Any = None
+    secret: bool = False
+    reader: str = APP
+    # The Settings attribute it fills (load_settings reads every setting that has one).
+    attribute: str | None = None
+    # Set for a required setting: the message, saying what to set, when it is missing.
+    missing: str | None = None
+    # The attribute (read earlier) that, when truthy, makes this setting optional.
+    unless: str | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Return the variables this setting is read from."""
+        return (self.name, f"{self.name}_FILE") if self.secret else (self.name,)
+
+    def read(self, environ: Mapping[str, str], read: Mapping[str, Any] | None = None) -> Any:
+        """Return the parsed value; raise ConfigError saying what to set.
+
+        `read` holds the attributes read before this one, for `unless`.
+        """
+        value = self.read_optional(environ)
+        if self.missing and not value and not (self.unless and (read or {}).get(self.unless)):
+            raise ConfigError(self.missing)
+        return value
+
+    def read_optional(self, environ: Mapping[str, str]) -> Any:
+        """Return the parsed value, or the default when unset, even for a required setting."""
+        raw = (_secret(environ, self.name) if self.secret else environ.get(self.name, "")) or ""
+        raw = raw.strip()
+        return self.parse(self.name, raw) if raw else self.default
 
 
-def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
-    return value
+def _text(name: str, raw: str) -> str:
+    return raw
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    raw = environ.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _tokens(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(token.strip() for token in raw.split(",") if token.strip())
+
+
+def _whole(minimum: int) -> Parser:
+    """Parse a whole number of at least `minimum`."""
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _seconds(minimum: int) -> Parser:
+    whole = _whole(minimum)
+    return lambda name, raw: timedelta(seconds=whole(name, raw))
+
+
+def _flag(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("0", "false", "no", "off"):
         return False
-    if raw in ("1", "true", "yes", "on"):
+    if lowered in ("1", "true", "yes", "on"):
         return True
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    raise ConfigError(f"{name} must be true or false, got {lowered!r}")
 
 
-def _base_url(raw: str, name: str = "PUBLIC_BASE_URL") -> str:
+def _base_url(name: str, raw: str) -> str:
     parts = urlsplit(raw)
     try:
         port = parts.port  # raises on a port that is not a number from 0 to 65535
@@ -74,28 +143,144 @@ def _base_url(raw: str, name: str = "PUBLIC_BASE_URL") -> str:
     return raw.rstrip("/")
 
 
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+_SECRET_KEY_MISSING = (
+    f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} random characters "
+    '(e.g. python -c "import secrets; print(secrets.token_urlsafe(48))"), '
+    "or SECRET_KEY_FILE to a file holding it"
+)
+
+
+def _secret_key(name: str, raw: str) -> str:
+    if len(raw) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(_SECRET_KEY_MISSING)
+    return raw
+
+
+def _metrics_token(name: str, raw: str) -> str:
+    if len(raw) < MIN_METRICS_TOKEN_LENGTH:
+        raise ConfigError(f"{name} must be at least {MIN_METRICS_TOKEN_LENGTH} random characters")
+    return raw
+
+
+def _password_hash(name: str, raw: str) -> str:
+    if not raw.startswith(("scrypt:", "pbkdf2:")):
+        raise ConfigError(
+            f"{name} must be a password hash, not a password: make one with "
+            "`flask --app app:create_app monitor hash-password` (reads the password from stdin)"
+        )
+    return raw
+
+
+def _table(*settings: Setting) -> dict[str, Setting]:
+    return {setting.name: setting for setting in settings}
+
+
+# load_settings reads the app's settings in this order, so the first problem is reported first.
+SETTINGS: Mapping[str, Setting] = _table(
+    Setting(
+        "PLIVO_AUTH_TOKEN",
+        _tokens,
+        (),
+        secret=True,
+        attribute="auth_tokens",
+        missing=(
+            "PLIVO_AUTH_TOKEN is not set: set it to your Plivo auth token (comma-separated, "
+            "newest first, while rotating) or PLIVO_AUTH_TOKEN_FILE to a file holding it. "
+            "For local development `make run` generates one."
+        ),
+    ),
+    Setting(
+        "SECRET_KEY", _secret_key, secret=True, attribute="secret_key", missing=_SECRET_KEY_MISSING
+    ),
+    Setting("TRUSTED_PROXY_COUNT", _whole(0), 0, attribute="trusted_proxy_count"),
+    Setting(
+        "PUBLIC_BASE_URL",
+        _base_url,
+        attribute="public_base_url",
+        missing=(
+            "PUBLIC_BASE_URL is not set: set it to the base URL exactly as configured in Plivo "
+            "(e.g. https://voice.example.com), or set TRUSTED_PROXY_COUNT to the number of "
+            "proxies in front of the app to rebuild it from X-Forwarded-* headers"
+        ),
+        unless="trusted_proxy_count",
+    ),
+    Setting(
+        "VOICE_CONFIG",
+        _path,
+        attribute="voice_config",
+        missing=(
+            "VOICE_CONFIG is not set: point it at your routing and agent TOML "
+            "(config/voice.sample.toml documents every key)"
+        ),
+    ),
+    # Unset: sipguard.db under the app's instance folder (load_settings fills it in).
+    Setting("DATABASE_URL", _text, attribute="database_url"),
+    Setting("LOG_LEVEL", _log_level, "INFO", attribute="log_level"),
+    Setting("PLIVO_MAIN_AUTH_TOKEN", _tokens, (), secret=True, attribute="main_auth_tokens"),
+    Setting("PLIVO_AUTH_ID", _text, attribute="auth_id"),
+    Setting("PLIVO_ACCEPT_V2", _flag, False, attribute="accept_v2"),
+    Setting("NONCE_TTL_SECONDS", _seconds(1), timedelta(minutes=10), attribute="nonce_ttl"),
+    Setting("HANDOFF_TOKEN_TTL_SECONDS", _whole(1), 4 * 3600, attribute="handoff_ttl_seconds"),
+    Setting("MAX_CONTENT_LENGTH", _whole(1024), 64 * 1024, attribute="max_content_length"),
+    Setting("PLIVO_API_URL", _base_url, "https://api.plivo.com", attribute="plivo_api_url"),
+    Setting("PLIVO_API_TIMEOUT_SECONDS", _whole(1), 10, attribute="plivo_api_timeout"),
+    Setting("METRICS_TOKEN", _metrics_token, secret=True, attribute="metrics_token"),
+    Setting(
+        "MONITOR_PASSWORD_HASH", _password_hash, secret=True, attribute="monitor_password_hash"
+    ),
+    Setting("RETENTION_DAYS", _whole(1), 30, attribute="retention_days"),
+    Setting("AUTO_MIGRATE", _flag, True, attribute="auto_migrate"),
+    # gunicorn.conf.py (and gunicorn itself, for GUNICORN_CMD_ARGS). BIND unset: 0.0.0.0:PORT.
+    Setting("BIND", _text, reader=GUNICORN),
+    Setting("PORT", _whole(1), 8000, reader=GUNICORN),
+    Setting("WEB_CONCURRENCY", _whole(1), 2, reader=GUNICORN),
+    Setting("METRICS_BIND", _text, reader=GUNICORN),
+    # Unset: gunicorn.conf.py makes a temporary directory (the app's metrics read it too).
+    Setting("PROMETHEUS_MULTIPROC_DIR", _path, reader=GUNICORN),
+    Setting("GUNICORN_CMD_ARGS", _text, reader=GUNICORN),
+    # The sandbox's world; unset: sandbox/sample.toml, which the package carries.
+    Setting("SANDBOX_CONFIG", _path, reader=SANDBOX),
+    # `make demo` keeps its working directory (logs, database) instead of removing it.
+    Setting("DEMO_KEEP", _flag, False, reader=SANDBOX),
+)
+
+
+def environ_names() -> Iterator[str]:
+    """Yield every environment variable in the table, NAME_FILE variants included."""
+    for setting in SETTINGS.values():
+        yield from setting.names
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the app needs from its environment."""
+    """Everything the app needs from its environment (the defaults are in SETTINGS)."""
 
     auth_tokens: tuple[str, ...] = field(repr=False)
     secret_key: str = field(repr=False)
+    trusted_proxy_count: int
+    public_base_url: str | None
     voice_config: Path
     database_url: str = field(repr=False)  # may hold a database password
-    public_base_url: str | None = None
-    trusted_proxy_count: int = 0
-    main_auth_tokens: tuple[str, ...] = field(default=(), repr=False)
-    auth_id: str | None = None
-    accept_v2: bool = False
-    nonce_ttl: timedelta = timedelta(minutes=10)
-    handoff_ttl_seconds: int = 4 * 3600
-    max_content_length: int = 64 * 1024
-    log_level: str = "INFO"
-    plivo_api_url: str = "https://api.plivo.com"
-    plivo_api_timeout: int = 10
-    metrics_token: str | None = field(default=None, repr=False)
-    monitor_password_hash: str | None = field(default=None, repr=False)
-    retention_days: int = 30
+    log_level: str
+    main_auth_tokens: tuple[str, ...] = field(repr=False)
+    auth_id: str | None
+    accept_v2: bool
+    nonce_ttl: timedelta
+    handoff_ttl_seconds: int
+    max_content_length: int
+    plivo_api_url: str
+    plivo_api_timeout: int
+    metrics_token: str | None = field(repr=False)
+    monitor_password_hash: str | None = field(repr=False)
+    retention_days: int
+    auto_migrate: bool
 
     def secrets(self) -> tuple[str, ...]:
         """Return every configured secret, for the log redaction filter."""
@@ -105,81 +290,9 @@ class Settings:
 
 def load_settings(environ: Mapping[str, str], instance_path: Path) -> Settings:
     """Build Settings from environment variables; raise ConfigError saying what to set."""
-    auth_tokens = _tokens(_secret(environ, "PLIVO_AUTH_TOKEN"))
-    if not auth_tokens:
-        raise ConfigError(
-            "PLIVO_AUTH_TOKEN is not set: set it to your Plivo auth token (comma-separated, "
-            "newest first, while rotating) or PLIVO_AUTH_TOKEN_FILE to a file holding it. "
-            "For local development `make run` generates one."
-        )
-    secret_key = _secret(environ, "SECRET_KEY")
-    if not secret_key or len(secret_key) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError(
-            f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} random characters "
-            '(e.g. python -c "import secrets; print(secrets.token_urlsafe(48))"), '
-            "or SECRET_KEY_FILE to a file holding it"
-        )
-    trusted_proxy_count = _int(environ, "TRUSTED_PROXY_COUNT", 0)
-    raw_base = environ.get("PUBLIC_BASE_URL", "").strip()
-    if not raw_base and trusted_proxy_count == 0:
-        raise ConfigError(
-            "PUBLIC_BASE_URL is not set: set it to the base URL exactly as configured in Plivo "
-            "(e.g. https://voice.example.com), or set TRUSTED_PROXY_COUNT to the number of "
-            "proxies in front of the app to rebuild it from X-Forwarded-* headers"
-        )
-    voice_config = environ.get("VOICE_CONFIG", "").strip()
-    if not voice_config:
-        raise ConfigError(
-            "VOICE_CONFIG is not set: point it at your routing and agent TOML "
-            "(config/voice.sample.toml documents every key)"
-        )
-    database_url = environ.get("DATABASE_URL", "").strip() or (
-        f"sqlite:///{instance_path / 'sipguard.db'}"
-    )
-    log_level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-    return Settings(
-        auth_tokens=auth_tokens,
-        main_auth_tokens=_tokens(_secret(environ, "PLIVO_MAIN_AUTH_TOKEN")),
-        auth_id=environ.get("PLIVO_AUTH_ID", "").strip() or None,
-        secret_key=secret_key,
-        public_base_url=_base_url(raw_base) if raw_base else None,
-        trusted_proxy_count=trusted_proxy_count,
-        voice_config=Path(voice_config),
-        database_url=database_url,
-        accept_v2=_flag(environ, "PLIVO_ACCEPT_V2"),
-        nonce_ttl=timedelta(seconds=_int(environ, "NONCE_TTL_SECONDS", 600, minimum=1)),
-        handoff_ttl_seconds=_int(environ, "HANDOFF_TOKEN_TTL_SECONDS", 4 * 3600, minimum=1),
-        max_content_length=_int(environ, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024),
-        log_level=log_level,
-        plivo_api_url=_base_url(
-            environ.get("PLIVO_API_URL", "").strip() or "https://api.plivo.com", "PLIVO_API_URL"
-        ),
-        plivo_api_timeout=_int(environ, "PLIVO_API_TIMEOUT_SECONDS", 10, minimum=1),
-        metrics_token=_metrics_token(environ),
-        monitor_password_hash=_password_hash(environ),
-        retention_days=_int(environ, "RETENTION_DAYS", 30, minimum=1),
-    )
-
-
-MIN_METRICS_TOKEN_LENGTH = 16
-
-
-def _metrics_token(environ: Mapping[str, str]) -> str | None:
-    token = _secret(environ, "METRICS_TOKEN")
-    if token is not None and len(token) < MIN_METRICS_TOKEN_LENGTH:
-        raise ConfigError(
-            f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} random characters"
-        )
-    return token
-
-
-def _password_hash(environ: Mapping[str, str]) -> str | None:
-    value = _secret(environ, "MONITOR_PASSWORD_HASH")
-    if value is not None and not value.startswith(("scrypt:", "pbkdf2:")):
-        raise ConfigError(
-            "MONITOR_PASSWORD_HASH must be a password hash, not a password: make one with "
-            "`flask --app app:create_app monitor hash-password` (reads the password from stdin)"
-        )
-    return value
+    read: dict[str, Any] = {}
+    for setting in SETTINGS.values():
+        if setting.attribute is not None:
+            read[setting.attribute] = setting.read(environ, read)
+    read["database_url"] = read["database_url"] or f"sqlite:///{instance_path / 'sipguard.db'}"
+    return Settings(**read)

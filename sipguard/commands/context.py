@@ -25,7 +25,7 @@ from sipguard.errors import ConfigError
 from sipguard.plivo.account import Account, load_account
 from sipguard.plivo.outbound import UrlFor
 from sipguard.runtime import Runtime
-from sipguard.settings import _base_url
+from sipguard.settings import SETTINGS
 from webhooks.context import EXTENSION, external_url
 
 
@@ -42,13 +42,13 @@ class Standalone(ScriptInfo):
 
     def webhook_url(self, endpoint: str, **values: Any) -> str:
         """Return this app's URL for `endpoint` from PUBLIC_BASE_URL and the routes alone."""
-        raw = self.environ.get("PUBLIC_BASE_URL", "").strip()
-        if not raw:
+        base = SETTINGS["PUBLIC_BASE_URL"].read_optional(self.environ)
+        if not base:
             raise ConfigError(
                 "PUBLIC_BASE_URL is not set: set it to this app's public base URL, or pass "
                 "the webhook URLs as options (call: --answer-url and --hangup-url)"
             )
-        return _base_url(raw) + _routes().build(endpoint, values)
+        return str(base) + _routes().build(endpoint, values)
 
     def _build(self) -> Flask:
         from app import create_app  # only the commands that need the app load it

@@ -2,8 +2,8 @@
 
 Managing SIP auth or placing a call needs the account's auth ID and token and where Plivo's
 API is, nothing of the web app's configuration (SECRET_KEY, VOICE_CONFIG, PUBLIC_BASE_URL).
-The variables are parsed by the settings module's own readers, so they mean the same thing here
-as in the app.
+The variables are read through the settings table, so they mean the same thing here as in
+the app.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from sipguard.errors import ConfigError
 from sipguard.plivo.api import DEFAULT_BASE_URL, PlivoAPI
-from sipguard.settings import Settings, _base_url, _int, _secret, _tokens
+from sipguard.settings import SETTINGS, Settings
 
-DEFAULT_TIMEOUT = 10
+DEFAULT_TIMEOUT: int = SETTINGS["PLIVO_API_TIMEOUT_SECONDS"].default
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ def load_account(environ: Mapping[str, str]) -> Account:
 
     Raise ConfigError naming every variable that is missing, in one line.
     """
-    auth_id = environ.get("PLIVO_AUTH_ID", "").strip() or None
-    tokens = _tokens(_secret(environ, "PLIVO_AUTH_TOKEN"))
+    auth_id = SETTINGS["PLIVO_AUTH_ID"].read_optional(environ) or None
+    tokens = SETTINGS["PLIVO_AUTH_TOKEN"].read_optional(environ)
     found = (("PLIVO_AUTH_ID", auth_id), ("PLIVO_AUTH_TOKEN", tokens))
     missing = [name for name, value in found if not value]
     if missing:
@@ -63,10 +63,9 @@ def load_account(environ: Mapping[str, str]) -> Account:
             "account's auth ID and auth token (Plivo console, overview page; "
             "PLIVO_AUTH_TOKEN_FILE may name a file holding the token)"
         )
-    api_url = environ.get("PLIVO_API_URL", "").strip() or DEFAULT_BASE_URL
     return Account(
         auth_id,
         tokens[0],
-        _base_url(api_url, "PLIVO_API_URL"),
-        _int(environ, "PLIVO_API_TIMEOUT_SECONDS", DEFAULT_TIMEOUT, minimum=1),
+        SETTINGS["PLIVO_API_URL"].read(environ),
+        SETTINGS["PLIVO_API_TIMEOUT_SECONDS"].read(environ),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from tests.conftest import ALL_CANARIES, BASE_URL, TOKEN
+from tests.support.config import ALL_CANARIES, BASE_URL, TOKEN
 
 
 def test_voice_explain_shows_rule_agents_and_fallback_without_passwords(runner) -> None:

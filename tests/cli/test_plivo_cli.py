@@ -17,7 +17,8 @@ from responses import matchers
 from app import create_app
 from sipguard.commands import rest
 from sipguard.plivo.api import PAGE_SIZE, RESOURCES
-from tests.conftest import API, BASE_URL, SignedPost, inbound
+from tests.support.config import API, BASE_URL
+from tests.support.signing import SignedPost, inbound
 
 CREDENTIALS = API + "SipAuth/Credential/"
 ACLS = API + "SipAuth/IpAccessControlList/"

@@ -20,7 +20,7 @@ import app as app_module
 from sipguard.commands import main, rest
 from sipguard.commands.context import Standalone
 from sipguard.commands.plugins import GROUP, Deferred, plugins
-from tests.conftest import API, AUTH_ID, BASE_URL, TOKEN
+from tests.support.config import API, AUTH_ID, BASE_URL, TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = API + "SipAuth/Credential/"

@@ -9,20 +9,17 @@ project's own code there comes from the wheel, never from the repository.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sandbox.demo import _stop as stop  # the process group, gently then firmly
-from tests.conftest import AUTH_ID, CANARIES, DATA, SECRET_KEY, TOKEN
-from tests.e2e.test_make_run import _fresh_copy
+from devtools.harness import free_port, start
+from tests.support.config import AUTH_ID, CANARIES, DATA, SECRET_KEY, TOKEN
+from tests.support.repo import fresh_copy
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +43,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv holding the project's wheel; return its bin directory."""
     work = tmp_path_factory.mktemp("install")
     source, wheels, target = work / "source", work / "wheels", work / "venv"
-    _fresh_copy(source)
+    fresh_copy(source)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
     offline = ["--no-index", "--no-deps", "--no-build-isolation"]
     _run([*pip, "wheel", *offline, "--wheel-dir", str(wheels), str(source)], timeout=STEP_TIMEOUT)
@@ -94,28 +91,23 @@ def sandbox(venv: Path, tmp_path: Path) -> Iterator[str]:
         "SANDBOX_ALICE_PBX_PASSWORD": "Sandbox-Alice-Pw-42",
         **CANARIES,
     }
+    port = free_port()
+    argv = [str(venv / "sipguard"), "sandbox", "serve", "--port", str(port)]
     log = tmp_path / "sandbox.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(venv / "sipguard"), "sandbox", "serve", "--port", "0"],
-            cwd=tmp_path,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = start(
+        "sandbox",
+        argv,
+        env=env,
+        log=log,
+        port=port,
+        health_path="/sandbox/healthz",
+        cwd=tmp_path,
+        timeout=START_TIMEOUT,
+    )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (found := re.search(r" at (http://127\.0\.0\.1:\d+)\n", log.read_text())):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the sandbox did not start:\n{log.read_text()}")
-            time.sleep(0.2)
-        url = found.group(1)
-        with urllib.request.urlopen(f"{url}/sandbox/healthz", timeout=5) as response:
-            assert response.status == 200
-        yield url
+        yield server.base
     finally:
-        stop(process)
+        server.stop()
 
 
 def test_the_installed_code_is_the_wheels(venv: Path, tmp_path: Path) -> None:

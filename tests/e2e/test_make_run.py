@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,26 +13,12 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
+from devtools.harness import free_port, start
 from sipguard.calls import signature
-from tests.conftest import free_port
+from sipguard.settings import environ_names
+from tests.support.repo import fresh_copy
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _fresh_copy(target: Path) -> None:
-    """Copy what a clone would hold: tracked files plus new, not-ignored ones."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
-        source = ROOT / name.decode()
-        if source.is_file():
-            destination = target / name.decode()
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination)
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -47,31 +29,28 @@ def _get(url: str) -> tuple[int, bytes]:
 @pytest.mark.slow
 def test_make_run_on_a_fresh_copy_answers_healthz_and_signed_calls(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    _fresh_copy(repo)
+    fresh_copy(repo)
     assert not (repo / "instance").exists()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "SECRET_KEY"))}
+    # No setting from this shell: `make run` must generate its own development secrets.
+    settings = set(environ_names())
+    env = {k: v for k, v in os.environ.items() if k not in settings}
     # Reuse this suite's virtualenv: the install step itself is what CI's `make test` proves.
     venv = Path(sys.executable).parent.parent
-    log = (tmp_path / "run.log").open("wb")
-    process = subprocess.Popen(
-        ["make", "run", f"PORT={port}", f"VENV={venv}"],
-        cwd=repo,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status, body = _get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail((tmp_path / "run.log").read_text())
-                time.sleep(0.3)
+        server = start(
+            "make run",
+            ["make", "run", f"PORT={port}", f"VENV={venv}"],
+            env=env,
+            log=tmp_path / "run.log",
+            port=port,
+            cwd=repo,
+            timeout=60,
+        )
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    with server:
+        status, body = _get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200
         assert b'"database":"ok"' in body
 
@@ -98,10 +77,3 @@ def test_make_run_on_a_fresh_copy_answers_healthz_and_signed_calls(tmp_path: Pat
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(unsigned, timeout=5)
         assert refused.value.code == 403
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()

@@ -14,14 +14,10 @@ import pytest
 import requests
 from werkzeug.security import generate_password_hash
 
+from devtools.harness import free_port
 from sipguard.calls import signature
-from tests.conftest import (
-    ALL_CANARIES,
-    SECRET_KEY,
-    TOKEN,
-    free_port,
-    metric_total,
-)
+from tests.support.config import ALL_CANARIES, SECRET_KEY, TOKEN
+from tests.support.metrics import metric_total
 from tests.support.servers import Instance, start
 
 METRICS_TOKEN = "e2e-metrics-token-0123456789abcdef"
@@ -111,6 +107,8 @@ def test_metrics_add_up_across_two_gunicorn_workers(tmp_path: Path) -> None:
     """Counters written by two workers are summed by /metrics, which wants its bearer token."""
     with _gunicorn(tmp_path, workers=2, METRICS_TOKEN=METRICS_TOKEN) as server:
         sent = failures = forged = 0
+        metrics_dir = server.metrics_dir
+        assert metrics_dir is not None  # start_gunicorn always gives the workers one
         # Batches of concurrent requests until both workers have served some (normally one).
         for _ in range(5):
             jobs = [(_hangup_form(), False) for _ in range(40)]
@@ -121,9 +119,9 @@ def test_metrics_add_up_across_two_gunicorn_workers(tmp_path: Path) -> None:
             sent += sum(1 for _, forge in jobs if not forge)
             failures += 12
             forged += 8
-            if len(_worker_pids(server.metrics_dir)) >= 2:
+            if len(_worker_pids(metrics_dir)) >= 2:
                 break
-        assert len(_worker_pids(server.metrics_dir)) == 2, list(server.metrics_dir.iterdir())
+        assert len(_worker_pids(metrics_dir)) == 2, list(metrics_dir.iterdir())
 
         anonymous = requests.get(f"{server.base}/metrics", timeout=5)
         assert anonymous.status_code == 401

@@ -16,7 +16,6 @@ from sandbox.engine import Sandbox
 from sandbox.sip_edge import Invite
 from sandbox.timeline import safe_url
 from sipguard.calls import signature
-from tests.conftest import CANARIES, TOKEN
 from tests.sandbox.test_sandbox_calls import (
     BOB,
     CAROL,
@@ -33,6 +32,7 @@ from tests.sandbox.test_sandbox_calls import (
     scripted,
     user,
 )
+from tests.support.config import CANARIES, TOKEN
 from tests.support.sandbox import APP_ID, CALLER_PASSWORD, SANDBOX_ENV, URI, World
 
 LOCK_IP = "198.51.100.7"

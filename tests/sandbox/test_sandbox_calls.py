@@ -21,7 +21,7 @@ from sandbox.engine import Sandbox
 from sipguard.calls import signature
 from sipguard.errors import SignatureError, ValidationError
 from sipguard.plivo.outbound import Outbound
-from tests.conftest import ALL_CANARIES, BASE_URL, CANARIES, MAIN_TOKEN, TOKEN
+from tests.support.config import ALL_CANARIES, BASE_URL, CANARIES, MAIN_TOKEN, TOKEN
 from tests.support.queries import stored_events, stored_hangup
 from tests.support.sandbox import (
     APP_ID,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import ALL_CANARIES
+from tests.support.config import ALL_CANARIES
 from tests.support.sandbox import CALLER_PASSWORD, URI
 
 BAD = "Wrong-Passw0rd-77"
@@ -70,7 +70,7 @@ def test_commands_refuse_a_plivo_api_url_that_is_not_local(app) -> None:
 def test_unreachable_sandbox_exits_5(app_config) -> None:
     """Nothing listening at PLIVO_API_URL: exit 5 (unreachable), as plivo_cli does."""
     from app import create_app
-    from tests.conftest import free_port
+    from devtools.harness import free_port
 
     application = create_app({**app_config, "PLIVO_API_URL": f"http://127.0.0.1:{free_port()}"})
     done = application.test_cli_runner().invoke(args=["sandbox", "lockouts"])

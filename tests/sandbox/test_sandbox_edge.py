@@ -15,7 +15,7 @@ from sandbox.legs import Legs
 from sandbox.sip_edge import Invite, SipEdge
 from sandbox.timeline import SandboxClock
 from sandbox.xml_player import Player
-from tests.conftest import AUTH_ID, MAIN_TOKEN, TOKEN
+from tests.support.config import AUTH_ID, MAIN_TOKEN, TOKEN
 from tests.support.sandbox import CALLER_PASSWORD, START
 
 APP = "30000000000000000003"

@@ -20,8 +20,8 @@ from sandbox.sip_edge import Invite
 from sandbox.timeline import SandboxClock, safe_address, safe_url
 from sipguard.errors import ConfigError, ValidationError
 from sipguard.monitoring.lockout import Tracker
-from tests.conftest import AUTH_ID, TOKEN
 from tests.sandbox.test_sandbox_calls import XML, call_scripted, hangup_form, scripted
+from tests.support.config import AUTH_ID, TOKEN
 from tests.support.sandbox import CALLER_PASSWORD, START, URI, World
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{AUTH_ID}:{TOKEN}".encode()).decode()}

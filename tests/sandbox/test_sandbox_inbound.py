@@ -25,7 +25,7 @@ from sandbox.client import SandboxClient, SandboxError
 from sandbox.sip_edge import Invite, InviteResult
 from sipguard.calls import signature
 from sipguard.calls.routing import AUTH_NOT_RUNNING
-from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN
+from tests.support.config import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN
 from tests.support.queries import stored_events
 from tests.support.sandbox import APP_ID, CALLER_PASSWORD, START, URI, World
 

@@ -26,7 +26,7 @@ from sandbox.server import create_sandbox_app
 from sipguard.errors import PlivoAPIError
 from sipguard.plivo.api import PlivoAPI
 from sipguard.plivo.sipauth import Quota, SipAuth
-from tests.conftest import AUTH_ID, CANARIES, TOKEN
+from tests.support.config import AUTH_ID, CANARIES, TOKEN
 from tests.support.sandbox import APP_ID, CALLER_PASSWORD, URI, World
 
 ROOT = f"/v1/Account/{AUTH_ID}/"

@@ -23,7 +23,7 @@ from sandbox.engine import Runner, Sandbox, run_inline
 from sandbox.server import create_sandbox_app
 from sandbox.timeline import SandboxClock
 from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL
-from tests.conftest import AUTH_ID, BASE_URL, CAROL_PASSWORD, DATA, MAIN_TOKEN, TOKEN
+from tests.support.config import AUTH_ID, BASE_URL, CAROL_PASSWORD, DATA, MAIN_TOKEN, TOKEN
 
 START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 APP_ID = "20000000000000000002"

@@ -1,70 +1,36 @@
-"""Real processes for the end-to-end and reliability suites: gunicorn instances of the app, a
-breakable link to PostgreSQL, and a small signing HTTP client. Loopback only."""
+"""Real processes for the end-to-end and reliability suites: gunicorn instances of the app
+(started with devtools.harness), a breakable link to PostgreSQL, and a small signing HTTP
+client. Loopback only."""
 
 from __future__ import annotations
 
 import http.client
 import os
 import select
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
+from devtools.harness import Server, free_port, start_gunicorn
 from sipguard.calls import signature
-from tests.conftest import CANARIES, DATA, SECRET_KEY, TOKEN, free_port
+from tests.support.config import CANARIES, DATA, SECRET_KEY, TOKEN
 
-ROOT = Path(__file__).resolve().parents[2]
 METRICS_TOKEN = "reliability-metrics-token-0123"
-
-
-@dataclass
-class Instance:
-    """One gunicorn instance of the app, its log file and its workers."""
-
-    port: int
-    log: Path
-    metrics_dir: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def workers(self) -> list[int]:
-        """Return the pids of the master's live worker processes."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except OSError:
-            return []
-
-    def stop(self) -> None:
-        """Stop the whole process group, gently then firmly."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+# The suites' name for one gunicorn instance of the app.
+Instance = Server
 
 
 def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> Instance:
     """Start `gunicorn 'app:create_app()'` with the suites' settings and wait for /healthz.
 
-    It runs in the log's directory with the repository on its path, and an environment built
-    from scratch: neither a developer's shell nor a .env file changes what the tests see.
+    It runs in the log's directory with an environment built from scratch: neither a
+    developer's shell nor a .env file changes what the tests see.
     """
     port = free_port()
-    metrics_dir = log.with_suffix(".metrics")
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PLIVO_AUTH_TOKEN": TOKEN,
@@ -73,36 +39,10 @@ def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> In
         "VOICE_CONFIG": str(DATA / "voice.toml"),
         "DATABASE_URL": database_url,
         "METRICS_TOKEN": METRICS_TOKEN,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": str(workers),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         **CANARIES,
         **extra,
     }
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        [gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), "--pythonpath", str(ROOT)]
-        + ["app:create_app()"],
-        cwd=log.parent,
-        env=env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    instance = Instance(port, log, metrics_dir, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited:\n{log.read_text()}")
-        try:
-            if get(instance.base + "/healthz")[0] == 200 and len(instance.workers()) == workers:
-                return instance
-        except OSError:
-            pass
-        time.sleep(0.2)
-    instance.stop()
-    raise RuntimeError(f"gunicorn did not answer in time:\n{log.read_text()}")
+    return start_gunicorn(log.stem, env=env, log=log, port=port, workers=workers)
 
 
 def get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:

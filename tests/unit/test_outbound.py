@@ -14,7 +14,8 @@ from sipguard.calls.handoff import HandoffSigner
 from sipguard.errors import ConfigError, PlivoAPIError, PlivoOutcomeUnknown, ValidationError
 from sipguard.plivo.outbound import Calls, Outbound, destinations
 from sipguard.secret import Secret
-from tests.conftest import API, BASE_URL, SECRET_KEY, SignedPost, inbound
+from tests.support.config import API, BASE_URL, SECRET_KEY
+from tests.support.signing import SignedPost, inbound
 from webhooks.context import external_url
 
 PASSWORD = "Agent-Pw-12345"

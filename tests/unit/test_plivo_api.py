@@ -13,7 +13,7 @@ import responses
 from sipguard.errors import ConfigError, PlivoAPIError, PlivoOutcomeUnknown, ValidationError
 from sipguard.plivo.account import Account, load_account
 from sipguard.plivo.api import PAGE_SIZE, RESOURCES, PlivoAPI
-from tests.conftest import API, AUTH_ID, TOKEN
+from tests.support.config import API, AUTH_ID, TOKEN
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from sipguard.calls.routing import (
     Rule,
     decide,
 )
-from tests.conftest import inbound
+from tests.support.signing import inbound
 
 PBX_IP = "203.0.113.10"
 PHONE_FROM = "+14155550123"

@@ -10,14 +10,8 @@ from sqlalchemy import MetaData, select
 from app import create_app
 from sipguard.errors import ConfigError
 from sipguard.logs import REDACTED, RedactingFilter
-from tests.conftest import (
-    ALL_CANARIES,
-    MAIN_TOKEN,
-    SECRET_KEY,
-    TOKEN,
-    inbound,
-    make_signed_post,
-)
+from tests.support.config import ALL_CANARIES, MAIN_TOKEN, SECRET_KEY, TOKEN
+from tests.support.signing import inbound, make_signed_post
 
 SECRETS = (*ALL_CANARIES, TOKEN, MAIN_TOKEN, SECRET_KEY)
 

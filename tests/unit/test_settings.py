@@ -6,13 +6,26 @@ message that stops saying which variable is wrong fails here.
 
 from __future__ import annotations
 
+import dataclasses
+import runpy
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from sipguard.errors import ConfigError
-from sipguard.settings import MIN_SECRET_KEY_LENGTH, Settings, load_settings
+from sipguard.settings import (
+    APP,
+    MIN_SECRET_KEY_LENGTH,
+    SANDBOX,
+    SETTINGS,
+    Setting,
+    Settings,
+    environ_names,
+    load_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Canary values: distinctive enough that finding them in a message or a repr is proof of a leak.
 TOKEN = "Canary-Token-NEW-4f1d8a9e27"
@@ -541,3 +554,86 @@ def test_secret_pasted_into_a_file_variable_is_not_echoed(env: dict[str, str], n
     message = error({**environ, f"{name}_FILE": value})
     assert f"{name}_FILE" in message
     _assert_no_canary(message)
+
+
+# --- AUTO_MIGRATE: a flag like the others, on by default ---------------------------------------
+
+
+def test_auto_migrate_is_on_by_default(env: dict[str, str]) -> None:
+    assert load(env).auto_migrate is True
+    assert load({**env, "AUTO_MIGRATE": "  "}).auto_migrate is True
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("0", False), (" off ", False), ("No", False)])
+def test_auto_migrate_is_parsed_like_the_other_flags(
+    env: dict[str, str], raw: str, expected: bool
+) -> None:
+    assert load({**env, "AUTO_MIGRATE": raw}).auto_migrate is expected
+    assert load({**env, "AUTO_MIGRATE": "true"}).auto_migrate is True
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "never"])
+def test_bad_auto_migrate_is_refused_like_the_other_flags(env: dict[str, str], raw: str) -> None:
+    assert error({**env, "AUTO_MIGRATE": raw}) == f"AUTO_MIGRATE must be true or false, got {raw!r}"
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def test_the_table_fills_every_settings_attribute_once() -> None:
+    attributes = [s.attribute for s in SETTINGS.values() if s.attribute is not None]
+    assert sorted(attributes) == sorted(f.name for f in dataclasses.fields(Settings))
+    assert all(s.reader == APP for s in SETTINGS.values() if s.attribute is not None)
+
+
+def test_every_secret_is_kept_out_of_the_settings_repr() -> None:
+    hidden = {f.name for f in dataclasses.fields(Settings) if not f.repr}
+    secrets = {s.attribute for s in SETTINGS.values() if s.secret}
+    assert secrets <= hidden
+
+
+def test_environ_names_list_every_variable_and_the_file_variant_of_secrets() -> None:
+    names = list(environ_names())
+    assert len(names) == len(set(names))
+    for setting in SETTINGS.values():
+        assert setting.name in names
+        assert (f"{setting.name}_FILE" in names) is setting.secret
+    assert {"AUTO_MIGRATE", "SANDBOX_CONFIG", "PROMETHEUS_MULTIPROC_DIR"} <= set(names)
+
+
+SECRETS = [setting for setting in SETTINGS.values() if setting.secret]
+
+
+@pytest.mark.parametrize("setting", SECRETS, ids=[setting.name for setting in SECRETS])
+def test_no_secret_setting_echoes_its_value_in_an_error(setting: Setting) -> None:
+    canary = "Canary-Pasted-7c1e"  # too short for every length check, no hash prefix
+    for environ in ({f"{setting.name}_FILE": canary}, {setting.name: canary}):
+        try:
+            setting.read(environ)
+        except ConfigError as exc:
+            assert setting.name in exc.message
+            assert canary not in exc.message
+    with pytest.raises(ConfigError):
+        setting.read({f"{setting.name}_FILE": canary})
+
+
+def test_the_sandbox_settings_are_read_through_the_table(tmp_path: Path) -> None:
+    assert SETTINGS["SANDBOX_CONFIG"].reader == SANDBOX
+    assert SETTINGS["SANDBOX_CONFIG"].read({}) is None
+    assert SETTINGS["SANDBOX_CONFIG"].read({"SANDBOX_CONFIG": f" {tmp_path} "}) == tmp_path
+    assert SETTINGS["DEMO_KEEP"].read({}) is False
+    assert SETTINGS["DEMO_KEEP"].read({"DEMO_KEEP": "1"}) is True
+    with pytest.raises(ConfigError, match="DEMO_KEEP must be true or false"):
+        SETTINGS["DEMO_KEEP"].read({"DEMO_KEEP": "later"})
+
+
+def test_gunicorn_conf_defaults_agree_with_the_table(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in environ_names():
+        monkeypatch.delenv(name, raising=False)
+    # Set, so that reading the configuration makes no directory of its own.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert conf["bind"] == f"0.0.0.0:{SETTINGS['PORT'].default}"
+    assert conf["workers"] == SETTINGS["WEB_CONCURRENCY"].default

@@ -25,7 +25,7 @@ from sipguard.plivo.sipauth import (
     request_uri,
 )
 from sipguard.secret import Secret
-from tests.conftest import API, AUTH_ID, TOKEN
+from tests.support.config import API, AUTH_ID, TOKEN
 
 CREDENTIALS = API + "SipAuth/Credential/"
 ACLS = API + "SipAuth/IpAccessControlList/"

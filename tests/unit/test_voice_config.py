@@ -17,7 +17,8 @@ from sipguard.calls.routing import Action, decide
 from sipguard.calls.voice_config import VoiceConfig, load_voice_config
 from sipguard.errors import ConfigError
 from sipguard.secret import Secret
-from tests.conftest import CANARIES, CAROL_PASSWORD, DATA, inbound
+from tests.support.config import CANARIES, CAROL_PASSWORD, DATA
+from tests.support.signing import inbound
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "voice.sample.toml"
 SAMPLE_ENV = {

@@ -7,8 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 from lxml import etree
 
 from sipguard.calls.routing import AUTH_NOT_RUNNING
-from tests.conftest import BASE_URL, CANARIES, CAROL_PASSWORD, SignedPost, inbound
+from tests.support.config import BASE_URL, CANARIES, CAROL_PASSWORD
 from tests.support.queries import stored_events
+from tests.support.signing import SignedPost, inbound
 
 
 def _xml(response) -> etree._Element:

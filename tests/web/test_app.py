@@ -8,7 +8,8 @@ import pytest
 
 from app import create_app
 from sipguard.errors import ConfigError
-from tests.conftest import TOKEN, inbound, make_signed_post
+from tests.support.config import TOKEN
+from tests.support.signing import inbound, make_signed_post
 
 
 def test_dotenv_supplies_defaults_and_the_environment_wins(

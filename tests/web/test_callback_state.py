@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response
 from flask.testing import FlaskClient
 
-from tests.conftest import SignedPost, inbound
+from tests.support.signing import SignedPost, inbound
 from webhooks.state import CallbackState, callback_state
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from tests.conftest import BASE_URL, SignedPost, inbound
+from tests.support.config import BASE_URL
 from tests.support.queries import stored_events
+from tests.support.signing import SignedPost, inbound
 
 
 def _action(signed_post: SignedPost, group: str, attempt: int | str, **form: str):

@@ -8,8 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sipguard.calls.handoff import HandoffSigner
-from tests.conftest import BASE_URL, CANARIES, SECRET_KEY, SignedPost, inbound
+from tests.support.config import BASE_URL, CANARIES, SECRET_KEY
 from tests.support.queries import stored_events
+from tests.support.signing import SignedPost, inbound
 
 
 def _handoff_path_from_answer(signed_post: SignedPost, call_uuid: str) -> str:

@@ -7,8 +7,8 @@ from sqlalchemy import func, select
 
 from app import create_app
 from sipguard.store import hangups
-from tests.conftest import SignedPost, inbound, make_signed_post
 from tests.support.queries import stored_hangup
+from tests.support.signing import SignedPost, inbound, make_signed_post
 
 
 def _hangup_form(call_uuid: str, **fields: str) -> dict[str, str]:

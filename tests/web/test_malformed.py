@@ -8,8 +8,9 @@ import pytest
 
 from sipguard.calls import signature
 from sipguard.calls.forms import whole_number
-from tests.conftest import BASE_URL, TOKEN, SignedPost, inbound
+from tests.support.config import BASE_URL, TOKEN
 from tests.support.queries import stored_hangup
+from tests.support.signing import SignedPost, inbound
 
 FORM = "application/x-www-form-urlencoded"
 

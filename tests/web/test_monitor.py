@@ -16,15 +16,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app import create_app
 from sipguard.errors import ConfigError
 from sipguard.store import admin_sessions, signature_rejections
-from tests.conftest import (
-    ALL_CANARIES,
-    TOKEN,
-    SignedPost,
-    inbound,
-    make_signed_post,
-    metric_total,
-)
+from tests.support.config import ALL_CANARIES, TOKEN
+from tests.support.metrics import metric_total
 from tests.support.queries import stored_hangup
+from tests.support.signing import SignedPost, inbound, make_signed_post
 from webhooks.monitor import LOGIN_LIMIT_ALL
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"

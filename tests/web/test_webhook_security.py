@@ -11,18 +11,8 @@ from werkzeug.routing import Rule
 
 from app import create_app
 from sipguard.calls import signature
-from tests.conftest import (
-    BASE_URL,
-    CANARIES,
-    DATA,
-    MAIN_TOKEN,
-    OLD_TOKEN,
-    SECRET_KEY,
-    TOKEN,
-    SignedPost,
-    inbound,
-    make_signed_post,
-)
+from tests.support.config import BASE_URL, CANARIES, DATA, MAIN_TOKEN, OLD_TOKEN, SECRET_KEY, TOKEN
+from tests.support.signing import SignedPost, inbound, make_signed_post
 from tests.support.signing_v2 import sign_v2
 
 # Not Plivo's routes: /healthz is public; the operator routes have their own guard (admin login,

@@ -1,7 +1,7 @@
-"""`make run`: start the service locally on its embedded defaults.
+"""`make run` (`python -m devtools.devserver`): start the service locally on its embedded defaults.
 
-`devserver.py flask ARGS...` runs a Flask CLI command in the same environment instead
-(`make sign ARGS=...` uses it to print a request signed with the development token).
+`python -m devtools.devserver flask ARGS...` runs a Flask CLI command in the same environment
+instead (`make sign ARGS=...` uses it to print a request signed with the development token).
 
 SQLite under instance/, the sample voice config, and, for every secret the environment (or .env)
 does not provide, a random development value kept in instance/dev-secrets.env. Verification
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-ROOT = Path(__file__).resolve().parent.parent
+from devtools.harness import APP, ROOT, gunicorn_command
+
 INSTANCE = ROOT / "instance"
 DEV_SECRETS = INSTANCE / "dev-secrets.env"
 SAMPLE_CONFIG = ROOT / "config" / "voice.sample.toml"
@@ -63,6 +64,11 @@ def _dev_secrets(needed: list[str]) -> dict[str, str]:
     return stored
 
 
+def _configured(configured: dict[str, str], name: str) -> bool:
+    """Whether `name` or NAME_FILE is set."""
+    return bool(configured.get(name) or configured.get(f"{name}_FILE"))
+
+
 def main(argv: list[str]) -> None:
     port = os.environ.get("PORT", "5000")
     configured = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v} | dict(os.environ)
@@ -72,11 +78,9 @@ def main(argv: list[str]) -> None:
     needed = [
         name
         for name in ("PLIVO_AUTH_TOKEN", "PLIVO_AUTH_ID", "SECRET_KEY", *variables)
-        if not configured.get(name) and not configured.get(f"{name}_FILE")
+        if not _configured(configured, name)
     ]
-    if not configured.get("MONITOR_PASSWORD_HASH") and not configured.get(
-        "MONITOR_PASSWORD_HASH_FILE"
-    ):
+    if not _configured(configured, "MONITOR_PASSWORD_HASH"):
         needed.append(DEV_MONITOR_PASSWORD)
     generated = {k: v for k, v in _dev_secrets(needed).items() if k in needed}
     if DEV_MONITOR_PASSWORD in generated:
@@ -124,8 +128,8 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["flask"]:
         flask = str(bin_dir / "flask")
         os.execve(flask, [flask, "--app", "app:create_app", *argv[1:]], env)
-    gunicorn = str(bin_dir / "gunicorn")
-    os.execve(gunicorn, [gunicorn, "app:create_app()"], env)
+    command = gunicorn_command(APP)
+    os.execve(command[0], command, env)
 
 
 if __name__ == "__main__":
