@@ -30,7 +30,7 @@ sandbox: $(STAMP)
 # three scenarios (a handoff, a call without SIP auth, a lockout), print timelines and the
 # auth-failure report; exit 0 only if every check held.
 demo: $(STAMP)
-	$(BIN)/python -m sandbox.demo
+	$(BIN)/python -m devtools.demo
 
 # Any Flask CLI command in `make run`'s environment (its dev secrets, PLIVO_API_URL = the sandbox):
 # make flask ARGS='sandbox call --from-ip 198.51.100.7 --request-uri sip:APP_ID@app.plivo.com'

@@ -35,19 +35,40 @@ def gunicorn_command(app: str = APP) -> list[str]:
     return [gunicorn, "-c", str(GUNICORN_CONF), app]
 
 
-def health(url: str, timeout: float = 2.0) -> int:
-    """GET `url` on loopback and return the status; connection failures raise OSError."""
+@dataclass(frozen=True)
+class Reply:
+    """What a loopback server answered."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    body: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Reply:
+    """Send one HTTP request to a loopback `url`; connection failures raise OSError."""
     parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     connection = http.client.HTTPConnection(parts.netloc, timeout=timeout)
     try:
-        connection.request("GET", parts.path or "/")
+        connection.request(method, target, body=body, headers=dict(headers or {}))
         response = connection.getresponse()
-        response.read()
-        return response.status
+        return Reply(response.status, response.read(), response.getheader("Content-Type") or "")
     except http.client.HTTPException as exc:
         raise ConnectionError(type(exc).__name__) from None
     finally:
         connection.close()
+
+
+def health(url: str, timeout: float = 2.0) -> int:
+    """GET `url` on loopback and return the status; connection failures raise OSError."""
+    return request("GET", url, timeout=timeout).status
 
 
 @dataclass

@@ -20,7 +20,7 @@ def test_make_demo_plays_every_scenario_and_every_check_holds() -> None:
     """
     env = {"PATH": os.environ.get("PATH", "")}
     done = subprocess.run(
-        [sys.executable, "-m", "sandbox.demo"],
+        [sys.executable, "-m", "devtools.demo"],
         cwd=ROOT,
         env=env,
         capture_output=True,

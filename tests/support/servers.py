@@ -4,7 +4,6 @@ client. Loopback only."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import select
 import socket
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from devtools.harness import Server, free_port, start_gunicorn
+from devtools.harness import Server, free_port, request, start_gunicorn
 from sipguard.calls import signature
 from tests.support.config import CANARIES, DATA, SECRET_KEY, TOKEN
 
@@ -47,14 +46,8 @@ def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> In
 
 def get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
     """GET `url` on loopback; return status and body."""
-    host, _, rest = url.removeprefix("http://").partition("/")
-    connection = http.client.HTTPConnection(host, timeout=10)
-    try:
-        connection.request("GET", "/" + rest, headers=dict(headers or {}))
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    reply = request("GET", url, headers=headers)
+    return reply.status, reply.body
 
 
 def post_signed(base: str, path: str, form: Mapping[str, str]) -> tuple[int, bytes, str]:
@@ -64,16 +57,8 @@ def post_signed(base: str, path: str, form: Mapping[str, str]) -> tuple[int, byt
     params = {key: [value] for key, value in form.items()}
     headers = signature.signed_headers(TOKEN, "POST", url, params, uuid.uuid4().hex)
     headers["Content-Type"] = "application/x-www-form-urlencoded"
-    host = base.removeprefix("http://")
-    connection = http.client.HTTPConnection(host, timeout=30)
-    try:
-        connection.request("POST", path, body=urlencode(form), headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read(), response.getheader("Content-Type") or ""
-    except http.client.HTTPException as exc:
-        raise ConnectionError(type(exc).__name__) from None
-    finally:
-        connection.close()
+    reply = request("POST", url, body=urlencode(form), headers=headers, timeout=30)
+    return reply.status, reply.body, reply.content_type
 
 
 @dataclass

@@ -14,7 +14,7 @@ an empty SQLite database, protects the sample application with the project's own
 It prints every timeline and the app's auth-failure report, checks each step against Plivo's
 SIP-authentication page (https://www.plivo.com/docs/voice/concepts/sip-authentication: the
 SIPAuth* parameters, the 4210/4240 causes, the 10-failures-in-60-s lockout), and exits 0 only if
-every check held. Run it from the repository root (`python -m sandbox.demo`): it starts its
+every check held. Run it from the repository root (`python -m devtools.demo`): it starts its
 processes with devtools.harness. DEMO_KEEP=1 keeps the working directory (logs, database).
 """
 
