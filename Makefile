@@ -57,7 +57,8 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The reliability suite: generated abuse in-process, then real gunicorn on real PostgreSQL with a
-# worker killed and the database cut. Prints its figures last. About three minutes.
+# worker killed and the database cut. Prints its figures last. About two minutes on an idle
+# 2-core machine (longer when other work shares it).
 reliability: $(STAMP)
 	REQUIRE_POSTGRES=1 $(BIN)/python -m pytest reliability -q -p no:cacheprovider $(PYTEST_ARGS)
 

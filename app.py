@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from dotenv import dotenv_values
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -19,23 +17,17 @@ from sipguard.calls.signature import Keyring
 from sipguard.calls.voice_config import load_voice_config
 from sipguard.commands import local
 from sipguard.runtime import Runtime
-from sipguard.settings import load_settings
+from sipguard.settings import load_settings, read_environment
 from sipguard.store import Store
 from webhooks.context import EXTENSION
 
 log = logging.getLogger("sipguard")
 
 
-def _environment(overrides: Mapping[str, str] | None) -> dict[str, str]:
-    """Defaults from .env, then the process environment, then explicit overrides."""
-    dotenv = {k: v for k, v in dotenv_values(Path.cwd() / ".env").items() if v is not None}
-    return {**dotenv, **os.environ, **(overrides or {})}
-
-
 def create_app(config: Mapping[str, str] | None = None) -> Flask:
     """Build the app; refuse to start (ConfigError) on a configuration it cannot use."""
     app = Flask(__name__, static_folder=None)
-    environ = _environment(config)
+    environ = read_environment(config)
     settings = load_settings(environ, Path(app.instance_path))
     voice = load_voice_config(settings.voice_config, environ)
     store = Store(settings.database_url)

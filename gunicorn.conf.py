@@ -1,4 +1,7 @@
-"""gunicorn settings, read automatically from the working directory (Procfile, make run)."""
+"""gunicorn settings, read automatically from the working directory (Procfile, make run).
+
+Its variables are rows of sipguard.settings.SETTINGS, parsed and defaulted there like the app's.
+"""
 
 import os
 import shutil
@@ -6,8 +9,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from sipguard.settings import SETTINGS
+
+
+def _setting(name: str) -> Any:
+    return SETTINGS[name].read(os.environ)
+
+
+bind = _setting("BIND") or f"0.0.0.0:{_setting('PORT')}"
+workers = _setting("WEB_CONCURRENCY")
 timeout = 30
 accesslog = "-"
 # %(U)s is the path without its query: handoff tokens travel in the query and stay out of logs.
@@ -17,7 +27,7 @@ control_socket_disable = True
 
 # Prometheus multiprocess mode: every worker writes its samples under this directory and /metrics
 # adds them up. It must be set before any worker imports prometheus_client, i.e. here.
-_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+_OWN_METRICS_DIR = _setting("PROMETHEUS_MULTIPROC_DIR") is None
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sipguard-metrics-")
 _METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
@@ -35,7 +45,7 @@ def on_starting(server: Any) -> None:
 
 def when_ready(server: Any) -> None:
     """With METRICS_BIND (host:port), serve /metrics from the master on an internal address."""
-    address = os.environ.get("METRICS_BIND", "").strip()
+    address = _setting("METRICS_BIND")
     if not address:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server

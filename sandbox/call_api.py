@@ -14,8 +14,11 @@ from sandbox.account import URL_FIELDS, Account, Application, field_text
 from sandbox.call import MAX_CALL_SECONDS
 from sipguard.calls.forms import whole_number
 from sipguard.errors import ValidationError
-from sipguard.plivo.outbound import CALLER_NAME_MAX, check_caller, destinations
-from xml_builders import check_method, check_sip_credentials, check_text, check_url, is_sip_uri
+from sipguard.plivo.outbound import CALLER_NAME_MAX, check_caller, targets
+from xml_builders import check_method, check_text, check_url
+
+# Plivo's own words for a credential sent with a phone-number `to`.
+PLIVO_SIP_ONLY = "sip_auth_username and sip_auth_password are only accepted when to is a SIP URI"
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,7 @@ class MakeCall:
         answer_url = text("answer_url", True)
         username, password = text("sip_auth_username"), text("sip_auth_password")
         assert to is not None and answer_url is not None
-        targets = destinations(to)
-        check_sip_credentials(("sip_auth_username", "sip_auth_password"), username, password)
-        if username is not None and not all(is_sip_uri(t) for t in targets):
-            # "sip_auth_username and sip_auth_password are only accepted when to is a SIP URI"
-            raise ValidationError(
-                "sip_auth_username",
-                "sip_auth_username and sip_auth_password are only accepted when to is a SIP URI",
-            )
+        found = targets(to, username, password, refusal=PLIVO_SIP_ONLY)
         caller_name = text("caller_name")
         if caller_name is not None:
             check_text("caller_name", caller_name, max_length=CALLER_NAME_MAX)
@@ -60,7 +56,7 @@ class MakeCall:
         }
         app = account.check_application(urls)
         ring = _ring_timeout(fields.get("ring_timeout"))
-        return cls(caller, targets, app, caller_name, username, password, ring)
+        return cls(caller, found, app, caller_name, username, password, ring)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 
 class Secret:
     """A string that never shows itself in repr, str, logs or tracebacks."""
@@ -21,7 +23,10 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        # Constant time: how long a comparison takes says nothing of where two secrets differ.
+        return isinstance(other, Secret) and hmac.compare_digest(
+            other._value.encode(), self._value.encode()
+        )
 
     def __hash__(self) -> int:
         return hash(self._value)

@@ -1,12 +1,14 @@
 """Typed settings from the environment, validated once at start-up.
 
 `SETTINGS` is the one table of every environment variable the project reads: the app's own
-(`load_settings`), gunicorn's (gunicorn.conf.py) and the sandbox's. The test fixtures and the
+(`load_settings`), gunicorn's (gunicorn.conf.py), the sandbox's and the demo's. The test
+fixtures and the
 bench clear the same names, so a developer's shell never changes what they see.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,13 +16,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
+
 from sipguard.errors import ConfigError
 
 MIN_SECRET_KEY_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 16
 
-# Who reads a setting: the app (load_settings), gunicorn (gunicorn.conf.py) or the sandbox.
-APP, GUNICORN, SANDBOX = "app", "gunicorn", "sandbox"
+# Who reads a setting: the app (load_settings), gunicorn (gunicorn.conf.py), the sandbox or
+# devtools (make demo).
+APP, GUNICORN, SANDBOX, DEVTOOLS = "app", "gunicorn", "sandbox", "devtools"
 
 Parser = Callable[[str, str], Any]
 
@@ -39,6 +44,9 @@ def _secret(environ: Mapping[str, str], name: str) -> str | None:
             raise ConfigError(
                 f"{name}_FILE: cannot read the file it names ({exc.strerror})"
             ) from None
+        except UnicodeDecodeError:
+            # Neither the offending byte nor its position: both tell something of the secret.
+            raise ConfigError(f"{name}_FILE: the file it names is not UTF-8 text") from None
         if not value:
             raise ConfigError(f"{name}_FILE: the file it names is empty")
     return value or None
@@ -128,11 +136,11 @@ def _flag(name: str, raw: str) -> bool:
 
 
 def _base_url(name: str, raw: str) -> str:
-    parts = urlsplit(raw)
     try:
+        parts = urlsplit(raw)  # raises on a malformed IPv6 host, e.g. http://[::1
         port = parts.port  # raises on a port that is not a number from 0 to 65535
     except ValueError:
-        port = -1
+        parts, port = urlsplit(""), -1
     if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
         raise ConfigError(
             f"{name} must be an absolute http(s) URL with a host (and a valid port), "
@@ -237,7 +245,7 @@ SETTINGS: Mapping[str, Setting] = _table(
     ),
     Setting("RETENTION_DAYS", _whole(1), 30, attribute="retention_days"),
     Setting("AUTO_MIGRATE", _flag, True, attribute="auto_migrate"),
-    # gunicorn.conf.py (and gunicorn itself, for GUNICORN_CMD_ARGS). BIND unset: 0.0.0.0:PORT.
+    # gunicorn.conf.py reads these (gunicorn itself GUNICORN_CMD_ARGS). BIND unset: 0.0.0.0:PORT.
     Setting("BIND", _text, reader=GUNICORN),
     Setting("PORT", _whole(1), 8000, reader=GUNICORN),
     Setting("WEB_CONCURRENCY", _whole(1), 2, reader=GUNICORN),
@@ -248,8 +256,15 @@ SETTINGS: Mapping[str, Setting] = _table(
     # The sandbox's world; unset: sandbox/sample.toml, which the package carries.
     Setting("SANDBOX_CONFIG", _path, reader=SANDBOX),
     # `make demo` keeps its working directory (logs, database) instead of removing it.
-    Setting("DEMO_KEEP", _flag, False, reader=SANDBOX),
+    Setting("DEMO_KEEP", _flag, False, reader=DEVTOOLS),
 )
+
+
+def read_environment(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return what the settings are read from: ./.env, then the process environment, then
+    `overrides` (tests, the CLI's own values), each later source winning."""
+    dotenv = {k: v for k, v in dotenv_values(Path.cwd() / ".env").items() if v is not None}
+    return {**dotenv, **os.environ, **(overrides or {})}
 
 
 def environ_names() -> Iterator[str]:

@@ -14,8 +14,8 @@ import time
 
 from flask import Response
 
-from sipguard.calls.causes import auth_failure_code, dial_failure_code
-from sipguard.calls.forms import Hangup
+from sipguard.calls.causes import auth_failure_code
+from sipguard.calls.forms import Hangup, dial_failure_code
 from sipguard.errors import StoreUnavailable
 from sipguard.monitoring import metrics
 from sipguard.store import CallEvent, Replayed

@@ -22,7 +22,6 @@ SIP_AUTH_TIMEOUT = "sip_auth_timeout"
 INBOUND_AUTH_FAILED_CODE = 4210
 OUTBOUND_AUTH_FAILED_CODE = 4240
 OUTBOUND_AUTH_TIMEOUT_CODE = 4250
-_CODE_BY_TEXT = {str(code): code for code in (4210, 4240, 4250)}
 _AUTH_CAUSE_BY_CODE = {
     INBOUND_AUTH_FAILED_CODE: SIP_AUTH_FAILED,
     OUTBOUND_AUTH_FAILED_CODE: SIP_AUTH_FAILED,
@@ -49,9 +48,3 @@ def auth_failure_code(cause: str, code: int | None, direction: str | None) -> in
     if cause == SIP_AUTH_TIMEOUT:
         return OUTBOUND_AUTH_TIMEOUT_CODE
     return OUTBOUND_AUTH_FAILED_CODE if direction == "outbound" else INBOUND_AUTH_FAILED_CODE
-
-
-def dial_failure_code(cause: str, dial_hangup_cause: str | None) -> int:
-    """Return the code of an agent leg's SIP-auth failure from its DialHangupCause (4240/4250)."""
-    code = _CODE_BY_TEXT.get((dial_hangup_cause or "").strip().lstrip("0"))
-    return auth_failure_code(cause, code, "outbound")

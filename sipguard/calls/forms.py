@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from sipguard.calls.causes import auth_failure
+from sipguard.calls.causes import auth_failure, auth_failure_code
 from sipguard.errors import ValidationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -47,6 +47,11 @@ def whole_number(text: str | None) -> int | None:
         return None
     value = int(text)
     return value if value <= MAX_WHOLE_NUMBER else None
+
+
+def dial_failure_code(cause: str, dial_hangup_cause: str | None) -> int:
+    """Return the code of an agent leg's SIP-auth failure from its DialHangupCause (4240/4250)."""
+    return auth_failure_code(cause, whole_number((dial_hangup_cause or "").strip()), "outbound")
 
 
 def _field(form: Mapping[str, str], key: str) -> str | None:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import click
-from dotenv import dotenv_values
 from flask import Flask
 from flask.cli import ScriptInfo
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -25,7 +23,7 @@ from sipguard.errors import ConfigError
 from sipguard.plivo.account import Account, load_account
 from sipguard.plivo.outbound import UrlFor
 from sipguard.runtime import Runtime
-from sipguard.settings import SETTINGS
+from sipguard.settings import SETTINGS, read_environment
 from webhooks.context import EXTENSION, external_url
 
 
@@ -34,7 +32,7 @@ class Standalone(ScriptInfo):
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__(create_app=self._build, set_debug_flag=False)
-        self.environ = dict(environ) if environ is not None else _environment()
+        self.environ = dict(environ) if environ is not None else read_environment()
 
     def account(self) -> Account:
         """Return the Plivo account in the environment; ConfigError naming what to set."""
@@ -57,12 +55,6 @@ class Standalone(ScriptInfo):
             return create_app(self.environ)
         except (ArgumentError, NoSuchModuleError) as exc:  # raised by create_engine
             raise ConfigError(f"DATABASE_URL cannot be used: {exc}") from None
-
-
-def _environment() -> dict[str, str]:
-    """Values from ./.env, then the process environment, as the app reads them."""
-    dotenv = {k: v for k, v in dotenv_values(Path.cwd() / ".env").items() if v is not None}
-    return {**dotenv, **os.environ}
 
 
 @functools.cache

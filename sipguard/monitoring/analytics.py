@@ -24,8 +24,8 @@ from sipguard.calls.causes import (
     OUTBOUND_AUTH_FAILED_CODE,
     OUTBOUND_AUTH_TIMEOUT_CODE,
     auth_failure_code,
-    dial_failure_code,
 )
+from sipguard.calls.forms import dial_failure_code
 from sipguard.calls.routing import AUTH_NOT_RUNNING
 from sipguard.errors import ValidationError
 from sipguard.monitoring import lockout

@@ -54,6 +54,24 @@ def destinations(to: str) -> list[str]:
     return found
 
 
+SIP_ONLY = (
+    "SIP credentials are only accepted when `to` is a SIP URI (sip: or sips:); "
+    "a phone number gets no digest challenge to answer"
+)
+
+
+def targets(
+    to: str, username: str | None, password: str | None, *, refusal: str = SIP_ONLY
+) -> list[str]:
+    """Check Make Call's `to` with its digest credentials: both or neither, and credentials only
+    when every destination is a SIP URI (`refusal` says why not)."""
+    found = destinations(to)
+    check_sip_credentials(("sip_auth_username", "sip_auth_password"), username, password)
+    if username is not None and not all(is_sip_uri(part) for part in found):
+        raise ValidationError("sip_auth_username", refusal)
+    return found
+
+
 def check_caller(from_: object) -> str:
     """Check Make Call's `from`: a phone number (digits, optional +) or a SIP URI."""
     if not isinstance(from_, str) or not (is_number(from_) or is_sip_uri(from_)):
@@ -97,7 +115,7 @@ class Calls:
         )
         values: dict[str, Any] = {
             "from_": check_caller(from_),
-            "to": "<".join(self._targets(to, sip_auth_username, password)),
+            "to": "<".join(targets(to, sip_auth_username, password)),
             "answer_url": check_url("answer_url", answer_url or self.url_for("webhooks.answer")),
             "answer_method": check_method("answer_method", answer_method),
             "hangup_url": check_url("hangup_url", hangup_url or self.url_for("webhooks.hangup")),
@@ -118,18 +136,6 @@ class Calls:
         answer = self.api.create("call", values, effect="the call may have been placed")
         request_uuid: str | list[str] = answer["uuid"]
         return request_uuid
-
-    @staticmethod
-    def _targets(to: str, username: str | None, password: str | None) -> list[str]:
-        found = destinations(to)
-        check_sip_credentials(("sip_auth_username", "sip_auth_password"), username, password)
-        if username is not None and not all(is_sip_uri(part) for part in found):
-            raise ValidationError(
-                "sip_auth_username",
-                "SIP credentials are only accepted when `to` is a SIP URI (sip: or sips:); "
-                "a phone number gets no digest challenge to answer",
-            )
-        return found
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,13 @@ def test_make_run_on_a_fresh_copy_answers_healthz_and_signed_calls(tmp_path: Pat
     settings = set(environ_names())
     env = {k: v for k, v in os.environ.items() if k not in settings}
     # Reuse this suite's virtualenv: the install step itself is what CI's `make test` proves.
+    # `-o` keeps make from reinstalling the project from this temporary copy into it (the copy
+    # keeps file times, so pyproject.toml may look newer than the venv's stamp).
     venv = Path(sys.executable).parent.parent
     try:
         server = start(
             "make run",
-            ["make", "run", f"PORT={port}", f"VENV={venv}"],
+            ["make", "-o", f"{venv}/.installed", "run", f"PORT={port}", f"VENV={venv}"],
             env=env,
             log=tmp_path / "run.log",
             port=port,

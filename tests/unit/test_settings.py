@@ -637,3 +637,36 @@ def test_gunicorn_conf_defaults_agree_with_the_table(
     conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert conf["bind"] == f"0.0.0.0:{SETTINGS['PORT'].default}"
     assert conf["workers"] == SETTINGS["WEB_CONCURRENCY"].default
+
+
+def test_gunicorn_conf_reads_its_variables_through_the_table(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in environ_names():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("PORT", "9123")
+    monkeypatch.setenv("WEB_CONCURRENCY", " 3 ")
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert (conf["bind"], conf["workers"]) == ("0.0.0.0:9123", 3)
+    monkeypatch.setenv("BIND", "127.0.0.1:9200")
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == "127.0.0.1:9200"
+    monkeypatch.setenv("WEB_CONCURRENCY", "many")
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY must be a whole number"):
+        runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+@pytest.mark.parametrize("raw", ["http://[::1", "https://[not-an-address]/x", "http://[::1]:99999"])
+def test_a_malformed_base_url_is_a_config_error_not_a_crash(raw: str) -> None:
+    for name in ("PLIVO_API_URL", "PUBLIC_BASE_URL"):
+        with pytest.raises(ConfigError, match=f"{name} must be an absolute http"):
+            SETTINGS[name].read({name: raw})
+
+
+def test_a_secret_file_that_is_not_utf8_is_refused_without_its_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(b"abc\xff\xfesecret-tail")
+    with pytest.raises(ConfigError) as refused:
+        SETTINGS["PLIVO_AUTH_TOKEN"].read({"PLIVO_AUTH_TOKEN_FILE": str(path)})
+    assert refused.value.message == "PLIVO_AUTH_TOKEN_FILE: the file it names is not UTF-8 text"
+    assert "\\xff" not in str(refused.value) and "secret-tail" not in str(refused.value)
