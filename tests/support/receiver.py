@@ -63,7 +63,7 @@ class Receiver:
         self.path = path
         self.default = Answer()
         self.requests: list[Received] = []
-        self.delivered: list[Received] = []  # those answered with a 2xx
+        self.delivered: list[Received] = []  # those answered with a 2xx (when not timed out)
         self.max_in_flight = 0  # the most requests for one webhook-id at the same moment
         self._answers: deque[Answer] = deque()
         self._in_flight: Counter[str] = Counter()
@@ -139,15 +139,15 @@ class Receiver:
         try:
             if answer.delay:
                 self._stopping.wait(min(answer.delay, MAX_DELAY))
+            if 200 <= answer.status < 300:
+                with self._lock:  # before the answer leaves, so a client that has it sees this
+                    self.delivered.append(received)
             handler.send_response(answer.status)
             for name, value in answer.headers.items():
                 handler.send_header(name, value)
             handler.send_header("Content-Length", "2")
             handler.end_headers()
             handler.wfile.write(b"ok")
-            if 200 <= answer.status < 300:
-                with self._lock:
-                    self.delivered.append(received)
         except OSError:
             pass  # the client gave up (a timeout test): nothing to answer
         finally:
