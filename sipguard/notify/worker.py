@@ -10,8 +10,9 @@ it runs out. SIGTERM or SIGINT stops the loop after the event in hand.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -57,15 +58,24 @@ class Worker:
         self.batch = batch
         self.poll = poll
         self.lease = lease_for(delivery.timeout)
-        self._stopping = threading.Event()
+        # A plain flag and a pipe, not a threading.Event: a signal handler runs between two
+        # bytecodes of the loop, and Event.set would wait for a lock Event.wait may be holding.
+        self._stopping = False
+        self._wake: int | None = None  # the pipe's write end while `run` sleeps on it
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self._stopping
 
     def stop(self) -> None:
-        """Ask the loop to stop after the event in hand (safe from a signal handler)."""
-        self._stopping.set()
+        """Ask the loop to stop after the event in hand (safe from a signal handler, any thread)."""
+        self._stopping = True
+        wake = self._wake
+        if wake is not None:
+            try:
+                os.write(wake, b"\0")
+            except OSError:  # full (already woken) or just closed (already stopping)
+                pass
 
     def run_once(self) -> int:
         """Claim one batch of due events and deliver them; return how many were attempted."""
@@ -88,9 +98,17 @@ class Worker:
     def run(self) -> None:
         """Deliver until `stop`; sleep `poll` seconds whenever nothing is due."""
         log.info("webhook worker started: batch %d, lease %s", self.batch, self.lease)
-        while not self.stopping:
-            if self.run_once() < self.batch:
-                self._stopping.wait(self.poll)
+        woken, wake = os.pipe()
+        os.set_blocking(wake, False)  # stop() never blocks on a full pipe
+        self._wake = wake
+        try:
+            while not self.stopping:
+                if self.run_once() < self.batch and not self.stopping:
+                    select.select([woken], [], [], self.poll)  # returns early on stop()
+        finally:
+            self._wake = None
+            os.close(wake)
+            os.close(woken)
         log.info("webhook worker stopped")
 
     @contextmanager

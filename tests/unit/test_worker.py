@@ -348,11 +348,18 @@ def test_sigterm_stops_the_loop_after_the_event_in_hand(
     assert make_worker(outbox, clock).run_once() == 2
 
 
-@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_wakes_an_idle_worker_at_once(outbox: MemoryOutbox, number: int) -> None:
+@pytest.mark.parametrize(
+    "number", [signal.SIGTERM, signal.SIGINT, None], ids=["SIGTERM", "SIGINT", "stop"]
+)
+def test_a_signal_or_stop_wakes_an_idle_worker_at_once(
+    outbox: MemoryOutbox, number: int | None
+) -> None:
     worker = Worker(outbox, Delivery(timeout=2, clock=outbox.clock), secret_for, poll=30)
     with worker.signals():
-        timer = threading.Timer(0.1, os.kill, args=(os.getpid(), number))
+        if number is None:  # another thread asks
+            timer = threading.Timer(0.1, worker.stop)
+        else:
+            timer = threading.Timer(0.1, os.kill, args=(os.getpid(), number))
         started = time.monotonic()
         timer.start()
         try:
