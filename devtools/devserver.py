@@ -1,4 +1,5 @@
-"""`make run` (`python -m devtools.devserver`): start the service locally on its embedded defaults.
+"""`make run` (`python -m devtools.devserver`): start the service locally on its embedded defaults:
+gunicorn, and beside it the webhook worker (`flask --app app:create_app worker`).
 
 `python -m devtools.devserver flask ARGS...` runs a Flask CLI command in the same environment
 instead (`make sign ARGS=...` uses it to print a request signed with the development token).
@@ -12,9 +13,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
+from types import FrameType
 
 from dotenv import dotenv_values
 
@@ -26,6 +31,7 @@ SAMPLE_CONFIG = ROOT / "config" / "voice.sample.toml"
 SANDBOX_CONFIG = ROOT / "sandbox" / "sample.toml"
 SANDBOX_PORT = 5100
 DEV_MONITOR_PASSWORD = "MONITOR_DEV_PASSWORD"
+WORKER_STOP_TIMEOUT = 30.0  # seconds the webhook worker gets to finish after gunicorn stopped
 
 
 def _password_variables(config: Path, sandbox: Path) -> list[str]:
@@ -128,8 +134,48 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["flask"]:
         flask = str(bin_dir / "flask")
         os.execve(flask, [flask, "--app", "app:create_app", *argv[1:]], env)
-    command = gunicorn_command(APP)
-    os.execve(command[0], command, env)
+    sys.exit(_serve(env, bin_dir))
+
+
+def _serve(env: dict[str, str], bin_dir: Path) -> int:
+    """Run gunicorn and the webhook worker side by side; gunicorn's exit stops the worker.
+
+    SIGTERM and SIGINT are passed on to both. A worker that dies leaves the web server up, with
+    a line saying outcome webhooks are not being delivered.
+    """
+    flask = str(bin_dir / "flask")
+    worker = subprocess.Popen([flask, "--app", "app:create_app", "worker"], env=env)
+    server = subprocess.Popen(gunicorn_command(APP), env=env)
+    stopping = threading.Event()
+
+    def forward(number: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for child in (server, worker):
+            if child.poll() is None:
+                child.send_signal(number)
+
+    def watch() -> None:
+        code = worker.wait()
+        if not stopping.is_set():
+            print(
+                f"webhook worker exited with {code}: outcome webhooks are not being delivered",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, forward)
+    threading.Thread(target=watch, daemon=True).start()
+    code = server.wait()
+    stopping.set()
+    if worker.poll() is None:
+        worker.terminate()  # it finishes the delivery in hand: at most twice its timeout
+        try:
+            worker.wait(timeout=WORKER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    return code
 
 
 if __name__ == "__main__":

@@ -245,6 +245,10 @@ SETTINGS: Mapping[str, Setting] = _table(
     ),
     Setting("RETENTION_DAYS", _whole(1), 30, attribute="retention_days"),
     Setting("AUTO_MIGRATE", _flag, True, attribute="auto_migrate"),
+    # `sipguard worker`: how long one webhook delivery may wait for the receiver (to connect, then
+    # to answer), and how long the worker sleeps when nothing is due.
+    Setting("WEBHOOK_TIMEOUT_SECONDS", _whole(1), 10, attribute="webhook_timeout"),
+    Setting("WEBHOOK_POLL_SECONDS", _whole(1), 1, attribute="webhook_poll"),
     # gunicorn.conf.py reads these (gunicorn itself GUNICORN_CMD_ARGS). BIND unset: 0.0.0.0:PORT.
     Setting("BIND", _text, reader=GUNICORN),
     Setting("PORT", _whole(1), 8000, reader=GUNICORN),
@@ -296,6 +300,8 @@ class Settings:
     monitor_password_hash: str | None = field(repr=False)
     retention_days: int
     auto_migrate: bool
+    webhook_timeout: int
+    webhook_poll: int
 
     def secrets(self) -> tuple[str, ...]:
         """Return every configured secret, for the log redaction filter."""

@@ -1,4 +1,5 @@
-"""The commands that work on this app's own data: db, voice, report, monitor, sign-request.
+"""The commands that work on this app's own data: db, voice, report, monitor, sign-request,
+worker.
 
 `COMMANDS` (these and the Plivo REST ones in `rest`) is what `sipguard` offers and what
 `init_app` registers on the Flask CLI, with the commands installed packages add (`plugins`).
@@ -21,6 +22,7 @@ from sipguard.calls.routing import decide
 from sipguard.calls.signature import signed_headers
 from sipguard.commands import rest
 from sipguard.commands.plugins import plugins
+from sipguard.commands.worker import worker
 from sipguard.errors import ValidationError
 from sipguard.monitoring import analytics
 from sipguard.store import now_utc
@@ -184,6 +186,7 @@ COMMANDS: tuple[click.Command, ...] = (
     voice,
     monitor,
     sign_request,
+    worker,
 )
 
 

@@ -106,6 +106,7 @@ def test_help_lists_every_command_and_the_exit_codes() -> None:
         "sign-request",
         "sipauth",
         "voice",
+        "worker",
     ]
     for code, _ in rest.EXIT_CODES:
         assert re.search(rf"\n +{code}  \w", shown.output), code

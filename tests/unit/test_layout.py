@@ -123,6 +123,7 @@ def test_every_path_the_layout_names_exists() -> None:
         "sipguard/monitoring/",
         "sipguard/plivo/",
         "sipguard/commands/",
+        "sipguard/notify/",
         "xml_builders/",
         "sandbox/",
         "webhooks/",

@@ -1,0 +1,57 @@
+"""`sipguard worker`: deliver the outcome webhooks waiting in the outbox.
+
+It builds the app from its settings, as the server does, and runs the delivery loop over the
+app's store until SIGTERM or Ctrl-C; the Procfile's `worker:` line and `make run` start it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import cast
+
+import click
+
+from sipguard.commands.context import app_runtime
+from sipguard.notify.delivery import Delivery
+from sipguard.notify.model import Outbox, webhook_secret
+from sipguard.notify.worker import DEFAULT_BATCH, Worker
+
+
+@click.command("worker")
+@click.option("--once", is_flag=True, help="Deliver the events due now, then exit.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 100),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Events claimed at a time.",
+)
+def worker(once: bool, batch: int) -> None:
+    """Deliver the outcome webhooks in the outbox: signed, retried, until SIGTERM or Ctrl-C.
+
+    Several workers, on one host or many, may share a database: an event is leased to one of
+    them at a time (WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_POLL_SECONDS).
+    """
+    rt = app_runtime()
+    settings = rt.settings
+    outbox = cast(Outbox, rt.store)  # until the store's Outbox part is merged in
+    delivery = Delivery(timeout=settings.webhook_timeout)
+    loop = Worker(
+        outbox,
+        delivery,
+        functools.partial(webhook_secret, settings.secret_key),
+        batch=batch,
+        poll=settings.webhook_poll,
+    )
+    try:
+        if once:
+            attempted = total = loop.run_once()
+            while attempted == batch:
+                attempted = loop.run_once()
+                total += attempted
+            click.echo(f"attempted {total} webhook delivery(ies)")
+            return
+        with loop.signals():
+            loop.run()
+    finally:
+        delivery.close()
