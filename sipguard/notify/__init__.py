@@ -1,0 +1,1 @@
+"""Outcome webhooks to the AI's receiver: the outbox contract, Standard Webhooks signing, delivery."""
