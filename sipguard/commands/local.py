@@ -61,7 +61,7 @@ def purge_nonces() -> None:
 @db.command("purge-events")
 @click.option("--days", type=click.IntRange(min=1), help="Keep this many days (RETENTION_DAYS).")
 def purge_events(days: int | None) -> None:
-    """Delete call events, hangups and rejection counts older than the retention period."""
+    """Delete call events, hangups, rejection counts and handoffs older than the retention."""
     rt = runtime()
     keep = days or rt.settings.retention_days
     counts = rt.store.purge_events(timedelta(days=keep))
