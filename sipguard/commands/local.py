@@ -1,4 +1,5 @@
-"""The commands that work on this app's own data: db, voice, report, monitor, sign-request.
+"""The commands that work on this app's own data: db, voice, report, monitor, api-key,
+sign-request.
 
 `COMMANDS` (these and the Plivo REST ones in `rest`) is what `sipguard` offers and what
 `init_app` registers on the Flask CLI, with the commands installed packages add (`plugins`).
@@ -19,7 +20,7 @@ from werkzeug.security import generate_password_hash
 from sipguard.calls.forms import InboundCall
 from sipguard.calls.routing import decide
 from sipguard.calls.signature import signed_headers
-from sipguard.commands import rest
+from sipguard.commands import keys, rest
 from sipguard.commands.plugins import plugins
 from sipguard.errors import ValidationError
 from sipguard.monitoring import analytics
@@ -183,6 +184,7 @@ COMMANDS: tuple[click.Command, ...] = (
     db,
     voice,
     monitor,
+    keys.api_key,
     sign_request,
 )
 
