@@ -8,6 +8,7 @@ claimed webhooks are leased, so two workers never hold one at the same time.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from sipguard.errors import StoreUnavailable
 from sipguard.notify.model import Outbox, OutboxEvent
 from sipguard.store import (
     Created,
@@ -421,3 +423,28 @@ def test_purge_takes_old_handoffs_and_finished_webhooks_but_keeps_undelivered_on
     assert [row["id"] for row in store.query(select(handoffs))] == [young.id]
     assert store.query(select(handoff_attempts)) == []
     assert [row["id"] for row in _outbox(store)] == [waiting]
+
+
+def test_summaries_reach_no_log_line_or_error(
+    store: Store, key_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("sipguard").addHandler(caplog.handler)
+    try:
+        created = store.create_handoff(_request(key_id, idempotency_key="k-1"))
+        with pytest.raises(IdempotencyMismatch) as mismatch:
+            store.create_handoff(
+                _request(key_id, idempotency_key="k-1", body={"summary": SUMMARY + "!"})
+            )
+        with pytest.raises(HandoffConflict) as conflict:
+            store.create_handoff(_request(key_id, idempotency_key="k-2"))
+        store.transition(created.handoff.id, "failed", "handoff.failed")
+        down = Store("postgresql://postgres@127.0.0.1:1/nope")
+        with pytest.raises(StoreUnavailable) as unavailable:
+            down.create_handoff(_request(key_id))
+        down.dispose()
+    finally:
+        logging.getLogger("sipguard").removeHandler(caplog.handler)
+    for text in (caplog.text, str(mismatch.value), str(conflict.value), str(unavailable.value)):
+        assert SUMMARY not in text and "Jane Roe" not in text
+    assert "Jane Roe" not in repr(created) and "Jane Roe" not in repr(_request(key_id))
