@@ -65,6 +65,8 @@ def check_key_name(name: str) -> str:
     """Check an API key's name: 1-64 letters, digits, '.', '_' or '-'."""
     if not _NAME.fullmatch(name):
         raise ValidationError("name", "must be 1-64 letters, digits, '.', '_' or '-'")
+    if name.startswith(ID_PREFIX):  # revoke takes a name or an id: they must not overlap
+        raise ValidationError("name", f"must not start with {ID_PREFIX!r} (ids do)")
     return name
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from sipguard.errors import AppError
+from sipguard.errors import AppError, ValidationError
 from sipguard.store.api_keys import random_id
 from sipguard.store.database import Database
 from sipguard.store.outbox import enqueue
@@ -37,6 +37,14 @@ EVENTS = (
 ON_FAILURE = ("return", "fallback")
 OUTCOMES = ("answered", "no-answer", "busy", "sip_auth_failed", "sip_auth_timeout", "failed")
 _INSERT_TRIES = 3  # a conflicting row can end between the insert and the look-up
+
+
+def _bounded(request: HandoffRequest) -> tuple[tuple[str, str | None, int], ...]:
+    return (
+        ("call_uuid", request.call_uuid, 64),
+        ("group", request.group_name, 64),
+        ("Idempotency-Key", request.idempotency_key, 255),
+    )
 
 
 class HandoffConflict(AppError):
@@ -199,6 +207,10 @@ class Handoffs(Database):
         """
         if request.on_failure not in ON_FAILURE:
             raise ValueError(f"on_failure must be one of {ON_FAILURE}")
+        for name, value, limit in _bounded(request):
+            # Bounded here too: PostgreSQL would refuse a longer value as a database error (503).
+            if value is not None and not 0 < len(value) <= limit:
+                raise ValidationError(name, f"must be 1-{limit} characters")
         now = self._clock()
         row = {
             "api_key_id": request.api_key_id,

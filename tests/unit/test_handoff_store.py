@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sipguard.errors import StoreUnavailable
+from sipguard.errors import StoreUnavailable, ValidationError
 from sipguard.notify.model import Outbox, OutboxEvent
 from sipguard.store import (
     Created,
@@ -448,3 +448,20 @@ def test_summaries_reach_no_log_line_or_error(
     for text in (caplog.text, str(mismatch.value), str(conflict.value), str(unavailable.value)):
         assert SUMMARY not in text and "Jane Roe" not in text
     assert "Jane Roe" not in repr(created) and "Jane Roe" not in repr(_request(key_id))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"call_uuid": "c" * 65}, "call_uuid"),
+        ({"call_uuid": ""}, "call_uuid"),
+        ({"group_name": "g" * 65}, "group"),
+        ({"idempotency_key": "k" * 256}, "Idempotency-Key"),
+    ],
+)
+def test_values_longer_than_their_columns_are_refused_by_name(
+    store: Store, key_id: str, changes: dict[str, str], field: str
+) -> None:
+    with pytest.raises(ValidationError, match=f"^{field}: "):
+        store.create_handoff(_request(key_id, **changes))
+    assert store.query(select(handoffs)) == []
