@@ -6,12 +6,13 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from sipguard.errors import AppError
-from webhooks import health, monitor, responses, views
+from webhooks import api, health, monitor, responses, views
 
 
 def init_app(app: Flask) -> None:
-    """Register the signed webhook routes, the health check and the one error handler."""
+    """Register the signed webhook routes, the keyed API, the health check, the error handler."""
     app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(monitor.bp)
     app.register_error_handler(AppError, responses.handle_app_error)

@@ -1,5 +1,5 @@
-"""The commands that work on this app's own data: db, voice, report, monitor, sign-request,
-worker.
+"""The commands that work on this app's own data: db, voice, report, monitor, api-key,
+sign-request, worker.
 
 `COMMANDS` (these and the Plivo REST ones in `rest`) is what `sipguard` offers and what
 `init_app` registers on the Flask CLI, with the commands installed packages add (`plugins`).
@@ -20,7 +20,7 @@ from werkzeug.security import generate_password_hash
 from sipguard.calls.forms import InboundCall
 from sipguard.calls.routing import decide
 from sipguard.calls.signature import signed_headers
-from sipguard.commands import rest
+from sipguard.commands import keys, rest
 from sipguard.commands.plugins import plugins
 from sipguard.commands.worker import worker
 from sipguard.errors import ValidationError
@@ -63,7 +63,7 @@ def purge_nonces() -> None:
 @db.command("purge-events")
 @click.option("--days", type=click.IntRange(min=1), help="Keep this many days (RETENTION_DAYS).")
 def purge_events(days: int | None) -> None:
-    """Delete call events, hangups and rejection counts older than the retention period."""
+    """Delete call events, hangups, rejection counts and handoffs older than the retention."""
     rt = runtime()
     keep = days or rt.settings.retention_days
     counts = rt.store.purge_events(timedelta(days=keep))
@@ -185,6 +185,7 @@ COMMANDS: tuple[click.Command, ...] = (
     db,
     voice,
     monitor,
+    keys.api_key,
     sign_request,
     worker,
 )

@@ -7,13 +7,12 @@ app's store until SIGTERM or Ctrl-C; the Procfile's `worker:` line and `make run
 from __future__ import annotations
 
 import functools
-from typing import cast
 
 import click
 
 from sipguard.commands.context import app_runtime
 from sipguard.notify.delivery import Delivery
-from sipguard.notify.model import Outbox, webhook_secret
+from sipguard.notify.model import webhook_secret
 from sipguard.notify.worker import DEFAULT_BATCH, Worker
 
 
@@ -34,10 +33,9 @@ def worker(once: bool, batch: int) -> None:
     """
     rt = app_runtime()
     settings = rt.settings
-    outbox = cast(Outbox, rt.store)  # until the store's Outbox part is merged in
     delivery = Delivery(timeout=settings.webhook_timeout)
     loop = Worker(
-        outbox,
+        rt.store,
         delivery,
         functools.partial(webhook_secret, settings.secret_key),
         batch=batch,

@@ -1,1 +1,2 @@
-"""Outcome webhooks to the AI's receiver: the outbox contract, Standard Webhooks signing, delivery."""
+"""Outcome webhooks to the AI's receiver: the outbox contract, Standard Webhooks signing and
+delivery."""

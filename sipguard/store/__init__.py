@@ -4,27 +4,47 @@ database  the engine, the clock, failures as StoreUnavailable (`Database`)
 schema    the tables
 ledger    callbacks with their nonce claims, rejection counts, purging (`Ledger`)
 admin     monitor login failures and admin sessions (`AdminAccess`)
+api_keys  the AI side's API keys, kept as hashes (`ApiKeys`)
+handoffs  handoffs with their idempotency, states and attempts (`Handoffs`)
+outbox    outcome webhooks waiting for delivery, claimed under a lease (`OutboxStore`)
 migrate   Alembic upgrades under a migration lock (`Migrations`)
 """
 
 from __future__ import annotations
 
 from sipguard.store.admin import AdminAccess
+from sipguard.store.api_keys import ApiKey, ApiKeys, NewApiKey, Revocation
 from sipguard.store.database import UtcClock, normalise_url, now_utc
+from sipguard.store.handoffs import (
+    Attempt,
+    Created,
+    Handoff,
+    HandoffConflict,
+    HandoffRequest,
+    Handoffs,
+    IdempotencyMismatch,
+    Transition,
+    UnknownHandoff,
+)
 from sipguard.store.ledger import CallEvent, Ledger, Replayed
 from sipguard.store.migrate import Migrations
+from sipguard.store.outbox import OutboxStore
 from sipguard.store.schema import (
     admin_sessions,
+    api_keys,
     call_events,
+    handoff_attempts,
+    handoffs,
     hangups,
     login_failures,
     metadata,
     nonces,
     signature_rejections,
+    webhook_outbox,
 )
 
 
-class Store(Ledger, AdminAccess, Migrations):
+class Store(Ledger, AdminAccess, ApiKeys, Handoffs, OutboxStore, Migrations):
     """The app's one handle on its database: every part shares one engine and one clock.
 
     The parts are mixed in, not held as attributes, so callers write `store.record(...)` and a
@@ -33,12 +53,26 @@ class Store(Ledger, AdminAccess, Migrations):
 
 
 __all__ = [
+    "ApiKey",
+    "Attempt",
     "CallEvent",
+    "Created",
+    "Handoff",
+    "HandoffConflict",
+    "HandoffRequest",
+    "IdempotencyMismatch",
+    "NewApiKey",
     "Replayed",
+    "Revocation",
     "Store",
+    "Transition",
+    "UnknownHandoff",
     "UtcClock",
     "admin_sessions",
+    "api_keys",
     "call_events",
+    "handoff_attempts",
+    "handoffs",
     "hangups",
     "login_failures",
     "metadata",
@@ -46,4 +80,5 @@ __all__ = [
     "normalise_url",
     "now_utc",
     "signature_rejections",
+    "webhook_outbox",
 ]

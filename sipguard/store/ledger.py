@@ -15,12 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select
 
 from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
 from sipguard.store.database import Database, UtcClock, now_utc
-from sipguard.store.schema import call_events, hangups, nonces, signature_rejections
+from sipguard.store.schema import (
+    call_events,
+    handoff_attempts,
+    handoffs,
+    hangups,
+    nonces,
+    signature_rejections,
+    webhook_outbox,
+)
 
 log = logging.getLogger("sipguard.store")
 
@@ -184,8 +192,14 @@ class Ledger(Database):
         self._run(lambda conn: conn.execute(upsert))
 
     def purge_events(self, older_than: timedelta) -> dict[str, int]:
-        """Delete call events, hangups and rejection counts older than `older_than`."""
+        """Delete call events, hangups, rejection counts and handoffs older than `older_than`.
+
+        Handoffs go with their attempts (their summaries are personal data), and so do the
+        outbox's delivered or given-up webhooks; one still waiting for delivery stays until it
+        is delivered or given up.
+        """
         cutoff = self._clock() - older_than
+        old_handoffs = select(handoffs.c.id).where(handoffs.c.created_at < cutoff)
 
         def purge(conn: Connection) -> dict[str, int]:
             return {
@@ -199,6 +213,21 @@ class Ledger(Database):
                 "signature_rejections": conn.execute(
                     delete(signature_rejections).where(
                         signature_rejections.c.minute <= cutoff - timedelta(minutes=1)
+                    )
+                ).rowcount,
+                "handoff_attempts": conn.execute(
+                    delete(handoff_attempts).where(handoff_attempts.c.handoff_id.in_(old_handoffs))
+                ).rowcount,
+                "handoffs": conn.execute(
+                    delete(handoffs).where(handoffs.c.created_at < cutoff)
+                ).rowcount,
+                "webhook_outbox": conn.execute(
+                    delete(webhook_outbox).where(
+                        webhook_outbox.c.created_at < cutoff,
+                        or_(
+                            webhook_outbox.c.delivered_at.is_not(None),
+                            webhook_outbox.c.gave_up_at.is_not(None),
+                        ),
                     )
                 ).rowcount,
             }

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
+    UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -104,4 +109,103 @@ admin_sessions = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("created_at", DateTime(), nullable=False, index=True),
+)
+
+
+# The AI side's API keys: only the hash of a key's secret part is kept, and a revoked key stays
+# (revoked_at set) so its handoffs and undelivered webhooks still name it.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "key_" + 16 of [0-9a-z]
+    Column("name", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False),  # hex sha256 of the secret part
+    Column("callback_url", Text()),
+    Column("created_at", DateTime(), nullable=False),
+    Column("revoked_at", DateTime()),
+    UniqueConstraint("name", name="uq_api_keys_name"),
+)
+
+# Handoff states in which the call is still being handed over: at most one such row per call.
+LIVE_STATES = ("requested", "transferred", "ringing", "connected")
+_LIVE = text("state IN ({})".format(", ".join(f"'{state}'" for state in LIVE_STATES)))
+
+# The AI's requests to hand a call to a human. `summary` is personal data (purged with the rest
+# after RETENTION_DAYS); the unique indexes decide idempotency and "one live handoff per call",
+# so two instances sharing PostgreSQL agree without a read-then-write.
+handoffs = Table(
+    "handoffs",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "ho_" + 22 of [0-9a-z]
+    Column("api_key_id", String(32), nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("request_hash", String(64), nullable=False),
+    Column("call_uuid", String(64), nullable=False),
+    Column("group_name", String(64), nullable=False),
+    Column("summary", Text()),
+    Column("fields", Text(), nullable=False),  # a JSON object
+    Column("whisper", Boolean(), nullable=False),
+    Column("on_failure", String(16), nullable=False),  # 'return' or 'fallback'
+    Column("return_url", Text()),
+    Column("callback_url", Text()),
+    Column("state", String(16), nullable=False),
+    Column("plivo_api_id", String(64)),
+    Column("error", Text()),
+    Column("created_at", DateTime(), nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+    ForeignKeyConstraint(["api_key_id"], ["api_keys.id"], name="fk_handoffs_api_key_id"),
+    UniqueConstraint("api_key_id", "idempotency_key", name="uq_handoffs_idempotency"),
+    Index(
+        "ux_handoffs_live_call",
+        "call_uuid",
+        unique=True,
+        sqlite_where=_LIVE,
+        postgresql_where=_LIVE,
+    ),
+    Index("ix_handoffs_created_at", "created_at"),
+)
+
+# Each Dial of a handoff: which agents rang and how it ended (4240/4250 for SIP-auth failures).
+handoff_attempts = Table(
+    "handoff_attempts",
+    metadata,
+    Column("handoff_id", String(32), nullable=False),
+    Column("attempt", Integer(), nullable=False),
+    Column("agents", Text(), nullable=False),  # a JSON list of agent names
+    Column("outcome", String(24)),
+    Column("code", Integer()),
+    Column("started_at", DateTime(), nullable=False),
+    Column("ended_at", DateTime()),
+    PrimaryKeyConstraint("handoff_id", "attempt"),
+    ForeignKeyConstraint(["handoff_id"], ["handoffs.id"], name="fk_handoff_attempts_handoff_id"),
+)
+
+_UNDELIVERED = text("delivered_at IS NULL AND gave_up_at IS NULL")
+
+# Outcome webhooks waiting for delivery, written in the transaction of the state change they
+# report. `body` holds the exact bytes signed and sent; `id` is the webhook-id, stable across
+# retries. No foreign key to handoffs: an undelivered event outlives its purged handoff.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "msg_" + 26 of [0-9a-z]
+    Column("api_key_id", String(32), nullable=False),
+    Column("handoff_id", String(32)),
+    Column("url", Text(), nullable=False),
+    Column("event_type", String(48), nullable=False),
+    Column("body", LargeBinary(), nullable=False),
+    Column("created_at", DateTime(), nullable=False),
+    Column("next_attempt_at", DateTime(), nullable=False),
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("lease_until", DateTime()),
+    Column("delivered_at", DateTime()),
+    Column("gave_up_at", DateTime()),
+    Column("last_status", Integer()),
+    Column("last_error", Text()),
+    Index(
+        "ix_webhook_outbox_due",
+        "next_attempt_at",
+        sqlite_where=_UNDELIVERED,
+        postgresql_where=_UNDELIVERED,
+    ),
 )

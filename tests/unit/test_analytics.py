@@ -516,7 +516,14 @@ def test_purge_events_deletes_old_rows_and_keeps_newer_ones(
 
     clock.now = new + timedelta(minutes=30)
     purged = store.purge_events(older_than=HOUR)  # cutoff: new - 30 min
-    assert purged == {"call_events": 2, "hangups": 3, "signature_rejections": 2}
+    assert purged == {
+        "call_events": 2,
+        "hangups": 3,
+        "signature_rejections": 2,
+        "handoff_attempts": 0,
+        "handoffs": 0,
+        "webhook_outbox": 0,
+    }
 
     assert _rows(store, call_events) == 2
     assert _rows(store, hangups) == 1
@@ -533,6 +540,9 @@ def test_purge_events_deletes_old_rows_and_keeps_newer_ones(
         "call_events": 0,
         "hangups": 0,
         "signature_rejections": 0,
+        "handoff_attempts": 0,
+        "handoffs": 0,
+        "webhook_outbox": 0,
     }
 
 

@@ -26,8 +26,7 @@ from sipguard.notify.delivery import Delivery, Outcome
 from sipguard.notify.model import OutboxEvent, webhook_secret
 from sipguard.notify.worker import LEASE_MARGIN, Worker, lease_for
 from sipguard.settings import SETTINGS, load_settings
-from sipguard.store import Store
-from sipguard.store.database import now_utc
+from sipguard.store.handoffs import HandoffRequest
 from tests.support.config import SECRET_KEY
 from tests.support.outbox import FakeClock, MemoryOutbox
 from tests.support.receiver import Answer, Receiver
@@ -393,31 +392,31 @@ def test_the_worker_settings_default_and_parse_like_the_others(tmp_path: Any) ->
             SETTINGS[name].read({name: raw})
 
 
-@pytest.fixture
-def store_outbox(monkeypatch: pytest.MonkeyPatch) -> MemoryOutbox:
-    """Lend the Store the in-memory outbox's methods, until the store's own Outbox part lands."""
-    memory = MemoryOutbox(now_utc)
-    for name in ("claim_due", "mark_delivered", "mark_failed"):
-        method = getattr(memory, name)
-        monkeypatch.setattr(Store, name, lambda self, *args, _m=method: _m(*args), raising=False)
-    return memory
-
-
-def test_sipguard_worker_once_delivers_whats_due_and_exits(
-    app_config: dict[str, str], store_outbox: MemoryOutbox, receiver: Receiver
+def test_sipguard_worker_once_delivers_whats_due_in_the_store_and_exits(
+    app_config: dict[str, str], receiver: Receiver
 ) -> None:
-    ids = [store_outbox.add(receiver.url, api_key_id=KEY_A) for _ in range(12)]
+    """The command over the real store: 12 queued outcome webhooks, delivered in batches of 5."""
     info = Standalone(app_config)
+    store = info.load_app().extensions["sipguard"].store
     try:
+        key = store.create_api_key("worker-test", callback_url=receiver.url).key
+        ids = []
+        for n in range(12):
+            created = store.create_handoff(
+                HandoffRequest(key.id, f"call-{n}", "support", request_hash=f"{n:064d}")
+            )
+            moved = store.transition(created.handoff.id, "transferred", "handoff.transferred")
+            assert moved is not None and moved.event_id is not None
+            ids.append(moved.event_id)
         result = CliRunner().invoke(main.cli, ["worker", "--once", "--batch", "5"], obj=info)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "attempted 12 webhook delivery(ies)\n"
+        assert sorted(receiver.ids()) == sorted(ids)
+        assert store.claim_due(100, timedelta(seconds=30)) == []
+        # Signed with the key's secret derived from the app's SECRET_KEY.
+        Webhook(secret_for(key.id)).verify(receiver.requests[0].body, receiver.requests[0].headers)
     finally:
-        if info._loaded_app is not None:
-            info._loaded_app.extensions["sipguard"].store.dispose()
-    assert result.exit_code == 0, result.output
-    assert result.stdout == "attempted 12 webhook delivery(ies)\n"
-    assert receiver.ids() == ids and not store_outbox.pending()
-    # Signed with the key's secret derived from the app's SECRET_KEY.
-    Webhook(secret_for(KEY_A)).verify(receiver.requests[0].body, receiver.requests[0].headers)
+        store.dispose()
 
 
 def test_sipguard_worker_with_a_bad_setting_is_one_line_and_exit_2(

@@ -16,7 +16,8 @@ from tests.support.signing import SignedPost, inbound, make_signed_post
 from tests.support.signing_v2 import sign_v2
 
 # Not Plivo's routes: /healthz is public; the operator routes have their own guard (admin login,
-# bearer token) and must NOT accept a Plivo signature instead (tests/web/test_monitor.py).
+# bearer token) and must NOT accept a Plivo signature instead (tests/web/test_monitor.py); the
+# AI's /api/v1 routes need an API key (tests/web/test_api_auth.py).
 UNSIGNED_ENDPOINTS = {
     "health.healthz",
     "monitor.metrics_endpoint",
@@ -24,6 +25,7 @@ UNSIGNED_ENDPOINTS = {
     "monitor.logout",
     "monitor.page",
 }
+API_PREFIX = "api."
 
 
 def _collection_app() -> Flask:
@@ -45,7 +47,7 @@ def _route_cases() -> list[tuple[str, str, str]]:
     rules: list[Rule] = list(_collection_app().url_map.iter_rules())
     cases = []
     for rule in rules:
-        if rule.endpoint in UNSIGNED_ENDPOINTS:
+        if rule.endpoint in UNSIGNED_ENDPOINTS or rule.endpoint.startswith(API_PREFIX):
             continue
         path = rule.build({"group": "support"}, append_unknown=False)
         assert path is not None

@@ -1,0 +1,387 @@
+"""Handoffs the AI asked for: their idempotency, their states, their agent attempts.
+
+The database's unique indexes decide the two conflicts, never a read before the write, so two
+instances sharing PostgreSQL agree: the same API key and Idempotency-Key give back the first
+handoff (a different request body under that key is a conflict), and a call has at most one
+live handoff. A state change and the webhook reporting it are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from sipguard.errors import AppError, ValidationError
+from sipguard.store.api_keys import random_id
+from sipguard.store.database import Database
+from sipguard.store.outbox import enqueue
+from sipguard.store.schema import LIVE_STATES, api_keys, handoff_attempts, handoffs
+
+ID_PREFIX = "ho_"
+ID_LENGTH = 22
+STATES = (*LIVE_STATES, "failed", "returned", "caller_hung_up")
+EVENTS = (
+    "handoff.transferred",
+    "handoff.agent_answered",
+    "handoff.failed",
+    "handoff.returned",
+    "handoff.caller_hung_up",
+)
+ON_FAILURE = ("return", "fallback")
+OUTCOMES = ("answered", "no-answer", "busy", "sip_auth_failed", "sip_auth_timeout", "failed")
+_INSERT_TRIES = 3  # a conflicting row can end between the insert and the look-up
+
+
+def _bounded(request: HandoffRequest) -> tuple[tuple[str, str | None, int], ...]:
+    return (
+        ("call_uuid", request.call_uuid, 64),
+        ("group", request.group_name, 64),
+        ("Idempotency-Key", request.idempotency_key, 255),
+    )
+
+
+class HandoffConflict(AppError):
+    """The call already has a live handoff."""
+
+    status = 409
+
+
+class IdempotencyMismatch(AppError):
+    """An Idempotency-Key was used again with a different request."""
+
+    status = 422
+
+
+class UnknownHandoff(AppError):
+    """No handoff has that id."""
+
+    status = 404
+
+
+def request_hash(document: Mapping[str, Any]) -> str:
+    """Return the hex sha256 of a request's JSON, key order and spacing aside."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class HandoffRequest:
+    """What the AI asked for, checked at the edge; `summary` is personal data."""
+
+    api_key_id: str
+    call_uuid: str
+    group_name: str
+    request_hash: str
+    idempotency_key: str | None = None
+    summary: str | None = field(default=None, repr=False)
+    fields: Mapping[str, str] = field(default_factory=dict)
+    whisper: bool = False
+    on_failure: str = "return"
+    return_url: str | None = None
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One Dial of a handoff: the agents it rang and how it ended."""
+
+    attempt: int
+    agents: tuple[str, ...]
+    outcome: str | None
+    code: int | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A stored handoff with its attempts; the summary stays out of its repr."""
+
+    id: str
+    api_key_id: str
+    idempotency_key: str | None
+    call_uuid: str
+    group_name: str
+    summary: str | None = field(repr=False)
+    fields: Mapping[str, str]
+    whisper: bool
+    on_failure: str
+    return_url: str | None
+    callback_url: str | None
+    state: str
+    plivo_api_id: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def live(self) -> bool:
+        """Tell whether the call is still being handed over."""
+        return self.state in LIVE_STATES
+
+
+@dataclass(frozen=True)
+class Created:
+    """A create's answer: the handoff, and whether it is the first answer given again."""
+
+    handoff: Handoff
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change's answer: the handoff now, and the webhook-id of the event it queued."""
+
+    handoff: Handoff
+    event_id: str | None
+
+
+def _handoff(row: Any, attempts: Sequence[Attempt] = ()) -> Handoff:
+    return Handoff(
+        id=row.id,
+        api_key_id=row.api_key_id,
+        idempotency_key=row.idempotency_key,
+        call_uuid=row.call_uuid,
+        group_name=row.group_name,
+        summary=row.summary,
+        fields=json.loads(row.fields),
+        whisper=bool(row.whisper),
+        on_failure=row.on_failure,
+        return_url=row.return_url,
+        callback_url=row.callback_url,
+        state=row.state,
+        plivo_api_id=row.plivo_api_id,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        attempts=tuple(attempts),
+    )
+
+
+def _attempts(conn: Connection, ids: Collection[str]) -> dict[str, list[Attempt]]:
+    found: dict[str, list[Attempt]] = {handoff_id: [] for handoff_id in ids}
+    if not ids:
+        return found
+    query = (
+        select(handoff_attempts)
+        .where(handoff_attempts.c.handoff_id.in_(list(ids)))
+        .order_by(handoff_attempts.c.handoff_id, handoff_attempts.c.attempt)
+    )
+    for row in conn.execute(query):
+        found[row.handoff_id].append(
+            Attempt(
+                attempt=row.attempt,
+                agents=tuple(json.loads(row.agents)),
+                outcome=row.outcome,
+                code=row.code,
+                started_at=row.started_at,
+                ended_at=row.ended_at,
+            )
+        )
+    return found
+
+
+def _load(conn: Connection, handoff_id: str) -> Handoff | None:
+    row = conn.execute(select(handoffs).where(handoffs.c.id == handoff_id[:32])).first()
+    if row is None:
+        return None
+    return _handoff(row, _attempts(conn, [row.id])[row.id])
+
+
+class Handoffs(Database):
+    """Create handoffs idempotently, move them through their states, record their attempts."""
+
+    def create_handoff(self, request: HandoffRequest) -> Created:
+        """Store a new handoff in state `requested`, or give back the first one for its key.
+
+        Raises IdempotencyMismatch (422) when the Idempotency-Key came with another request,
+        HandoffConflict (409) when the call has a live handoff already.
+        """
+        if request.on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure must be one of {ON_FAILURE}")
+        for name, value, limit in _bounded(request):
+            # Bounded here too: PostgreSQL would refuse a longer value as a database error (503).
+            if value is not None and not 0 < len(value) <= limit:
+                raise ValidationError(name, f"must be 1-{limit} characters")
+        now = self._clock()
+        row = {
+            "api_key_id": request.api_key_id,
+            "idempotency_key": request.idempotency_key,
+            "request_hash": request.request_hash,
+            "call_uuid": request.call_uuid,
+            "group_name": request.group_name,
+            "summary": request.summary,
+            "fields": json.dumps(dict(request.fields), separators=(",", ":")),
+            "whisper": request.whisper,
+            "on_failure": request.on_failure,
+            "return_url": request.return_url,
+            "callback_url": request.callback_url,
+            "state": "requested",
+            "created_at": now,
+            "updated_at": now,
+        }
+        insert_ = self._insert()
+
+        def write(conn: Connection) -> Created:
+            for _ in range(_INSERT_TRIES):
+                # No conflict target: any unique index that refuses the row makes it a no-op,
+                # and PostgreSQL waits for a concurrent insert of the same key to commit first.
+                statement = (
+                    insert_(handoffs)
+                    .values(id=random_id(ID_PREFIX, ID_LENGTH), **row)
+                    .on_conflict_do_nothing()
+                    .returning(*handoffs.c)
+                )
+                inserted = conn.execute(statement).first()
+                if inserted is not None:
+                    return Created(_handoff(inserted), replayed=False)
+                if request.idempotency_key is not None:
+                    first = conn.execute(
+                        select(handoffs).where(
+                            handoffs.c.api_key_id == request.api_key_id,
+                            handoffs.c.idempotency_key == request.idempotency_key,
+                        )
+                    ).first()
+                    if first is not None:
+                        if not hmac.compare_digest(first.request_hash, request.request_hash):
+                            raise IdempotencyMismatch(
+                                "Idempotency-Key was already used with a different request"
+                            )
+                        attempts = _attempts(conn, [first.id])[first.id]
+                        return Created(_handoff(first, attempts), replayed=True)
+                live = conn.execute(
+                    select(handoffs.c.id).where(
+                        handoffs.c.call_uuid == request.call_uuid,
+                        handoffs.c.state.in_(LIVE_STATES),
+                    )
+                ).first()
+                if live is not None:
+                    raise HandoffConflict(
+                        f"call {request.call_uuid} is being handed off already ({live.id})"
+                    )
+            raise HandoffConflict(f"call {request.call_uuid} is being handed off already")
+
+        return self._run(write)
+
+    def get_handoff(self, handoff_id: str) -> Handoff | None:
+        """Return a handoff with its attempts, or None."""
+        return self._run(lambda conn: _load(conn, handoff_id), write=False)
+
+    def recent_handoffs(self, limit: int = 50, since: datetime | None = None) -> list[Handoff]:
+        """Return the newest handoffs first, with their attempts (for /monitor)."""
+        query = select(handoffs).order_by(handoffs.c.created_at.desc(), handoffs.c.id).limit(limit)
+        if since is not None:
+            query = query.where(handoffs.c.created_at >= since)
+
+        def read(conn: Connection) -> list[Handoff]:
+            rows = conn.execute(query).all()
+            attempts = _attempts(conn, [row.id for row in rows])
+            return [_handoff(row, attempts[row.id]) for row in rows]
+
+        return self._run(read, write=False)
+
+    def transition(
+        self,
+        handoff_id: str,
+        state: str,
+        event_type: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        *,
+        from_states: Collection[str] | None = None,
+        plivo_api_id: str | None = None,
+        error: str | None = None,
+    ) -> Transition | None:
+        """Move a handoff to `state` and queue `event_type`'s webhook in the same transaction.
+
+        The event goes to the handoff's callback URL, else its key's; with neither, none is
+        queued. With `from_states`, only a handoff in one of them moves (None is returned when
+        it is in another): concurrent callbacks cannot move a finished handoff back. Raises
+        UnknownHandoff when there is no such handoff.
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown handoff state {state!r}")
+        if event_type is not None and event_type not in EVENTS:
+            raise ValueError(f"unknown handoff event {event_type!r}")
+        now = self._clock()
+        values: dict[str, Any] = {"state": state, "updated_at": now}
+        if plivo_api_id is not None:
+            values["plivo_api_id"] = plivo_api_id[:64]
+        if error is not None:
+            values["error"] = error
+        statement = update(handoffs).where(handoffs.c.id == handoff_id[:32])
+        if from_states is not None:
+            statement = statement.where(handoffs.c.state.in_(list(from_states)))
+        statement = statement.values(**values).returning(*handoffs.c)
+
+        def write(conn: Connection) -> Transition | None:
+            row = conn.execute(statement).first()
+            if row is None:
+                if _load(conn, handoff_id) is None:
+                    raise UnknownHandoff(f"no handoff {handoff_id}")
+                return None
+            event_id = None
+            if event_type is not None:
+                url = (
+                    row.callback_url
+                    or conn.execute(
+                        select(api_keys.c.callback_url).where(api_keys.c.id == row.api_key_id)
+                    ).scalar_one_or_none()
+                )
+                if url:
+                    event_id = enqueue(
+                        conn,
+                        now=now,
+                        api_key_id=row.api_key_id,
+                        handoff_id=row.id,
+                        url=url,
+                        event_type=event_type,
+                        data={
+                            "handoff_id": row.id,
+                            "call_uuid": row.call_uuid,
+                            "group": row.group_name,
+                            "state": state,
+                            **(data or {}),
+                        },
+                    )
+            return Transition(_handoff(row, _attempts(conn, [row.id])[row.id]), event_id)
+
+        return self._run(write)
+
+    def start_attempt(self, handoff_id: str, attempt: int, agents: Sequence[str]) -> None:
+        """Record that attempt `attempt` rings `agents` (a retried callback changes nothing)."""
+        statement = (
+            self._insert()(handoff_attempts)
+            .values(
+                handoff_id=handoff_id,
+                attempt=attempt,
+                agents=json.dumps(list(agents)),
+                started_at=self._clock(),
+            )
+            .on_conflict_do_nothing()
+        )
+        self._run(lambda conn: conn.execute(statement))
+
+    def end_attempt(
+        self, handoff_id: str, attempt: int, outcome: str, code: int | None = None
+    ) -> bool:
+        """Record how an attempt ended; False when it was never started or has ended already."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown attempt outcome {outcome!r}")
+        statement = (
+            update(handoff_attempts)
+            .where(
+                handoff_attempts.c.handoff_id == handoff_id,
+                handoff_attempts.c.attempt == attempt,
+                handoff_attempts.c.ended_at.is_(None),
+            )
+            .values(outcome=outcome, code=code, ended_at=self._clock())
+        )
+        return bool(self._run(lambda conn: conn.execute(statement).rowcount))
