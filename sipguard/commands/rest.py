@@ -34,7 +34,7 @@ EXIT_CREDENTIALS = 1  # Plivo refused PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN (401)
 EXIT_INVALID = 2  # bad arguments, a missing or bad setting, or a documented limit: nothing sent
 EXIT_REFUSED = 3  # Plivo answered 4xx (not found, duplicate, still assigned, ...)
 EXIT_RATE_LIMITED = 4  # Plivo answered 429: retry later
-EXIT_UNAVAILABLE = 5  # Plivo could not be reached or answered 5xx
+EXIT_UNAVAILABLE = 5  # Plivo (or the database) could not be reached, or Plivo answered 5xx
 EXIT_UNCERTAIN = 6  # Plivo accepted (2xx) but its answer lacks what it documents: it may be done
 EXIT_CODES = (
     (EXIT_OK, "success"),
@@ -42,7 +42,7 @@ EXIT_CODES = (
     (EXIT_INVALID, "invalid input, or a missing or bad setting: nothing sent"),
     (EXIT_REFUSED, "Plivo refused the request (4xx)"),
     (EXIT_RATE_LIMITED, "rate limited by Plivo (429)"),
-    (EXIT_UNAVAILABLE, "Plivo unreachable, failing (5xx) or answering nonsense"),
+    (EXIT_UNAVAILABLE, "Plivo or the database unreachable, or Plivo answering 5xx or nonsense"),
     (EXIT_UNCERTAIN, "accepted by Plivo (2xx), answer unexpected: the call may have been placed"),
 )
 __doc__ = (__doc__ or "") + "".join(f"\n    {code}: {text}" for code, text in EXIT_CODES)
