@@ -769,6 +769,40 @@ def test_setup_from_nothing_creates_acl_entries_credential_and_assigns(
     assert PASSWORD not in result.output and PASSWORD not in app_logs.text
 
 
+@pytest.mark.parametrize(
+    ("idless", "effect"),
+    [
+        ("acl", "the IP ACL may have been created"),
+        ("entry", "the entry may have been added"),
+        ("credential", "the credential may have been created"),
+    ],
+)
+def test_setup_step_accepted_without_its_id_exits_6_and_stops(
+    runner, rsps, monkeypatch, idless: str, effect: str
+) -> None:
+    """A 2xx without the new resource's id: it may exist, so say so and assign nothing."""
+    monkeypatch.setenv("SIPGUARD_TEST_PW", PASSWORD)
+    register_list(rsps, ACLS, [])
+    register_list(rsps, CREDENTIALS, [])
+    answers = {
+        "acl": (ACLS, ip_acl("acl-1", "sipguard-12345")),
+        "entry": (entries_url("acl-1"), {"entry_uuid": "e-n"}),
+        "credential": (CREDENTIALS, credential("c-1", "pbx-trunk")),
+    }
+    for kind, (url, answer) in answers.items():
+        if kind == idless:
+            answer = {key: value for key, value in answer.items() if not key.endswith("_uuid")}
+        rsps.post(url, json={"api_id": f"api-{kind}", **answer}, status=201)
+    rsps.post(APPLICATIONS + "12345/", json={"api_id": "x", "message": "changed"}, status=202)
+
+    result = runner.invoke(args=[*SETUP, "--password-env", "SIPGUARD_TEST_PW"])
+
+    assert result.exit_code == rest.EXIT_UNCERTAIN, result.output
+    assert effect in result.stderr and f"[api_id api-{idless}]" in result.stderr
+    assert "Traceback" not in result.output and result.stderr.count("\n") == 1
+    assert ("POST", APPLICATIONS + "12345/") not in requests_made(rsps)
+
+
 def _register_existing(rsps: responses.RequestsMock, entries: list[dict[str, Any]]) -> None:
     register_list(rsps, ACLS, [ip_acl("a-0", "other"), ip_acl("acl-1", "sipguard-12345")])
     register_list(rsps, entries_url("acl-1"), entries)
