@@ -35,7 +35,7 @@ EXIT_INVALID = 2  # bad arguments, a missing or bad setting, or a documented lim
 EXIT_REFUSED = 3  # Plivo answered 4xx (not found, duplicate, still assigned, ...)
 EXIT_RATE_LIMITED = 4  # Plivo answered 429: retry later
 EXIT_UNAVAILABLE = 5  # Plivo (or the database) could not be reached, or Plivo answered 5xx
-EXIT_UNCERTAIN = 6  # Plivo accepted (2xx) but its answer lacks what it documents: it may be done
+EXIT_UNCERTAIN = 6  # Plivo accepted (2xx) but its answer lacks the new id: it may be done
 EXIT_CODES = (
     (EXIT_OK, "success"),
     (EXIT_CREDENTIALS, "Plivo refused PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN (401)"),
@@ -43,7 +43,10 @@ EXIT_CODES = (
     (EXIT_REFUSED, "Plivo refused the request (4xx)"),
     (EXIT_RATE_LIMITED, "rate limited by Plivo (429)"),
     (EXIT_UNAVAILABLE, "Plivo or the database unreachable, or Plivo answering 5xx or nonsense"),
-    (EXIT_UNCERTAIN, "accepted by Plivo (2xx), answer unexpected: the call may have been placed"),
+    (
+        EXIT_UNCERTAIN,
+        "accepted (2xx) without the new id: the call may have been placed, the resource created",
+    ),
 )
 __doc__ = (__doc__ or "") + "".join(f"\n    {code}: {text}" for code, text in EXIT_CODES)
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES)
