@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import getpass
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -222,7 +221,7 @@ def read_password(
     if password_stdin:
         return read_secret_line("Password: "), False
     if password_env is not None:
-        value = os.environ.get(password_env)
+        value = context.environment().get(password_env)  # `sipguard` reads ./.env too
         if value is None:
             raise click.BadParameter(f"environment variable {password_env} is not set")
         return value, False

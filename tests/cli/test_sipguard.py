@@ -185,6 +185,24 @@ def test_call_accepted_without_request_uuid_exits_6(rsps, no_app) -> None:
     assert "may have been placed" in result.stderr and "[api_id api-odd-2]" in result.stderr
 
 
+def test_password_env_reads_the_commands_environment_dot_env_included(
+    rsps, no_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sipguard` reads ./.env, so --password-env VAR finds VAR there too, not in os.environ."""
+    password = "Dot-Env-Pw-4k7Z"
+    (tmp_path / ".env").write_text(f"PBX_PASSWORD={password}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for name, value in ACCOUNT.items():
+        monkeypatch.setenv(name, value)
+    rsps.get(CREDENTIALS, json={"objects": []})
+    rsps.post(CREDENTIALS, json={"api_id": "x", "credential_uuid": "c-1"}, status=201)
+    result = CliRunner().invoke(
+        main.cli, ["sipauth", "credential", "create", "pbx", "--password-env", "PBX_PASSWORD"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(rsps.calls[-1].request.body)["password"] == password
+
+
 def test_monitor_hash_password_needs_no_setting() -> None:
     result = sipguard(["monitor", "hash-password"], {}, input="correct horse battery staple\n")
     assert result.exit_code == 0, result.output
