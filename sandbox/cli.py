@@ -41,7 +41,7 @@ def _client() -> SandboxClient:
             f"PLIVO_API_URL is {account.api_url}, not a local sandbox: set it to the URL "
             f"`sipguard sandbox serve` printed (e.g. http://127.0.0.1:{DEFAULT_PORT})"
         )
-    if not account.auth_id:
+    if not account.auth_id:  # the app (Flask CLI) runs without one; `sipguard` refuses earlier
         raise ConfigError("PLIVO_AUTH_ID is not set: the sandbox plays that account")
     return SandboxClient(account.api_url, account.auth_id, account.auth_token)
 

@@ -4,8 +4,8 @@
 PLIVO_API_URL and PLIVO_API_TIMEOUT_SECONDS); `handoff` mints a token with the app's secret for
 one of its agent groups, so it needs the app's settings. Tables by default, `--json` for scripts.
 Passwords come from stdin, an environment variable or a file, never from argv (which `ps` shows
-to every user); `--generate` makes one and shows it once.
-Exit codes, for scripts:
+to every user); `--generate` makes one and shows it once. Exit codes, for scripts, are
+`EXIT_CODES` (also at the end of every command's --help).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ EXIT_CODES = (
         "accepted (2xx) without the new id: the call may have been placed, the resource created",
     ),
 )
-__doc__ = (__doc__ or "") + "".join(f"\n    {code}: {text}" for code, text in EXIT_CODES)
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES)
 
 CREDENTIAL_COLUMNS = ("uuid", "username", "realm")

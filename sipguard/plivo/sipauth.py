@@ -27,7 +27,6 @@ PASSWORD_MIN, PASSWORD_MAX = 12, 128
 ACL_NAME_MAX = 120
 ENTRY_DESCRIPTION_MAX = 255
 MAX_ACLS, MAX_CREDENTIALS, MAX_ENTRIES_PER_ACL = 100, 200, 50
-# The old name, still imported by sandbox/account.py and commands/rest.py: one tuple, not a copy.
 REALM = "app.plivo.com"
 GENERATED_PASSWORD_LENGTH = 24
 
