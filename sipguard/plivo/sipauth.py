@@ -38,7 +38,7 @@ _ENTRY_EFFECT = "the entry may have been added"
 _CREDENTIAL_EFFECT = "the credential may have been created"
 _UNASSIGN_HINT = (
     "If it is still assigned to an application, remove the assignment first: "
-    'flask sipauth assign --app-id APP_ID --mode none (sets sip_auth_type to "")'
+    'sipguard sipauth assign --app-id APP_ID --mode none (sets sip_auth_type to "")'
 )
 
 Password = str | Secret

@@ -1,4 +1,4 @@
-"""`flask sandbox ...` against a served sandbox: timelines, calls, hang-ups, lockouts, the clock."""
+"""The sandbox commands on a served sandbox: timelines, calls, hang-ups, lockouts, the clock."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_an_app_without_plivo_auth_id_is_one_line_and_exit_2(app_config) -> None
 
 
 def test_unreachable_sandbox_exits_5(app_config) -> None:
-    """Nothing listening at PLIVO_API_URL: exit 5 (unreachable), as plivo_cli does."""
+    """Nothing listening at PLIVO_API_URL: exit 5 (unreachable), as the REST commands do."""
     from app import create_app
     from devtools.harness import free_port
 

@@ -1,4 +1,5 @@
-"""`flask sipauth|call|handoff`: tables or JSON, exit codes for scripts, passwords kept off argv."""
+"""The REST commands (sipauth, call, handoff): tables or JSON, exit codes for scripts,
+passwords kept off argv."""
 
 from __future__ import annotations
 
