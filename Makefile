@@ -21,12 +21,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m devtools.devserver
 
-# The local Plivo stand-in on port 5100, for the `make run` app: its REST API (flask sipauth,
-# call, handoff), inbound calls (flask sandbox call) and simulated agents. See README, Sandbox.
+# The local Plivo stand-in on port 5100, for the `make run` app: its REST API (sipguard sipauth,
+# call, handoff), inbound calls (sipguard sandbox call) and simulated agents. See README, Sandbox.
 sandbox: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m devtools.devserver flask sandbox serve
 
-# Start the app and the sandbox on free ports, set up SIP auth with `flask sipauth setup`, play
+# Start the app and the sandbox on free ports, set up SIP auth with `sipguard sipauth setup`, play
 # three scenarios (a handoff, a call without SIP auth, a lockout), print timelines and the
 # auth-failure report; exit 0 only if every check held.
 demo: $(STAMP)

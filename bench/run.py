@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench.harness import main
+from bench.scenarios import main
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from bench.workload import SignedRequest
+from devtools import harness
 from devtools.harness import ROOT, Server, start_gunicorn
 from sipguard.settings import environ_names
 
@@ -47,17 +46,10 @@ def start(name: str, app: str, env: dict[str, str], workdir: Path, workers: int)
 
 def post(server: Server, request: SignedRequest) -> tuple[int, bytes]:
     """Send one signed request; return status and body."""
-    call = urllib.request.Request(
-        server.base + request.path,
-        data=request.body.encode(),
-        headers=request.headers(),
-        method="POST",
+    reply = harness.request(
+        "POST", server.base + request.path, body=request.body, headers=request.headers()
     )
-    try:
-        with urllib.request.urlopen(call, timeout=10) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return reply.status, reply.body
 
 
 def postgres_reachable(admin_url: str) -> str | None:
@@ -69,9 +61,6 @@ def postgres_reachable(admin_url: str) -> str | None:
             return None
     except psycopg.Error as exc:
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-
-
-_DROP = "DROP DATABASE IF EXISTS {} WITH (FORCE)"
 
 
 def recreate_database(admin_url: str, name: str) -> None:

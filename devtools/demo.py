@@ -1,11 +1,11 @@
 """`make demo`: the app and the sandbox side by side, three scenarios played and checked.
 
-Starts the app (gunicorn) and `flask sandbox serve` on free loopback ports with fresh secrets and
+Starts the app (gunicorn) and `sipguard sandbox serve` on free loopback ports with fresh secrets and
 an empty SQLite database, protects the sample application with the project's own
-`flask sipauth setup` (PLIVO_API_URL pointing at the sandbox), then plays:
+`sipguard sipauth setup` (PLIVO_API_URL pointing at the sandbox), then plays:
 
 1. a call from an allowed IP with good credentials: routed to the AI agent, handed over with
-   `flask handoff` (the Transfer API) to the support group, whose first agent's PBX rejects the
+   `sipguard handoff` (the Transfer API) to the support group, whose first agent's PBX rejects the
    app's credentials (sip_auth_failed 4240) and whose second agent answers;
 2. a call whose Request-URI is a phone number: SIP auth does not run, no SIPAuth* parameters;
 3. eleven bad-password calls from one IP: the tenth starts a lockout, a good call is refused
@@ -14,8 +14,10 @@ an empty SQLite database, protects the sample application with the project's own
 It prints every timeline and the app's auth-failure report, checks each step against Plivo's
 SIP-authentication page (https://www.plivo.com/docs/voice/concepts/sip-authentication: the
 SIPAuth* parameters, the 4210/4240 causes, the 10-failures-in-60-s lockout), and exits 0 only if
-every check held. Run it from the repository root (`python -m devtools.demo`): it starts its
-processes with devtools.harness. DEMO_KEEP=1 keeps the working directory (logs, database).
+every check held. Run it from the repository root with the virtualenv's Python
+(`.venv/bin/python -m devtools.demo`): it starts its processes with devtools.harness and runs the
+`sipguard` console script installed beside that Python, as a user would. DEMO_KEEP=1 keeps the
+working directory (logs, database).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ CALLER = "ai-frontline"
 GOOD_IP, ATTACKER_IP, CARRIER_IP = "198.51.100.7", "198.51.100.66", "192.0.2.50"
 ALLOW = ("198.51.100.0/24", "2001:db8:42::/48")
 START_TIMEOUT = 30.0
+# The installed console script, as users run it (beside this interpreter in the virtualenv).
+SIPGUARD = str(Path(sys.executable).parent / "sipguard")
 
 
 class Checks:
@@ -115,7 +119,7 @@ class Demo:
         with app:
             sandbox = start(
                 "sandbox",
-                [*self._flask(), "sandbox", "serve", "--port", str(self.sandbox_port)],
+                [SIPGUARD, "sandbox", "serve", "--port", str(self.sandbox_port)],
                 env=self.env,
                 log=self.workdir / "sandbox.log",
                 port=self.sandbox_port,
@@ -125,13 +129,10 @@ class Demo:
             with sandbox:
                 yield
 
-    def _flask(self) -> list[str]:
-        return [sys.executable, "-m", "flask", "--app", "app:create_app"]
-
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run one of the project's Flask CLI commands against the sandbox."""
+        """Run one of the `sipguard` command's commands against the sandbox."""
         return subprocess.run(
-            [*self._flask(), *args],
+            [SIPGUARD, *args],
             cwd=self.workdir,
             env=self.env,
             capture_output=True,
@@ -143,14 +144,14 @@ class Demo:
     # -- steps ----------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        _title("Set up: credential + IP ACL with the project's own `flask sipauth setup`")
+        _title("Set up: credential + IP ACL with the project's own `sipguard sipauth setup`")
         allow = [arg for cidr in ALLOW for arg in ("--allow", cidr)]
         done = self.cli(
             "sipauth", "setup", "--app-id", APP_ID, "--mode", "ip_acl_and_credential", *allow,
             "--credential-user", CALLER, "--password-env", "DEMO_CALLER_PASSWORD",
         )  # fmt: skip
         print(done.stdout + done.stderr, end="")
-        self.check(done.returncode == 0, "flask sipauth setup exits 0 against the sandbox")
+        self.check(done.returncode == 0, "sipguard sipauth setup exits 0 against the sandbox")
         listed = self.cli("sipauth", "credential", "list", "--json")
         names = [c.get("username") for c in json.loads(listed.stdout or "[]")]
         self.check(names == [CALLER], f"the sandbox holds one credential, {CALLER}")
@@ -184,7 +185,7 @@ class Demo:
         uuid = str(answer.get("call_uuid"))
         done = self.cli("handoff", uuid, "support")
         print((done.stdout + done.stderr).strip())
-        check(done.returncode == 0, "`flask handoff` moved the call with Plivo's Transfer API")
+        check(done.returncode == 0, "`sipguard handoff` moved the call with Plivo's Transfer API")
         call = self.client.timeline(uuid, wait=20)
         print(call.get("text", ""))
         legs = {event["address"]: event for event in _events(call, "leg")}
@@ -275,7 +276,7 @@ class Demo:
         check(ended.get("state") == "ended", "the caller hung up")
 
     def report(self) -> None:
-        _title("The app's auth-failure report (flask report auth-failures)")
+        _title("The app's auth-failure report (sipguard report auth-failures)")
         text = self.cli("report", "auth-failures", "--since", "1h")
         print(text.stdout + text.stderr, end="")
         data = json.loads(self.cli("report", "auth-failures", "--since", "1h", "--json").stdout)

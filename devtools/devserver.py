@@ -122,7 +122,7 @@ def main(argv: list[str]) -> None:
             "  Print a signed test request (a curl command) with:\n"
             "    make sign ARGS='/answer CallUUID=test-1 From=sip:frontdesk@203.0.113.10 \\\n"
             "        SIPAuthType=ip_acl'\n"
-            "  REST commands (flask sipauth/call/handoff) go to the local sandbox:\n"
+            "  REST commands (sipauth, call, handoff) go to the local sandbox:\n"
             f"  run `make sandbox` beside it (http://127.0.0.1:{SANDBOX_PORT}).\n"
             "  For real traffic set PLIVO_AUTH_TOKEN and PUBLIC_BASE_URL (see README).\n"
             f"{rule}\n",

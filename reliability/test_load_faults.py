@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from devtools.harness import Server
 from tests.support.config import ALL_CANARIES, SECRET_KEY, TOKEN
-from tests.support.servers import METRICS_TOKEN, Instance, Link, get, post_signed, start
+from tests.support.servers import METRICS_TOKEN, Link, get, post_signed, start
 from tests.support.signing import inbound
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -44,7 +45,7 @@ def _hangup_form(call_uuid: str, index: int) -> dict[str, str]:
 class Plivo:
     """Delivers callbacks the way Plivo does: retries on 5xx or a broken connection."""
 
-    def __init__(self, instances: list[Instance]) -> None:
+    def __init__(self, instances: list[Server]) -> None:
         self.instances = instances
         self.acknowledged: set[str] = set()
         self.counts: Counter[str] = Counter()
@@ -92,7 +93,7 @@ def _rows(database_url: str, query: str) -> list[Any]:
 
 
 def _assert_no_secret_anywhere(
-    database_url: str, instances: list[Instance], plivo: Plivo
+    database_url: str, instances: list[Server], plivo: Plivo
 ) -> dict[str, int]:
     """No canary password or token in logs, stored rows, metrics or non-XML answers."""
     secrets = (*ALL_CANARIES, TOKEN, SECRET_KEY, METRICS_TOKEN)

@@ -41,7 +41,7 @@ def _client() -> SandboxClient:
             f"PLIVO_API_URL is {account.api_url}, not a local sandbox: set it to the URL "
             f"`sipguard sandbox serve` printed (e.g. http://127.0.0.1:{DEFAULT_PORT})"
         )
-    if not account.auth_id:
+    if not account.auth_id:  # the app (Flask CLI) runs without one; `sipguard` refuses earlier
         raise ConfigError("PLIVO_AUTH_ID is not set: the sandbox plays that account")
     return SandboxClient(account.api_url, account.auth_id, account.auth_token)
 
@@ -78,11 +78,14 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
     from sandbox.server import create_sandbox_app
 
     environ = context.environment()
-    path = config_path or SETTINGS["SANDBOX_CONFIG"].read(environ) or DEFAULT_CONFIG
+    if config_path is not None:
+        label, path = "--config", config_path
+    else:
+        label, path = "SANDBOX_CONFIG", SETTINGS["SANDBOX_CONFIG"].read(environ) or DEFAULT_CONFIG
     try:
-        world = build(settings, environ, path)
-    except ConfigError as exc:
-        raise click.ClickException(exc.message) from None
+        world = build(settings, environ, path, config_label=label)
+    except ConfigError as exc:  # one line and exit 2, like every bad setting
+        rest.fail(exc, False)
     server = make_server(host, port, create_sandbox_app(world, settings.auth_tokens[0]), True)
     url = f"http://{host}:{server.server_port}"
     click.echo(f"sandbox: Plivo stand-in for account {settings.auth_id} at {url}", err=True)

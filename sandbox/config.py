@@ -93,8 +93,10 @@ def _number(where: str, value: Any, default: float) -> float:
     return float(value)
 
 
-def _endpoint(address: str, spec: Mapping[str, Any], environ: Mapping[str, str]) -> Endpoint:
-    where = f"SANDBOX_CONFIG: endpoints.{address!r}"
+def _endpoint(
+    label: str, address: str, spec: Mapping[str, Any], environ: Mapping[str, str]
+) -> Endpoint:
+    where = f"{label}: endpoints.{address!r}"
     if not (is_sip_uri(address) or is_number(address)):
         raise ConfigError(f"{where}: not a SIP URI or a phone number")
     check_table(where, spec, {"answer", "answer_after", "talk", "auth"})
@@ -143,8 +145,10 @@ def _auth(where: str, spec: Any, environ: Mapping[str, str]) -> EndpointAuth:
 APP_KEYS = {"app_id", "app_name", "numbers", *URL_FIELDS}
 
 
-def _application(index: int, spec: Mapping[str, Any], base_url: str | None) -> InitialApp:
-    where = f"SANDBOX_CONFIG: applications[{index}]"
+def _application(
+    label: str, index: int, spec: Mapping[str, Any], base_url: str | None
+) -> InitialApp:
+    where = f"{label}: applications[{index}]"
     check_table(where, spec, APP_KEYS)
     fields: dict[str, str] = {}
     for key, value in spec.items():
@@ -168,28 +172,33 @@ def _application(index: int, spec: Mapping[str, Any], base_url: str | None) -> I
 
 
 def load_sandbox_config(
-    path: Path, environ: Mapping[str, str], base_url: str | None
+    path: Path, environ: Mapping[str, str], base_url: str | None, *, label: str = "SANDBOX_CONFIG"
 ) -> SandboxConfig:
-    """Read and check the sandbox TOML; raise ConfigError naming the bad key."""
-    data = read_toml(path, "SANDBOX_CONFIG")
-    check_table("SANDBOX_CONFIG", data, {"sandbox", "applications", "endpoints"})
-    settings = check_table("[sandbox]", data.get("sandbox", {}), {"ai_urls", "message_seconds"})
+    """Read and check the sandbox TOML; raise ConfigError naming `label` (where the path came
+    from) and the bad key."""
+    data = read_toml(path, label)
+    check_table(label, data, {"sandbox", "applications", "endpoints"})
+    settings = check_table(
+        f"{label}: [sandbox]", data.get("sandbox", {}), {"ai_urls", "message_seconds"}
+    )
     ai_urls = settings.get("ai_urls", [])
     if not isinstance(ai_urls, list) or not all(isinstance(u, str) and u for u in ai_urls):
-        raise ConfigError("SANDBOX_CONFIG: sandbox.ai_urls must be a list of URL prefixes")
+        raise ConfigError(f"{label}: sandbox.ai_urls must be a list of URL prefixes")
     endpoints = {
-        address: _endpoint(address, spec, environ)
-        for address, spec in check_table("[endpoints]", data.get("endpoints", {}), None).items()
+        address: _endpoint(label, address, spec, environ)
+        for address, spec in check_table(
+            f"{label}: [endpoints]", data.get("endpoints", {}), None
+        ).items()
     }
     listed = data.get("applications", [])
     if not isinstance(listed, list):
-        raise ConfigError("SANDBOX_CONFIG: applications must be [[applications]] tables")
-    applications = [_application(i, spec, base_url) for i, spec in enumerate(listed)]
+        raise ConfigError(f"{label}: applications must be [[applications]] tables")
+    applications = [_application(label, i, spec, base_url) for i, spec in enumerate(listed)]
     return SandboxConfig(
         applications=applications,
         endpoints=endpoints,
         ai_urls=tuple(ai_urls),
         message_seconds=_number(
-            "SANDBOX_CONFIG: sandbox.message_seconds", settings.get("message_seconds"), 8.0
+            f"{label}: sandbox.message_seconds", settings.get("message_seconds"), 8.0
         ),
     )

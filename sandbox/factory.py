@@ -67,14 +67,18 @@ def build(
     *,
     clock: SandboxClock | None = None,
     run: Runner = run_in_thread,
+    config_label: str = "SANDBOX_CONFIG",
 ) -> Sandbox:
-    """Build a sandbox for the account in `settings` (auth ID, tokens, PUBLIC_BASE_URL)."""
+    """Build a sandbox for the account in `settings` (auth ID, tokens, PUBLIC_BASE_URL).
+
+    A bad world is a ConfigError naming `config_label`, where `config_path` came from.
+    """
     if not settings.auth_id:
         raise ConfigError(
             "PLIVO_AUTH_ID is not set: the sandbox plays that account (any MA/SA id of 20 "
             "characters will do locally)"
         )
-    config = load_sandbox_config(config_path, environ, settings.public_base_url)
+    config = load_sandbox_config(config_path, environ, settings.public_base_url, label=config_label)
     try:
         return Sandbox(
             Account(settings.auth_id),
@@ -86,4 +90,4 @@ def build(
             run=run,
         )
     except ApiError as exc:  # an application in the config the account refuses
-        raise ConfigError(f"SANDBOX_CONFIG: applications: {exc.error}") from None
+        raise ConfigError(f"{config_label}: applications: {exc.error}") from None

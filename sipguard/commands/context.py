@@ -53,8 +53,12 @@ class Standalone(ScriptInfo):
 
         try:
             return create_app(self.environ)
-        except (ArgumentError, NoSuchModuleError) as exc:  # raised by create_engine
+        except NoSuchModuleError as exc:  # an unknown dialect or driver; the message names it
             raise ConfigError(f"DATABASE_URL cannot be used: {exc}") from None
+        except (ArgumentError, ValueError):  # make_url's: their messages quote the password
+            raise ConfigError(
+                "DATABASE_URL is not a database URL: use dialect://user:password@host:port/name"
+            ) from None
 
 
 @functools.cache

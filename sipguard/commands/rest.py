@@ -4,8 +4,8 @@
 PLIVO_API_URL and PLIVO_API_TIMEOUT_SECONDS); `handoff` mints a token with the app's secret for
 one of its agent groups, so it needs the app's settings. Tables by default, `--json` for scripts.
 Passwords come from stdin, an environment variable or a file, never from argv (which `ps` shows
-to every user); `--generate` makes one and shows it once.
-Exit codes, for scripts:
+to every user); `--generate` makes one and shows it once. Exit codes, for scripts, are
+`EXIT_CODES` (also at the end of every command's --help).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import getpass
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,18 +33,20 @@ EXIT_CREDENTIALS = 1  # Plivo refused PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN (401)
 EXIT_INVALID = 2  # bad arguments, a missing or bad setting, or a documented limit: nothing sent
 EXIT_REFUSED = 3  # Plivo answered 4xx (not found, duplicate, still assigned, ...)
 EXIT_RATE_LIMITED = 4  # Plivo answered 429: retry later
-EXIT_UNAVAILABLE = 5  # Plivo could not be reached or answered 5xx
-EXIT_UNCERTAIN = 6  # Plivo accepted (2xx) but its answer lacks what it documents: it may be done
+EXIT_UNAVAILABLE = 5  # Plivo (or the database) could not be reached, or Plivo answered 5xx
+EXIT_UNCERTAIN = 6  # Plivo accepted (2xx) but its answer lacks the new id: it may be done
 EXIT_CODES = (
     (EXIT_OK, "success"),
     (EXIT_CREDENTIALS, "Plivo refused PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN (401)"),
     (EXIT_INVALID, "invalid input, or a missing or bad setting: nothing sent"),
     (EXIT_REFUSED, "Plivo refused the request (4xx)"),
     (EXIT_RATE_LIMITED, "rate limited by Plivo (429)"),
-    (EXIT_UNAVAILABLE, "Plivo unreachable, failing (5xx) or answering nonsense"),
-    (EXIT_UNCERTAIN, "accepted by Plivo (2xx), answer unexpected: the call may have been placed"),
+    (EXIT_UNAVAILABLE, "Plivo or the database unreachable, or Plivo answering 5xx or nonsense"),
+    (
+        EXIT_UNCERTAIN,
+        "accepted (2xx) without the new id: the call may have been placed, the resource created",
+    ),
 )
-__doc__ = (__doc__ or "") + "".join(f"\n    {code}: {text}" for code, text in EXIT_CODES)
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES)
 
 CREDENTIAL_COLUMNS = ("uuid", "username", "realm")
@@ -219,7 +220,7 @@ def read_password(
     if password_stdin:
         return read_secret_line("Password: "), False
     if password_env is not None:
-        value = os.environ.get(password_env)
+        value = context.environment().get(password_env)  # `sipguard` reads ./.env too
         if value is None:
             raise click.BadParameter(f"environment variable {password_env} is not set")
         return value, False

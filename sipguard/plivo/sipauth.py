@@ -27,15 +27,18 @@ PASSWORD_MIN, PASSWORD_MAX = 12, 128
 ACL_NAME_MAX = 120
 ENTRY_DESCRIPTION_MAX = 255
 MAX_ACLS, MAX_CREDENTIALS, MAX_ENTRIES_PER_ACL = 100, 200, 50
-# The old name, still imported by sandbox/account.py and commands/rest.py: one tuple, not a copy.
 REALM = "app.plivo.com"
 GENERATED_PASSWORD_LENGTH = 24
 
 _USERNAME = re.compile(r"[A-Za-z0-9._-]+")
 _APP_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# What a create may have done when Plivo accepts it (2xx) but returns no id (PlivoOutcomeUnknown).
+_ACL_EFFECT = "the IP ACL may have been created"
+_ENTRY_EFFECT = "the entry may have been added"
+_CREDENTIAL_EFFECT = "the credential may have been created"
 _UNASSIGN_HINT = (
     "If it is still assigned to an application, remove the assignment first: "
-    'flask sipauth assign --app-id APP_ID --mode none (sets sip_auth_type to "")'
+    'sipguard sipauth assign --app-id APP_ID --mode none (sets sip_auth_type to "")'
 )
 
 Password = str | Secret
@@ -216,7 +219,7 @@ class SipAuth:
         check_username(username)
         value = check_password(password)
         self._room_for_credential(username, self.list_credentials())
-        return self.api.create("credential", {"username": username, "password": value})
+        return self._create_credential(username, value)
 
     def list_credentials(self) -> list[dict[str, Any]]:
         """Return every credential (Plivo never returns passwords)."""
@@ -240,7 +243,7 @@ class SipAuth:
         """Create an IP ACL after checking its name and the account's quota."""
         check_acl_name(name)
         self._room_for_acl(self.list_acls())
-        return self.api.create("acl", {"name": name})
+        return self._create_acl(name)
 
     def list_acls(self) -> list[dict[str, Any]]:
         """Return every IP ACL."""
@@ -371,7 +374,7 @@ class SipAuth:
         # Write.
         if needs_acl:
             if acl is None:
-                acl = self.api.create("acl", {"name": name})
+                acl = self._create_acl(name)
                 report.acl_created = True
             if prune:
                 # Removed first: access only narrows, and the quota holds throughout.
@@ -385,9 +388,8 @@ class SipAuth:
         if needs_credential:
             assert credential_user is not None
             if credential is None:
-                credential = self.api.create(
-                    "credential", {"username": credential_user, "password": new_password}
-                )
+                assert new_password is not None  # checked while planning
+                credential = self._create_credential(credential_user, new_password)
                 report.credential_action = "created"
             elif new_password is not None:
                 self.api.update("credential", str(credential["uuid"]), {"password": new_password})
@@ -405,9 +407,16 @@ class SipAuth:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _create_acl(self, name: str) -> dict[str, Any]:
+        return self.api.create("acl", {"name": name}, effect=_ACL_EFFECT)
+
+    def _create_credential(self, username: str, password: str) -> dict[str, Any]:
+        values = {"username": username, "password": password}
+        return self.api.create("credential", values, effect=_CREDENTIAL_EFFECT)
+
     def _add(self, acl_uuid: str, entry: Entry) -> dict[str, Any]:
         values = {"ip": entry.ip, "prefix": entry.prefix, "description": entry.description}
-        return self.api.create("entry", values, acl=acl_uuid)
+        return self.api.create("entry", values, effect=_ENTRY_EFFECT, acl=acl_uuid)
 
     def _delete(self, kind: str, uuid: str) -> None:
         try:

@@ -56,7 +56,7 @@ class Migrations(Database):
         except SQLAlchemyError as exc:
             log.error(
                 "database unreachable at start-up (%s): answering calls without storing "
-                "them until it is back; run `flask db upgrade` then",
+                "them until it is back; run `sipguard db upgrade` then",
                 type(exc).__name__,
             )
 

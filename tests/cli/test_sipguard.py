@@ -73,6 +73,26 @@ def assert_one_line_naming_a_setting(result: Result, name: str | None = None) ->
         assert name in result.stderr
 
 
+# What the app logs while it is built (its start-up lines), before a command runs.
+APP_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ sipguard[.\w]* .*\n", re.M)
+
+
+def command_stderr(result: Result) -> str:
+    """Return what the command itself wrote to stderr, the app's start-up log lines left out."""
+    return APP_LOG_LINE.sub("", result.stderr)
+
+
+def assert_one_error_line(result: Result, code: int, *names: str) -> None:
+    """The command failed with `code` and one `error:` line naming each of `names`."""
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    stderr = command_stderr(result)
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for name in names:
+        assert name in stderr, stderr
+
+
 @pytest.fixture
 def rsps() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
@@ -165,6 +185,24 @@ def test_call_accepted_without_request_uuid_exits_6(rsps, no_app) -> None:
     result = sipguard(CALL, {**ACCOUNT, "PUBLIC_BASE_URL": "https://voice.example.com"})
     assert result.exit_code == rest.EXIT_UNCERTAIN, result.output
     assert "may have been placed" in result.stderr and "[api_id api-odd-2]" in result.stderr
+
+
+def test_password_env_reads_the_commands_environment_dot_env_included(
+    rsps, no_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sipguard` reads ./.env, so --password-env VAR finds VAR there too, not in os.environ."""
+    password = "Dot-Env-Pw-4k7Z"
+    (tmp_path / ".env").write_text(f"PBX_PASSWORD={password}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for name, value in ACCOUNT.items():
+        monkeypatch.setenv(name, value)
+    rsps.get(CREDENTIALS, json={"objects": []})
+    rsps.post(CREDENTIALS, json={"api_id": "x", "credential_uuid": "c-1"}, status=201)
+    result = CliRunner().invoke(
+        main.cli, ["sipauth", "credential", "create", "pbx", "--password-env", "PBX_PASSWORD"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(rsps.calls[-1].request.body)["password"] == password
 
 
 def test_monitor_hash_password_needs_no_setting() -> None:
@@ -295,3 +333,55 @@ def test_the_product_does_not_import_the_sandbox(app_config: dict[str, str]) -> 
     for path in product:
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(from|import) sandbox\b", text, re.MULTILINE), path
+
+
+def test_a_database_url_with_a_bad_port_is_one_line_and_exit_2(
+    app_config: dict[str, str],
+) -> None:
+    """make_url raises ValueError for the port; the password in the URL is never echoed."""
+    url = "postgresql://sipguard:hunter2-secret@db.example.com:notaport/sipguard"
+    result = sipguard(["db", "upgrade"], {**app_config, "DATABASE_URL": url})
+    assert_one_line_naming_a_setting(result, "DATABASE_URL")
+    assert "hunter2-secret" not in result.stderr and "db.example.com" not in result.stderr
+
+
+DATABASE_DOWN = "postgresql://sipguard:hunter2-secret@127.0.0.1:1/sipguard"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["db", "upgrade"], id="db-upgrade"),
+        pytest.param(["db", "purge-nonces"], id="db-purge-nonces"),
+        pytest.param(["db", "purge-events"], id="db-purge-events"),
+        pytest.param(["report", "auth-failures"], id="report"),
+    ],
+)
+def test_an_unreachable_database_is_one_line_and_exit_5(
+    app_config: dict[str, str], args: list[str]
+) -> None:
+    result = sipguard(args, {**app_config, "DATABASE_URL": DATABASE_DOWN})
+    assert_one_error_line(result, rest.EXIT_UNAVAILABLE, "OperationalError")
+    assert "hunter2-secret" not in result.stderr and "127.0.0.1" not in result.stderr
+
+
+@pytest.fixture
+def bad_world(tmp_path: Path) -> Path:
+    world = tmp_path / "world.toml"
+    world.write_text('[sandbox]\nmessage_seconds = "long"\n', encoding="utf-8")
+    return world
+
+
+def test_a_bad_sandbox_config_is_one_line_and_exit_2(
+    app_config: dict[str, str], bad_world: Path
+) -> None:
+    result = sipguard(["sandbox", "serve"], {**app_config, "SANDBOX_CONFIG": str(bad_world)})
+    assert_one_error_line(result, rest.EXIT_INVALID, "SANDBOX_CONFIG: sandbox.message_seconds")
+
+
+def test_a_bad_config_option_names_the_option_not_the_setting(
+    app_config: dict[str, str], bad_world: Path
+) -> None:
+    result = sipguard(["sandbox", "serve", "--config", str(bad_world)], app_config)
+    assert_one_error_line(result, rest.EXIT_INVALID, "--config: sandbox.message_seconds")
+    assert "SANDBOX_CONFIG" not in result.stderr

@@ -14,11 +14,11 @@ import pytest
 import requests
 from werkzeug.security import generate_password_hash
 
-from devtools.harness import free_port
+from devtools.harness import Server, free_port
 from sipguard.calls import signature
 from tests.support.config import ALL_CANARIES, SECRET_KEY, TOKEN
 from tests.support.metrics import metric_total
-from tests.support.servers import Instance, start
+from tests.support.servers import start
 
 METRICS_TOKEN = "e2e-metrics-token-0123456789abcdef"
 ADMIN_PASSWORD = "e2e admin password, correct horse"
@@ -26,7 +26,7 @@ ATTACKER_IP = "203.0.113.66"
 
 
 @contextmanager
-def _gunicorn(tmp_path: Path, workers: int, **extra: str) -> Iterator[Instance]:
+def _gunicorn(tmp_path: Path, workers: int, **extra: str) -> Iterator[Server]:
     """Start the app under gunicorn on SQLite in tmp_path; stop it afterwards."""
     instance = start(
         f"sqlite:///{tmp_path / 'sipguard.db'}", tmp_path / "gunicorn.log", workers=workers, **extra

@@ -676,8 +676,8 @@ def test_transfer_of_a_call_that_is_not_parked_is_refused(app: Flask) -> None:
     assert call.state == "ended"
 
 
-def test_flask_handoff_against_the_live_sandbox(live: World) -> None:
-    """`flask handoff CALL_UUID support` transfers a parked call; inline, it ends in-request."""
+def test_handoff_against_the_live_sandbox(live: World) -> None:
+    """`handoff CALL_UUID support` transfers a parked call; inline, it ends in-request."""
     call = ai_first(live)
     result = live.app.test_cli_runner().invoke(args=["handoff", call.uuid, "support"])
     assert result.exit_code == 0, result.output

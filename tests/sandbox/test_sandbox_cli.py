@@ -1,4 +1,4 @@
-"""`flask sandbox ...` against a served sandbox: timelines, calls, hang-ups, lockouts, the clock."""
+"""The sandbox commands on a served sandbox: timelines, calls, hang-ups, lockouts, the clock."""
 
 from __future__ import annotations
 
@@ -67,8 +67,20 @@ def test_commands_refuse_a_plivo_api_url_that_is_not_local(app) -> None:
     assert "not a local sandbox" in done.output
 
 
+def test_an_app_without_plivo_auth_id_is_one_line_and_exit_2(app_config) -> None:
+    """The app starts without PLIVO_AUTH_ID, so the Flask CLI reaches the sandbox's own check."""
+    from app import create_app
+
+    environ = {k: v for k, v in app_config.items() if k != "PLIVO_AUTH_ID"}
+    application = create_app({**environ, "PLIVO_API_URL": "http://127.0.0.1:5100"})
+    done = application.test_cli_runner().invoke(args=["sandbox", "calls"])
+    assert done.exit_code == 2 and done.stderr.count("\n") == 1
+    assert "PLIVO_AUTH_ID is not set" in done.stderr
+    application.extensions["sipguard"].store.dispose()
+
+
 def test_unreachable_sandbox_exits_5(app_config) -> None:
-    """Nothing listening at PLIVO_API_URL: exit 5 (unreachable), as plivo_cli does."""
+    """Nothing listening at PLIVO_API_URL: exit 5 (unreachable), as the REST commands do."""
     from app import create_app
     from devtools.harness import free_port
 

@@ -5,7 +5,7 @@ SIP authentication); FAQ and Security name sections of that page.
 Request-URI resolution, ip_acl (IPv4, IPv6, mapped), credential (a real 407 digest exchange,
 checked against a hand-written RFC 2617 client), ip_acl_and_credential, the brute-force lockout
 (9/10 failures, 59/60/61 s), signed answer callbacks, immediate password and ACL changes, no
-secret in callbacks or timelines, and the same over HTTP and through `flask sandbox call`.
+secret in callbacks or timelines, and the same over HTTP and through `sandbox call`.
 """
 
 from __future__ import annotations
@@ -640,7 +640,7 @@ def _cli_call(live: Any, password: str, *extra: str) -> Any:
 
 
 def test_cli_call_prints_the_timeline(live: Any) -> None:
-    """Credential auth through `flask sandbox call`; it prints the call's timeline."""
+    """Credential auth through `sandbox call`; it prints the call's timeline."""
     live.protect("credential")
     result = _cli_call(live, CALLER_PASSWORD)
     assert result.exit_code == 0, result.output

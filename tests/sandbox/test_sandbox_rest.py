@@ -698,7 +698,7 @@ def test_a_credential_shared_by_two_apps_stays_in_use_until_both_unassign(
 
 
 def test_rest_module_manages_credentials(admin: SipAuth, live: World) -> None:
-    """plivo_api + sipauth work unchanged: create, list, get, set_password, delete."""
+    """PlivoAPI + SipAuth work unchanged: create, list, get, set_password, delete."""
     created = admin.create_credential("frontdesk", CALLER_PASSWORD)
     made = str(created["uuid"])
     assert (created["username"], created["realm"]) == ("frontdesk", REALM)
@@ -713,7 +713,7 @@ def test_rest_module_manages_credentials(admin: SipAuth, live: World) -> None:
 
 
 def test_rest_module_follows_the_sandboxs_pages(admin: SipAuth, live: World) -> None:
-    """plivo_api's limit/offset paging reads every credential the sandbox holds."""
+    """PlivoAPI's limit/offset paging reads every credential the sandbox holds."""
     for i in range(45):
         live.account.create_credential({"username": f"user{i:02d}", "password": CALLER_PASSWORD})
     listed = admin.list_credentials()
@@ -763,7 +763,7 @@ def test_rest_module_assign_and_delete_while_assigned(admin: SipAuth, live: Worl
         assert caught.value.status == 400
         assert caught.value.error == message
         assert caught.value.hint is not None
-        assert "flask sipauth assign" in caught.value.hint and "--mode none" in caught.value.hint
+        assert "sipguard sipauth assign" in caught.value.hint and "--mode none" in caught.value.hint
     assert credential in live.account.credentials and acl in live.account.acls
 
     admin.assign(APP_ID, "none")
@@ -811,7 +811,7 @@ def test_setup_creates_then_reuses_then_prunes(admin: SipAuth, live: World) -> N
 
 
 def test_cli_sets_up_sip_auth_and_calls_then_pass_or_fail(live: World) -> None:
-    """`flask sipauth setup|credential list|quotas|credential delete` against the sandbox."""
+    """`sipauth setup|credential list|quotas|credential delete` against the sandbox."""
     runner = live.app.test_cli_runner()
     setup = runner.invoke(
         args=[
@@ -857,7 +857,7 @@ def test_cli_sets_up_sip_auth_and_calls_then_pass_or_fail(live: World) -> None:
     deleted = runner.invoke(args=["sipauth", "credential", "delete", credential])
     assert deleted.exit_code == 3
     assert "HTTP 400" in deleted.stderr
-    assert "flask sipauth assign" in deleted.stderr and "--mode none" in deleted.stderr
+    assert "sipguard sipauth assign" in deleted.stderr and "--mode none" in deleted.stderr
     assert credential in live.account.credentials
 
     passed = live.call(OFFICE_IP, username="frontdesk", password=CALLER_PASSWORD)

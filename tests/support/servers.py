@@ -19,11 +19,9 @@ from sipguard.calls import signature
 from tests.support.config import CANARIES, DATA, SECRET_KEY, TOKEN
 
 METRICS_TOKEN = "reliability-metrics-token-0123"
-# The suites' name for one gunicorn instance of the app.
-Instance = Server
 
 
-def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> Instance:
+def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> Server:
     """Start `gunicorn 'app:create_app()'` with the suites' settings and wait for /healthz.
 
     It runs in the log's directory with an environment built from scratch: neither a

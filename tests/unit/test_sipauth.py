@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import responses
 
-from sipguard.errors import PlivoAPIError, ValidationError
+from sipguard.errors import PlivoAPIError, PlivoOutcomeUnknown, ValidationError
 from sipguard.plivo.api import PlivoAPI
 from sipguard.plivo.sipauth import (
     MAX_ACLS,
@@ -316,6 +316,28 @@ def test_acl_quota_is_counted_before_creating(
         with pytest.raises(ValidationError, match="maximum of 100"):
             admin.create_acl("office")
         assert len(rsps.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("create", "url", "effect"),
+    [
+        (lambda a: a.create_acl("office"), ACLS, "the IP ACL may have been created"),
+        (lambda a: a.add_entry("a-1", "192.0.2.1"), ACLS + "a-1/Entry/", "entry may have been"),
+        (
+            lambda a: a.create_credential("pbx", GOOD_PASSWORD),
+            CREDENTIALS,
+            "the credential may have been created",
+        ),
+    ],
+)
+def test_a_create_accepted_without_an_id_may_have_happened(
+    admin: SipAuth, rsps, create, url: str, effect: str
+) -> None:
+    rsps.get(url, json=listing([]))  # each create counts its quota first
+    rsps.post(url, status=201, json={"api_id": "api-odd"})
+    with pytest.raises(PlivoOutcomeUnknown, match=effect) as caught:
+        create(admin)
+    assert caught.value.api_id == "api-odd"
 
 
 @pytest.mark.parametrize(

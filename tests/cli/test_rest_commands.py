@@ -1,4 +1,5 @@
-"""`flask sipauth|call|handoff`: tables or JSON, exit codes for scripts, passwords kept off argv."""
+"""The REST commands (sipauth, call, handoff): tables or JSON, exit codes for scripts,
+passwords kept off argv."""
 
 from __future__ import annotations
 
@@ -485,9 +486,8 @@ def test_missing_auth_id_is_a_setting_error_exit_2(app_without_auth_id, rsps, ar
     assert "PLIVO_AUTH_ID" in json.loads(result.stderr)["error"]
 
 
-def test_exit_codes_are_documented_in_the_module_help() -> None:
-    for code in range(7):
-        assert f"\n    {code}: " in (rest.__doc__ or "")
+def test_every_exit_code_is_described() -> None:
+    assert [code for code, _ in rest.EXIT_CODES] == list(range(7))
 
 
 @pytest.mark.parametrize("args", [["sipauth"], ["call"], ["handoff"]])
@@ -767,6 +767,40 @@ def test_setup_from_nothing_creates_acl_entries_credential_and_assigns(
     assert "sipguard-12345 (acl-1): created" in result.stdout
     assert "pbx-trunk (c-1): created" in result.stdout
     assert PASSWORD not in result.output and PASSWORD not in app_logs.text
+
+
+@pytest.mark.parametrize(
+    ("idless", "effect"),
+    [
+        ("acl", "the IP ACL may have been created"),
+        ("entry", "the entry may have been added"),
+        ("credential", "the credential may have been created"),
+    ],
+)
+def test_setup_step_accepted_without_its_id_exits_6_and_stops(
+    runner, rsps, monkeypatch, idless: str, effect: str
+) -> None:
+    """A 2xx without the new resource's id: it may exist, so say so and assign nothing."""
+    monkeypatch.setenv("SIPGUARD_TEST_PW", PASSWORD)
+    register_list(rsps, ACLS, [])
+    register_list(rsps, CREDENTIALS, [])
+    answers = {
+        "acl": (ACLS, ip_acl("acl-1", "sipguard-12345")),
+        "entry": (entries_url("acl-1"), {"entry_uuid": "e-n"}),
+        "credential": (CREDENTIALS, credential("c-1", "pbx-trunk")),
+    }
+    for kind, (url, answer) in answers.items():
+        if kind == idless:
+            answer = {key: value for key, value in answer.items() if not key.endswith("_uuid")}
+        rsps.post(url, json={"api_id": f"api-{kind}", **answer}, status=201)
+    rsps.post(APPLICATIONS + "12345/", json={"api_id": "x", "message": "changed"}, status=202)
+
+    result = runner.invoke(args=[*SETUP, "--password-env", "SIPGUARD_TEST_PW"])
+
+    assert result.exit_code == rest.EXIT_UNCERTAIN, result.output
+    assert effect in result.stderr and f"[api_id api-{idless}]" in result.stderr
+    assert "Traceback" not in result.output and result.stderr.count("\n") == 1
+    assert ("POST", APPLICATIONS + "12345/") not in requests_made(rsps)
 
 
 def _register_existing(rsps: responses.RequestsMock, entries: list[dict[str, Any]]) -> None:
