@@ -113,9 +113,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 @bp.errorhandler(ValidationError)
 def _invalid(exc: ValidationError) -> Response:
-    response = error_response(exc.status, exc.message)
-    body = response.get_json()
-    response.set_data(json.dumps({**body, "field": exc.field}))
+    """Answer a refused value (400, or 422 for a rule) naming the field, never its value."""
+    response = jsonify(error=exc.message, field=exc.field)
+    response.status_code = exc.status
     return response
 
 

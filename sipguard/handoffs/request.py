@@ -32,6 +32,11 @@ KEYS = (
     "callback_url",
 )
 _RETURN_SCHEMES = ("https://", "wss://")
+NAME_SHOWN = 40  # a key name echoed in an error is cut here: the body is the client's to bloat
+
+
+def _name(key: object) -> str:
+    return str(key)[:NAME_SHOWN]
 
 
 def _string(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -83,7 +88,7 @@ def _fields(value: Any) -> dict[str, str]:
         raise ValidationError("fields", "must be an object of string values")
     for name, item in value.items():
         if not isinstance(item, str):
-            raise ValidationError(f"fields.{name}", "must be a string")
+            raise ValidationError(f"fields.{_name(name)}", "must be a string")
     if len(value) > FIELDS_MAX:
         raise RuleViolation("fields", f"must have at most {FIELDS_MAX} entries")
     try:
@@ -137,7 +142,7 @@ def parse_request(
     """Check a handoff request's JSON body and return what the store keeps of it."""
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
-    unknown = sorted(str(key) for key in body if key not in KEYS)
+    unknown = sorted(_name(key) for key in body if key not in KEYS)
     if unknown:
         raise ValidationError(unknown[0], f"is not a known field (known: {', '.join(KEYS)})")
     call_uuid = _call_uuid(str(_string(body, "call_uuid", required=True)))

@@ -386,3 +386,8 @@ def test_the_summary_is_in_no_log_line(
     assert "handoff=" in text
     assert "Canary-Summary" not in text
     assert "Canary-Summary" not in client.get("/metrics").get_data(as_text=True)
+
+
+def test_a_long_unknown_key_is_cut_in_the_error(client: FlaskClient, auth: dict[str, str]) -> None:
+    response = _post(client, auth, _body(**{"k" * 5000: 1}))
+    assert response.status_code == 400 and response.get_json()["field"] == "k" * 40
