@@ -39,6 +39,36 @@ class ValidationError(AppError):
         self.field = field
 
 
+class UnknownGroup(AppError):
+    """No agent group has that name."""
+
+    status = 404
+
+
+class RuleViolation(ValidationError):
+    """A well-formed value the documented rules refuse (422); `field` names it."""
+
+    status = 422
+
+
+class HandoffConflict(AppError):
+    """The call already has a live handoff."""
+
+    status = 409
+
+
+class IdempotencyMismatch(AppError):
+    """An Idempotency-Key was used again with a different request."""
+
+    status = 422
+
+
+class UnknownHandoff(AppError):
+    """No handoff has that id (or not one the asking key may see)."""
+
+    status = 404
+
+
 class Disabled(AppError):
     """An operator page is switched off until its secret is configured."""
 

@@ -8,14 +8,19 @@ revoked on one instance is refused by all at once. Every answer is JSON, errors 
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, jsonify, request
+from flask import Blueprint, Response, abort, g, jsonify, request, url_for
 
 from sipguard.calls.agents import AgentGroup
-from sipguard.store import ApiKey
-from webhooks.context import runtime
+from sipguard.errors import UnknownHandoff, ValidationError
+from sipguard.handoffs import TransferRefused, parse_request, request_handoff
+from sipguard.plivo.outbound import Outbound
+from sipguard.store import ApiKey, Handoff
+from webhooks.context import public_url, runtime
 from webhooks.responses import error_response
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -100,3 +105,103 @@ def group(name: str) -> Response:
     if found is None:
         abort(404, description=f"no agent group named {name!r}")
     return jsonify(_group(found))
+
+
+JSON_TYPE = "application/json"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@bp.errorhandler(ValidationError)
+def _invalid(exc: ValidationError) -> Response:
+    """Answer a refused value (400, or 422 for a rule) naming the field, never its value."""
+    response = jsonify(error=exc.message, field=exc.field)
+    response.status_code = exc.status
+    return response
+
+
+@bp.errorhandler(TransferRefused)
+def _refused(exc: TransferRefused) -> Response:
+    response = jsonify(error=exc.message, id=exc.handoff.id, plivo=exc.plivo())
+    response.status_code = exc.status
+    return response
+
+
+def _time(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the store keeps UTC
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _handoff(handoff: Handoff) -> dict[str, Any]:
+    """Describe a handoff to the key that asked for it; the summary is never echoed back."""
+    return {
+        "id": handoff.id,
+        "state": handoff.state,
+        "call_uuid": handoff.call_uuid,
+        "group": handoff.group_name,
+        "whisper": handoff.whisper,
+        "on_failure": handoff.on_failure,
+        "fields": dict(handoff.fields),
+        "error": handoff.error,
+        "plivo_api_id": handoff.plivo_api_id,
+        "attempts": [
+            {
+                "attempt": attempt.attempt,
+                "agents": list(attempt.agents),
+                "outcome": attempt.outcome,
+                "code": attempt.code,
+                "started_at": _time(attempt.started_at),
+                "ended_at": _time(attempt.ended_at),
+            }
+            for attempt in handoff.attempts
+        ],
+        "created_at": _time(handoff.created_at),
+        "updated_at": _time(handoff.updated_at),
+    }
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_body() -> Any:
+    """Read the body as strict JSON: 415 for another type, 400 for anything malformed."""
+    if request.mimetype != JSON_TYPE:
+        abort(415, description=f"the request body must be {JSON_TYPE}")
+    try:
+        return json.loads(request.get_data(), parse_constant=_no_constants)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        raise ValidationError("body", "is not valid JSON") from None
+
+
+def outbound() -> Outbound:
+    """Return the Transfer client for this app's account, groups and public URLs."""
+    rt = runtime()
+    return Outbound(api=rt.plivo(), handoff=rt.handoff, groups=rt.voice.groups, url_for=public_url)
+
+
+@bp.post("/handoffs")
+def create_handoff() -> Response:
+    """Hand a live call to an agent group: 202 with the handoff, or the first one on a replay."""
+    key = api_key()
+    parsed = parse_request(
+        _json_body(), api_key_id=key.id, idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
+    )
+    handoff, replayed = request_handoff(runtime().store, outbound(), parsed)
+    response = jsonify(_handoff(handoff))
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_handoff", handoff_id=handoff.id)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.get("/handoffs/<handoff_id>")
+def get_handoff(handoff_id: str) -> Response:
+    """Describe one of this key's handoffs; another key's is as unknown as a missing one."""
+    found = runtime().store.get_handoff(handoff_id)
+    if found is None or found.api_key_id != api_key().id:
+        raise UnknownHandoff(f"no handoff {handoff_id[:40]!r}")
+    return jsonify(_handoff(found))

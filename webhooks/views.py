@@ -12,7 +12,7 @@ from sipguard.calls import documents
 from sipguard.calls.agents import AgentGroup
 from sipguard.calls.causes import SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT
 from sipguard.calls.forms import DialResult, Hangup, InboundCall, check_urlencoded, whole_number
-from sipguard.calls.handoff import TOKEN_PARAM
+from sipguard.calls.handoff import HANDOFF_PARAM, TOKEN_PARAM
 from sipguard.calls.routing import AUTH_NOT_RUNNING, Action, decide
 from sipguard.errors import ValidationError
 from sipguard.store import CallEvent
@@ -129,12 +129,18 @@ def answer() -> Response:
 
 @bp.post("/handoff/<group>")
 def handoff(group: str) -> Response:
-    """Dial a group for a call the AI agent hands over; needs the call's handoff token."""
+    """Dial a group for a call the AI agent hands over; needs the call's handoff token.
+
+    An API handoff's Transfer URL also carries its id (`handoff`), signed into the token with
+    the call and the group it was created for: an id the token was not minted with is refused,
+    so a handoff id is only ever accepted for its own call and group.
+    """
     call = InboundCall.from_form(request.form)
     target = runtime().voice.groups.get(group)
     if target is None:
         abort(404, description=f"no agent group named {group!r}")
-    runtime().handoff.check(request.args.get(TOKEN_PARAM), call.call_uuid, group)
+    handoff_id = request.args.get(HANDOFF_PARAM) or None
+    runtime().handoff.check(request.args.get(TOKEN_PARAM), call.call_uuid, group, handoff_id)
     root = documents.dial_group(target, 0, _dial_action_url(target, 0))
     persist.note(
         _call_event("handoff", call, f"dial:{group}", reason="handoff", group_name=group, attempt=0)

@@ -11,6 +11,7 @@ from sipguard.errors import HandoffTokenError
 
 EpochClock = Callable[[], float]  # seconds since the epoch, like time.time
 TOKEN_PARAM = "token"
+HANDOFF_PARAM = "handoff"  # the id of the API handoff a Transfer URL carries out
 
 
 class HandoffSigner:
@@ -21,12 +22,22 @@ class HandoffSigner:
         self._serializer = URLSafeTimedSerializer(secret_key, salt="handoff-v1", signer=signer)
         self.ttl_seconds = ttl_seconds
 
-    def mint(self, call_uuid: str, group: str) -> str:
-        """Return a token that lets `call_uuid` be handed to `group` until it expires."""
-        return self._serializer.dumps({"c": call_uuid, "g": group})
+    def mint(self, call_uuid: str, group: str, handoff_id: str | None = None) -> str:
+        """Return a token that lets `call_uuid` be handed to `group` until it expires.
 
-    def check(self, token: str | None, call_uuid: str, group: str) -> None:
-        """Raise HandoffTokenError unless `token` is valid, fresh, and for this call and group."""
+        With `handoff_id` the token is bound to that API handoff too: the URL's ``handoff``
+        parameter must then name it, and a token minted without one accepts none.
+        """
+        claims = {"c": call_uuid, "g": group}
+        if handoff_id is not None:
+            claims["h"] = handoff_id
+        return self._serializer.dumps(claims)
+
+    def check(
+        self, token: str | None, call_uuid: str, group: str, handoff_id: str | None = None
+    ) -> None:
+        """Raise HandoffTokenError unless `token` is valid, fresh, and for this call, group and
+        handoff (None: a token minted for no handoff)."""
         if not token:
             raise HandoffTokenError("handoff token is missing")
         try:
@@ -41,6 +52,8 @@ class HandoffSigner:
             raise HandoffTokenError("handoff token is for another call")
         if claims.get("g") != group:
             raise HandoffTokenError("handoff token is for another group")
+        if claims.get("h") != handoff_id:
+            raise HandoffTokenError("handoff token is for another handoff")
 
 
 def _stamp(clock: EpochClock) -> Callable[[TimestampSigner], int]:

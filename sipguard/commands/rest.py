@@ -23,7 +23,14 @@ from flask.cli import with_appcontext
 
 from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
 from sipguard.commands import context
-from sipguard.errors import ConfigError, PlivoAPIError, PlivoOutcomeUnknown, ValidationError
+from sipguard.errors import (
+    AppError,
+    ConfigError,
+    PlivoAPIError,
+    PlivoOutcomeUnknown,
+    ValidationError,
+)
+from sipguard.handoffs import TransferRefused, parse_request, request_handoff
 from sipguard.plivo.outbound import Calls, Outbound
 from sipguard.plivo.sipauth import SetupReport, SipAuth, generate_password, request_uri
 from webhooks.context import external_url
@@ -75,6 +82,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _exit_code(exc: Exception) -> int:
     if isinstance(exc, ValidationError | click.BadParameter | ConfigError):
         return EXIT_INVALID
+    if isinstance(exc, AppError):  # a conflict, an unknown group, or the database down
+        return EXIT_UNAVAILABLE if exc.status >= 500 else EXIT_INVALID
     assert isinstance(exc, PlivoAPIError)
     if isinstance(exc, PlivoOutcomeUnknown):
         return EXIT_UNCERTAIN  # it may have happened: a blind retry could do it twice
@@ -111,7 +120,7 @@ def reports(func: F) -> F:
     def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> None:
         try:
             result = func(*args, **kwargs)
-        except (ValidationError, PlivoAPIError, ConfigError, click.BadParameter) as exc:
+        except (AppError, PlivoAPIError, click.BadParameter) as exc:
             fail(exc, as_json)
         if result is None:
             return
@@ -137,7 +146,7 @@ def fail(exc: Exception, as_json: bool) -> NoReturn:
 def _message(exc: Exception) -> str:
     if isinstance(exc, click.BadParameter):
         return exc.format_message()
-    return exc.message if isinstance(exc, ValidationError | ConfigError) else str(exc)
+    return exc.message if isinstance(exc, AppError) else str(exc)
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Callable[[], None]:
@@ -565,20 +574,101 @@ def call(
     return {"request_uuid": request_uuid}, _lines(f"call fired: request_uuid {request_uuid}")
 
 
+CLI_KEY = "cli"
+
+
+def _operator_key(name: str) -> str:
+    """Return the id of the live API key `name`, creating it (no callback URL) when missing."""
+    store = context.app_runtime().store
+    for key in store.list_api_keys():
+        if key.name == name and not key.revoked:
+            return key.id
+    # The key's token is never shown: the operator acts through this command, not over HTTP.
+    return store.create_api_key(name).key.id
+
+
+def _field_option(values: Sequence[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r} is not K=V", param_hint="--field")
+        fields[name] = text
+    return fields
+
+
 @click.command("handoff", epilog=EXIT_CODES_HELP)
 @click.argument("call_uuid")
 @click.argument("group")
+@click.option(
+    "--summary-file",
+    type=click.File("r", encoding="utf-8"),
+    help="Text for the human ('-' for stdin); never put it in argv, which `ps` shows.",
+)
+@click.option("--field", "fields", multiple=True, metavar="K=V", help="A SIP header for the agent.")
+@click.option("--whisper", is_flag=True, help="Speak the summary to the agent first.")
+@click.option("--on-failure", type=click.Choice(["fallback", "return"]), default="fallback")
+@click.option("--return-url", help="https:// or wss:// URL of the AI (with --on-failure return).")
+@click.option("--callback-url", help="Where this handoff's outcome webhooks go.")
+@click.option("--idempotency-key", help="Retrying with the same key transfers once.")
+@click.option(
+    "--key",
+    "key_name",
+    default=CLI_KEY,
+    show_default=True,
+    help="API key the handoff belongs to (created on demand, without a callback URL).",
+)
 @reports  # outside with_appcontext: an app that cannot be built is reported like any error
 @with_appcontext
-def handoff(call_uuid: str, group: str) -> tuple[Any, Callable[[], None]]:
-    """Transfer live call CALL_UUID (its A leg) to agent GROUP via a signed /handoff URL.
+def handoff(
+    call_uuid: str,
+    group: str,
+    summary_file: Any,
+    fields: Sequence[str],
+    whisper: bool,
+    on_failure: str,
+    return_url: str | None,
+    callback_url: str | None,
+    idempotency_key: str | None,
+    key_name: str,
+) -> tuple[Any, Callable[[], None]]:
+    """Hand live call CALL_UUID (its A leg) to agent GROUP, as POST /api/v1/handoffs does.
 
-    Plivo's answer is not needed: a 2xx means the transfer was accepted.
+    The same service as the HTTP API: the handoff is stored under an API key (--key, by
+    default a "cli" key made on first use), then Plivo transfers the call to a signed
+    /handoff URL carrying the handoff id, and its outcome webhooks go to the key's callback URL.
     """
+    body: dict[str, Any] = {"call_uuid": call_uuid, "group": group}
+    if summary_file is not None:
+        body["summary"] = summary_file.read().rstrip("\n")
+    if fields:
+        body["fields"] = _field_option(fields)
+    if whisper:
+        body["whisper"] = True
+    body["on_failure"] = on_failure
+    for name, value in (("return_url", return_url), ("callback_url", callback_url)):
+        if value is not None:
+            body[name] = value
     rt = context.app_runtime()
+    request = parse_request(
+        body, api_key_id=_operator_key(key_name), idempotency_key=idempotency_key
+    )
     outbound = Outbound(
         api=rt.plivo(), handoff=rt.handoff, groups=rt.voice.groups, url_for=external_url
     )
-    answer = outbound.transfer_to_group(call_uuid, group)
-    data = {"call_uuid": call_uuid, "group": group, "api_id": answer.get("api_id")}
-    return data, _lines(f"call {call_uuid} transferred to group {group}")
+    try:
+        found, replayed = request_handoff(rt.store, outbound, request)
+    except TransferRefused as exc:
+        raise exc.error from None
+    data = {
+        "id": found.id,
+        "state": found.state,
+        "call_uuid": found.call_uuid,
+        "group": found.group_name,
+        "replayed": replayed,
+        "api_id": found.plivo_api_id,
+    }
+    verb = "already handed off" if replayed else "transferred"
+    return data, _lines(
+        f"call {call_uuid} {verb} to group {group}: handoff {found.id} ({found.state})"
+    )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipguard.calls.agents import AgentGroup
-from sipguard.calls.handoff import TOKEN_PARAM, HandoffSigner
+from sipguard.calls.handoff import HANDOFF_PARAM, TOKEN_PARAM, HandoffSigner
 from sipguard.errors import ValidationError
 from sipguard.plivo.api import PlivoAPI
 from sipguard.secret import Secret
@@ -147,22 +147,27 @@ class Outbound:
     groups: Mapping[str, AgentGroup]
     url_for: UrlFor
 
-    def transfer_to_group(self, call_uuid: str, group: str) -> dict[str, Any]:
+    def transfer_to_group(
+        self, call_uuid: str, group: str, handoff_id: str | None = None
+    ) -> dict[str, Any]:
         """Move a live call's A leg to `/handoff/<group>` with a freshly minted token.
 
-        The token binds the call and the group and expires after HANDOFF_TOKEN_TTL_SECONDS, so
-        the URL is of no use for another call, another group, or later.
+        The token binds the call, the group and (for an API handoff) `handoff_id`, and expires
+        after HANDOFF_TOKEN_TTL_SECONDS, so the URL is of no use for another call, another group,
+        another handoff, or later.
         """
         if group not in self.groups:
             known = ", ".join(sorted(self.groups)) or "none"
             raise ValidationError("group", f"no agent group named {group!r} (configured: {known})")
         check_text("call_uuid", call_uuid, max_length=64)
-        url = self.handoff_url(call_uuid, group)
+        url = self.handoff_url(call_uuid, group, handoff_id)
         return self.api.update(
             "call", call_uuid, {"legs": "aleg", "aleg_url": url, "aleg_method": "POST"}
         )
 
-    def handoff_url(self, call_uuid: str, group: str) -> str:
-        """Return the signed, expiring URL that dials `group` for `call_uuid`."""
-        token = self.handoff.mint(call_uuid, group)
-        return self.url_for("webhooks.handoff", group=group, **{TOKEN_PARAM: token})
+    def handoff_url(self, call_uuid: str, group: str, handoff_id: str | None = None) -> str:
+        """Return the signed, expiring URL that dials `group` for `call_uuid` (and `handoff_id`)."""
+        values = {TOKEN_PARAM: self.handoff.mint(call_uuid, group, handoff_id)}
+        if handoff_id is not None:
+            values[HANDOFF_PARAM] = handoff_id
+        return self.url_for("webhooks.handoff", group=group, **values)

@@ -19,12 +19,9 @@ from sipguard.store.handoffs import (
     Attempt,
     Created,
     Handoff,
-    HandoffConflict,
     HandoffRequest,
     Handoffs,
-    IdempotencyMismatch,
     Transition,
-    UnknownHandoff,
 )
 from sipguard.store.ledger import CallEvent, Ledger, Replayed
 from sipguard.store.migrate import Migrations
@@ -58,15 +55,12 @@ __all__ = [
     "CallEvent",
     "Created",
     "Handoff",
-    "HandoffConflict",
     "HandoffRequest",
-    "IdempotencyMismatch",
     "NewApiKey",
     "Replayed",
     "Revocation",
     "Store",
     "Transition",
-    "UnknownHandoff",
     "UtcClock",
     "admin_sessions",
     "api_keys",

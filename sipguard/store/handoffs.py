@@ -18,7 +18,12 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from sipguard.errors import AppError, ValidationError
+from sipguard.errors import (
+    HandoffConflict,
+    IdempotencyMismatch,
+    UnknownHandoff,
+    ValidationError,
+)
 from sipguard.store.api_keys import random_id
 from sipguard.store.database import Database
 from sipguard.store.outbox import enqueue
@@ -47,24 +52,6 @@ def _bounded(request: HandoffRequest) -> tuple[tuple[str, str | None, int], ...]
     )
 
 
-class HandoffConflict(AppError):
-    """The call already has a live handoff."""
-
-    status = 409
-
-
-class IdempotencyMismatch(AppError):
-    """An Idempotency-Key was used again with a different request."""
-
-    status = 422
-
-
-class UnknownHandoff(AppError):
-    """No handoff has that id."""
-
-    status = 404
-
-
 def request_hash(document: Mapping[str, Any]) -> str:
     """Return the hex sha256 of a request's JSON, key order and spacing aside."""
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -83,7 +70,7 @@ class HandoffRequest:
     summary: str | None = field(default=None, repr=False)
     fields: Mapping[str, str] = field(default_factory=dict)
     whisper: bool = False
-    on_failure: str = "return"
+    on_failure: str = "fallback"
     return_url: str | None = None
     callback_url: str | None = None
 

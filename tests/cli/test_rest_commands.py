@@ -977,18 +977,95 @@ def _handoff(runner, rsps, *extra: str) -> Any:
 def test_handoff_transfers_the_a_leg_to_a_signed_url(runner, rsps) -> None:
     result = _handoff(runner, rsps)
     assert result.exit_code == rest.EXIT_OK, result.output
-    assert result.stdout == f"call {CALL_UUID} transferred to group support\n"
+    assert re.fullmatch(
+        f"call {CALL_UUID} transferred to group support: "
+        r"handoff ho_[0-9a-z]{22} \(transferred\)\n",
+        result.stdout,
+    )
     assert requests_made(rsps) == [("POST", CALLS + CALL_UUID + "/")]
     sent = body(rsps.calls[0])
     assert set(sent) == {"legs", "aleg_url", "aleg_method"}
     assert (sent["legs"], sent["aleg_method"]) == ("aleg", "POST")
     assert sent["aleg_url"].startswith(BASE_URL + "/handoff/support?token=")
+    assert "&handoff=ho_" in sent["aleg_url"]
 
 
 def test_handoff_json(runner, rsps) -> None:
     result = _handoff(runner, rsps, "--json")
     assert result.exit_code == rest.EXIT_OK, result.output
-    assert json.loads(result.stdout) == {"call_uuid": CALL_UUID, "group": "support", "api_id": "x"}
+    data = json.loads(result.stdout)
+    assert data.pop("id").startswith("ho_")
+    assert data == {
+        "call_uuid": CALL_UUID,
+        "group": "support",
+        "api_id": "x",
+        "state": "transferred",
+        "replayed": False,
+    }
+
+
+def test_handoff_is_the_api_service_under_a_cli_key(app, runner, rsps, tmp_path) -> None:
+    """The CLI stores the handoff like the API does: under the on-demand "cli" key."""
+    summary = tmp_path / "summary.txt"
+    summary.write_text("Canary-Summary-cli: caller wants a refund\n")
+    result = _handoff(
+        runner,
+        rsps,
+        "--json",
+        "--summary-file",
+        str(summary),
+        "--field",
+        "Ticket=4417",
+        "--whisper",
+        "--idempotency-key",
+        "op-1",
+    )
+    assert result.exit_code == rest.EXIT_OK, result.output
+    store = app.extensions["sipguard"].store
+    handoff = store.get_handoff(json.loads(result.stdout)["id"])
+    assert handoff.summary == "Canary-Summary-cli: caller wants a refund"
+    assert handoff.fields == {"Ticket": "4417"} and handoff.whisper
+    assert [k.name for k in store.list_api_keys()] == ["cli"]
+    assert handoff.api_key_id == store.list_api_keys()[0].id
+    again = runner.invoke(
+        args=[
+            "handoff",
+            CALL_UUID,
+            "support",
+            "--json",
+            "--summary-file",
+            str(summary),
+            "--field",
+            "Ticket=4417",
+            "--whisper",
+            "--idempotency-key",
+            "op-1",
+        ]
+    )
+    assert again.exit_code == rest.EXIT_OK and json.loads(again.stdout)["replayed"] is True
+    assert len(rsps.calls) == 1  # never transferred twice
+    assert "Canary-Summary" not in result.output + again.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "text"),
+    [
+        (["--field", "Tick-et=1"], "fields"),
+        (["--field", "nokey"], "K=V"),
+        (["--whisper"], "whisper"),
+        (["--on-failure", "return"], "return_url"),
+    ],
+)
+def test_handoff_refusals_exit_invalid_with_nothing_sent(runner, rsps, extra, text) -> None:
+    result = runner.invoke(args=["handoff", CALL_UUID, "support", *extra])
+    assert result.exit_code == rest.EXIT_INVALID, result.output
+    assert text in result.stderr and len(rsps.calls) == 0
+
+
+def test_a_second_live_handoff_exits_invalid(runner, rsps) -> None:
+    assert _handoff(runner, rsps).exit_code == rest.EXIT_OK
+    second = runner.invoke(args=["handoff", CALL_UUID, "oncall"])
+    assert second.exit_code == rest.EXIT_INVALID and "handed off already" in second.stderr
 
 
 @pytest.mark.parametrize(("call_uuid", "status"), [(CALL_UUID, 200), ("some-other-call", 403)])

@@ -285,10 +285,14 @@ def test_handoff_uses_the_apps_settings(app_config: dict[str, str], rsps) -> Non
     rsps.post(CALLS + CALL_UUID + "/", json={"api_id": "t-1"}, status=202)
     result = sipguard(["handoff", CALL_UUID, "support", "--json"], app_config)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {
+    data = json.loads(result.stdout)
+    assert data.pop("id").startswith("ho_")
+    assert data == {
         "call_uuid": CALL_UUID,
         "group": "support",
         "api_id": "t-1",
+        "state": "transferred",
+        "replayed": False,
     }
     unknown = sipguard(["handoff", CALL_UUID, "sales"], app_config)
     assert unknown.exit_code == rest.EXIT_INVALID and "no agent group named" in unknown.stderr

@@ -19,15 +19,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sipguard.errors import StoreUnavailable, ValidationError
+from sipguard.errors import (
+    HandoffConflict,
+    IdempotencyMismatch,
+    StoreUnavailable,
+    UnknownHandoff,
+    ValidationError,
+)
 from sipguard.notify.model import Outbox, OutboxEvent
 from sipguard.store import (
     Created,
-    HandoffConflict,
     HandoffRequest,
-    IdempotencyMismatch,
     Store,
-    UnknownHandoff,
     handoff_attempts,
     handoffs,
     webhook_outbox,
@@ -93,6 +96,7 @@ def _request(key_id: str, **changes: Any) -> HandoffRequest:
         "summary": body["summary"],
         "fields": {"Ticket": "4417"},
         "whisper": True,
+        "on_failure": "return",
         "return_url": "wss://ai.example.test/stream",
         **changes,
     }

@@ -124,6 +124,7 @@ def test_every_path_the_layout_names_exists() -> None:
         "sipguard/plivo/",
         "sipguard/commands/",
         "sipguard/notify/",
+        "sipguard/handoffs/",
         "xml_builders/",
         "sandbox/",
         "webhooks/",
