@@ -16,8 +16,10 @@ from xml_builders.elements import (
     record,
     redirect,
     render_sip_headers,
+    render_stream_headers,
     response,
     speak,
+    stream,
     user,
 )
 from xml_builders.serialise import MAX_DOCUMENT_BYTES, carries_credentials, to_bytes
@@ -40,8 +42,10 @@ __all__ = [
     "record",
     "redirect",
     "render_sip_headers",
+    "render_stream_headers",
     "response",
     "speak",
+    "stream",
     "to_bytes",
     "user",
 ]

@@ -23,11 +23,21 @@ CALLER_NAME_MAX = 50
 RESERVED_SIP_HEADER_PREFIXES = ("ph-", "plivo", "fs-", "sipauth", "zt-", "twilio")
 RESERVED_SIP_HEADER_NAMES = ("clientregion",)
 HANGUP_REASONS = ("rejected", "busy")
+# <Stream> (https://www.plivo.com/docs/voice/xml/audiostream; docs/plivo.md, XML)
+STREAM_CONTENT_TYPES = (
+    "audio/x-l16;rate=8000",
+    "audio/x-l16;rate=16000",
+    "audio/x-mulaw;rate=8000",
+)
+STREAM_AUDIO_TRACKS = ("inbound", "outbound", "both")
+STREAM_EXTRA_HEADERS_MAX = 512  # bytes of the rendered k=v,k2=v2 string
 METHODS = ("GET", "POST")
 
 _SIP_URI = re.compile(r"^sips?:[^\s<>\"]+$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9]+$")
 _HEADER_VALUE = re.compile(r"^[A-Za-z0-9%]+$")
+_STREAM_HEADER = re.compile(r"^[A-Za-z0-9]+$")
+_WS_URL = re.compile(r"wss?://[^\s<>\"/?#@]+(?:[/?#][^\s<>\"]*)?")
 # An absolute http(s) URL whose authority an HTTP client can parse: optional user info, a host
 # name or a bracketed IPv6 literal, a port of 0-65535; no spaces, quotes or angle brackets.
 _URL = re.compile(
@@ -356,3 +366,78 @@ def hangup(*, reason: str | None = None, schedule: int | None = None) -> Element
             ),
         },
     )
+
+
+def render_stream_headers(field: str, headers: Mapping[str, str]) -> str:
+    """Render ``<Stream extraHeaders>`` as ``k1=v1,k2=v2``: letters and digits, ≤512 bytes."""
+    rendered = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _STREAM_HEADER.fullmatch(name):
+            raise ValidationError(field, f"header name {name!r} must be letters and digits only")
+        if not isinstance(value, str) or not _STREAM_HEADER.fullmatch(value):
+            raise ValidationError(field, f"value of {name!r} must be letters and digits only")
+        rendered.append(f"{name}={value}")
+    text = ",".join(rendered)
+    if len(text.encode()) > STREAM_EXTRA_HEADERS_MAX:
+        raise ValidationError(field, f"must be at most {STREAM_EXTRA_HEADERS_MAX} bytes")
+    return text
+
+
+def stream(
+    url: str,
+    *,
+    bidirectional: bool | None = None,
+    keep_call_alive: bool | None = None,
+    content_type: str | None = None,
+    audio_track: str | None = None,
+    stream_timeout: int | None = None,
+    status_callback_url: str | None = None,
+    status_callback_method: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> Element:
+    """Return a ``<Stream>`` of the call's audio to the WebSocket at `url` (ws:// or wss://).
+
+    A bidirectional stream may only carry the caller's audio (``audioTrack`` inbound), as
+    Plivo's page says; the SDKs do not check it, so it is checked here.
+    """
+    if not isinstance(url, str) or not _WS_URL.fullmatch(url):
+        raise ValidationError("Stream", "must be an absolute ws:// or wss:// URL")
+    if content_type is not None and content_type not in STREAM_CONTENT_TYPES:
+        raise ValidationError(
+            "Stream.contentType", f"must be one of {', '.join(STREAM_CONTENT_TYPES)}"
+        )
+    if audio_track is not None and audio_track not in STREAM_AUDIO_TRACKS:
+        raise ValidationError("Stream.audioTrack", "must be inbound, outbound or both")
+    if bidirectional and audio_track not in (None, "inbound"):
+        raise ValidationError("Stream.audioTrack", "must be inbound on a bidirectional stream")
+    element = _set(
+        etree.Element("Stream"),
+        {
+            "bidirectional": None if bidirectional is None else _bool(bidirectional),
+            "keepCallAlive": None if keep_call_alive is None else _bool(keep_call_alive),
+            "contentType": content_type,
+            "audioTrack": audio_track,
+            "streamTimeout": (
+                check_positive("Stream.streamTimeout", stream_timeout)
+                if stream_timeout is not None
+                else None
+            ),
+            "statusCallbackUrl": (
+                check_url("Stream.statusCallbackUrl", status_callback_url)
+                if status_callback_url
+                else None
+            ),
+            "statusCallbackMethod": (
+                check_method("Stream.statusCallbackMethod", status_callback_method)
+                if status_callback_method
+                else None
+            ),
+            "extraHeaders": (
+                render_stream_headers("Stream.extraHeaders", extra_headers)
+                if extra_headers
+                else None
+            ),
+        },
+    )
+    element.text = url
+    return element
