@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
 from sipguard.errors import ValidationError
-from xml_builders.elements import Element, dial, hangup, record, redirect, response, speak, user
+from xml_builders.elements import (
+    STREAM_EXTRA_HEADERS_MAX,
+    Element,
+    dial,
+    hangup,
+    record,
+    redirect,
+    response,
+    speak,
+    stream,
+    user,
+)
+
+STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"  # Plivo's pages disagree on the default: say it
+_PLAIN = re.compile(r"[A-Za-z0-9]+")
 
 
 def agent_user(agent: Agent) -> Element:
@@ -77,3 +94,61 @@ def redirect_to(url: str) -> Element:
 def empty() -> Element:
     """Return ``<Response/>``: an acknowledgement, or the end of a finished call."""
     return response()
+
+
+def stream_header_value(value: str) -> str:
+    """Fit any text into ``extraHeaders``' letters and digits, reversibly.
+
+    A value of letters and digits not starting with ``x`` is sent as it is; any other is ``x``
+    and its UTF-8 bytes in hex (``+1415`` becomes ``x2b31343135``), so a reader decodes a value
+    starting with ``x`` with ``bytes.fromhex(value[1:]).decode()`` and takes the rest as they are.
+    """
+    if _PLAIN.fullmatch(value) and not value.startswith("x"):
+        return value
+    return "x" + value.encode().hex()
+
+
+def stream_headers(
+    fixed: Mapping[str, str], per_call: Mapping[str, str | None]
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Return the ``extraHeaders`` for a stream, and the names left out to stay in 512 bytes.
+
+    `fixed` (checked when the config loads) always goes first; each `per_call` value is encoded
+    by `stream_header_value` and added in order while the rendered ``k=v,...`` still fits. None
+    values are skipped.
+    """
+    headers = dict(fixed)
+    used = len(",".join(f"{k}={v}" for k, v in headers.items()).encode())
+    dropped = []
+    for name, value in per_call.items():
+        if value is None or value == "":
+            continue
+        encoded = stream_header_value(value)
+        cost = len(name) + 1 + len(encoded) + (1 if headers else 0)
+        if used + cost > STREAM_EXTRA_HEADERS_MAX:
+            dropped.append(name)
+            continue
+        headers[name] = encoded
+        used += cost
+    return headers, tuple(dropped)
+
+
+def stream_to_ai(
+    url: str,
+    extra_headers: Mapping[str, str],
+    *,
+    content_type: str = STREAM_CONTENT_TYPE,
+    bidirectional: bool = True,
+    keep_call_alive: bool = True,
+) -> Element:
+    """Connect the caller to the AI's WebSocket at `url`, which talks back (bidirectional)."""
+    return response(
+        stream(
+            url,
+            bidirectional=bidirectional,
+            keep_call_alive=keep_call_alive,
+            content_type=content_type,
+            audio_track="inbound" if bidirectional else None,
+            extra_headers=extra_headers or None,
+        )
+    )

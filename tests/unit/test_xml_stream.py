@@ -7,6 +7,7 @@ import pytest
 from lxml import etree
 from plivo import plivoxml
 
+from sipguard.calls.documents import stream_header_value, stream_headers, stream_to_ai
 from sipguard.errors import ValidationError
 from xml_builders import render_stream_headers, response, stream, to_bytes
 
@@ -113,3 +114,39 @@ def test_extra_headers_are_bounded_at_512_bytes() -> None:
     assert len(render_stream_headers("f", fits)) == 512
     with pytest.raises(ValidationError, match="512 bytes"):
         render_stream_headers("f", {"k": "v" * 511})
+
+
+@pytest.mark.parametrize(
+    "value", ["+14155550100", "sip:alice@203.0.113.7", "203.0.113.7", "xray", "é", "a b", "x"]
+)
+def test_stream_header_values_round_trip_through_letters_and_digits(value: str) -> None:
+    encoded = stream_header_value(value)
+    assert encoded.isascii() and encoded.isalnum()
+    decoded = bytes.fromhex(encoded[1:]).decode() if encoded.startswith("x") else encoded
+    assert decoded == value
+
+
+def test_plain_values_are_sent_as_they_are() -> None:
+    assert stream_header_value("14155550100") == "14155550100"
+    assert stream_header_value("digest") == "digest"
+
+
+def test_stream_headers_keep_fixed_ones_and_drop_per_call_ones_that_do_not_fit() -> None:
+    headers, dropped = stream_headers(
+        {"tenant": "acme"}, {"from": "+1415", "to": None, "big": "y" * 600, "user": "bob"}
+    )
+    assert headers == {"tenant": "acme", "from": "x2b31343135", "user": "bob"}
+    assert dropped == ("big",)
+    assert len(render_stream_headers("f", headers).encode()) <= 512
+    fits, _ = stream_headers({}, {"k": "v" * 510})
+    assert len(render_stream_headers("f", fits)) == 512
+
+
+def test_stream_to_ai_is_a_bidirectional_kept_alive_stream_with_a_stated_content_type() -> None:
+    doc = etree.fromstring(to_bytes(stream_to_ai(WSS, {"from": "14155550100"})))
+    (found,) = doc.xpath("/Response/Stream")
+    assert found.text == WSS
+    assert found.get("bidirectional") == "true" and found.get("keepCallAlive") == "true"
+    assert found.get("contentType") == "audio/x-mulaw;rate=8000"
+    assert found.get("audioTrack") == "inbound"
+    assert found.get("extraHeaders") == "from=14155550100"
