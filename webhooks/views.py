@@ -13,7 +13,7 @@ from sipguard.calls.agents import AgentGroup
 from sipguard.calls.causes import SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT
 from sipguard.calls.forms import DialResult, Hangup, InboundCall, check_urlencoded, whole_number
 from sipguard.calls.handoff import HANDOFF_PARAM, TOKEN_PARAM
-from sipguard.calls.routing import AUTH_NOT_RUNNING, Action, decide
+from sipguard.calls.routing import AUTH_NOT_RUNNING, Action, decide, stream_call_headers
 from sipguard.errors import ValidationError
 from sipguard.store import CallEvent
 from webhooks import persist
@@ -89,7 +89,29 @@ def _perform(action: Action, call: InboundCall) -> Element:
         return documents.redirect_to(url)
     if action.kind == "speak":
         return documents.speak_then_hangup(str(action.text), action.voice, action.language)
+    if action.kind == "stream":
+        return _stream(action, call)
     return documents.reject()
+
+
+def _stream(action: Action, call: InboundCall) -> Element:
+    """Answer into the AI's WebSocket, with what Plivo's `start` event lacks in extraHeaders."""
+    headers, dropped = documents.stream_headers(
+        action.stream_fixed_headers(), stream_call_headers(call)
+    )
+    if dropped:  # by name only: the values are the caller's numbers and addresses
+        log.warning(
+            "call=%s stream extraHeaders left out to stay within 512 bytes: %s",
+            call.call_uuid,
+            ", ".join(dropped),
+        )
+    return documents.stream_to_ai(
+        str(action.url),
+        headers,
+        content_type=action.content_type,
+        bidirectional=action.bidirectional,
+        keep_call_alive=action.keep_call_alive,
+    )
 
 
 def _call_event(route: str, call: InboundCall, decision: str, **fields: object) -> CallEvent:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
+from sipguard.calls.documents import STREAM_CONTENT_TYPE, stream_header_value
 from sipguard.calls.forms import InboundCall, unmapped
 
-ActionKind = Literal["dial", "redirect", "speak", "reject"]
+ActionKind = Literal["dial", "redirect", "speak", "reject", "stream"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 UNKNOWN_SIP_AUTH = "SIP call with an unknown SIPAuthType"
@@ -18,11 +19,15 @@ AUTH_NOT_RUNNING = (
     "SIP auth is not running: the provider is probably putting a phone number in the "
     "Request-URI instead of sip:{app_id}@app.plivo.com"
 )
+# extraHeaders a stream carries for what Plivo's `start` WebSocket event lacks, in the order
+# they are fitted into its 512 bytes; then the name that tells the AI its handoff group.
+STREAM_CALL_HEADERS = ("from", "to", "sipauthtype", "sipauthuser", "sipsourceip")
+HANDOFF_GROUP_HEADER = "handoffgroup"
 
 
 @dataclass(frozen=True)
 class Action:
-    """What to do with a call: dial a group, redirect (e.g. to the AI), speak, or reject."""
+    """What to do with a call: dial a group, redirect or stream to the AI, speak, or reject."""
 
     kind: ActionKind
     group: str | None = None
@@ -31,6 +36,11 @@ class Action:
     text: str | None = None
     voice: str | None = None
     language: str | None = None
+    # A stream's options; its fixed extraHeaders as (name, value) pairs, in config order.
+    bidirectional: bool = True
+    keep_call_alive: bool = True
+    content_type: str = STREAM_CONTENT_TYPE
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         """Return a short label for logs and the event store (never a URL with a token)."""
@@ -39,6 +49,20 @@ class Action:
         if self.kind == "redirect" and self.handoff_group:
             return f"redirect:handoff={self.handoff_group}"
         return self.kind
+
+    def stream_fixed_headers(self) -> dict[str, str]:
+        """Return the extraHeaders every call of this stream carries, the handoff group last."""
+        headers = dict(self.extra_headers)
+        if self.handoff_group is not None:
+            # Encoded like the per-call values: a group name may hold `_` and `-`.
+            headers[HANDOFF_GROUP_HEADER] = stream_header_value(self.handoff_group)
+        return headers
+
+
+def stream_call_headers(call: InboundCall) -> dict[str, str | None]:
+    """Return this call's values for `STREAM_CALL_HEADERS`, as Plivo sent them to answer_url."""
+    values = (call.from_, call.to, call.sip_auth_type, call.sip_auth_user, call.sip_source_ip_raw)
+    return dict(zip(STREAM_CALL_HEADERS, values, strict=True))
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,41 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sipguard.calls import documents
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
 from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
-from sipguard.calls.routing import Action, Match, Policy, Rule
+from sipguard.calls.routing import (
+    HANDOFF_GROUP_HEADER,
+    STREAM_CALL_HEADERS,
+    Action,
+    Match,
+    Policy,
+    Rule,
+)
 from sipguard.errors import ConfigError, ValidationError
 from sipguard.secret import Secret
+from xml_builders.elements import STREAM_CONTENT_TYPES, STREAM_EXTRA_HEADERS_MAX
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ACTION_KEYS = {"action", "group", "url", "handoff_group", "text", "voice", "language"}
+_PLAIN = re.compile(r"^[A-Za-z0-9]+$")  # extraHeaders' charset, names and values alike
+_ACTION_KINDS = ("dial", "redirect", "speak", "reject", "stream")
+_STREAM_KEYS = {"bidirectional", "keep_call_alive", "content_type", "extra_headers"}
+_ACTION_KEYS = {
+    "action",
+    "group",
+    "url",
+    "handoff_group",
+    "text",
+    "voice",
+    "language",
+    *_STREAM_KEYS,
+}
+# A stream's fixed extraHeaders (handoffgroup included) may fill half of Plivo's 512 bytes; the
+# other half is kept for the per-call ones (From, To, the SIP-auth result), known only per call.
+STREAM_FIXED_HEADERS_MAX = STREAM_EXTRA_HEADERS_MAX // 2
+_LOOPBACK_NAMES = {"localhost"}
 _MATCH_KEYS = {"sip_auth_type", "sip_user", "source_cidr", "to", "from"}
 _GROUP_KEYS = {
     "strategy",
@@ -206,8 +231,11 @@ def _group(name: str, spec: Any, agents: Mapping[str, Agent]) -> AgentGroup:
 
 def _action(where: str, spec: Mapping[str, Any], groups: Mapping[str, AgentGroup]) -> Action:
     kind = spec.get("action")
-    if kind not in ("dial", "redirect", "speak", "reject"):
-        raise ConfigError(f"{where}.action must be dial, redirect, speak or reject")
+    if kind not in _ACTION_KINDS:
+        raise ConfigError(f"{where}.action must be {', '.join(_ACTION_KINDS[:-1])} or stream")
+    misplaced = sorted(_STREAM_KEYS & set(spec)) if kind != "stream" else []
+    if misplaced:
+        raise ConfigError(f'{where}: {", ".join(misplaced)} only apply to action = "stream"')
     action = Action(
         kind=kind,
         group=spec.get("group"),
@@ -216,17 +244,98 @@ def _action(where: str, spec: Mapping[str, Any], groups: Mapping[str, AgentGroup
         text=spec.get("text"),
         voice=spec.get("voice"),
         language=spec.get("language"),
+        **(_stream_options(where, spec) if kind == "stream" else {}),
     )
     if kind == "dial" and action.group not in groups:
         raise ConfigError(f"{where}: dial needs group = one of {', '.join(sorted(groups))}")
-    if kind == "redirect" and not action.url:
-        raise ConfigError(f"{where}: redirect needs url")
+    if kind in ("redirect", "stream") and not action.url:
+        raise ConfigError(f"{where}: {kind} needs url")
     if action.handoff_group is not None and action.handoff_group not in groups:
         raise ConfigError(f"{where}: handoff_group {action.handoff_group!r} is not a group")
     if kind == "speak" and not action.text:
         raise ConfigError(f"{where}: speak needs text")
+    if kind == "stream":
+        _check_stream(where, action)
     _check_xml(where, _render_action, action)
     return action
+
+
+def _stream_options(where: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Read a stream action's own keys; what they may hold is checked by `_check_stream`."""
+    options: dict[str, Any] = {}
+    for key in ("bidirectional", "keep_call_alive"):
+        value = spec.get(key, True)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key} must be true or false")
+        options[key] = value
+    content_type = spec.get("content_type", documents.STREAM_CONTENT_TYPE)
+    if content_type not in STREAM_CONTENT_TYPES:
+        raise ConfigError(f"{where}.content_type must be one of {', '.join(STREAM_CONTENT_TYPES)}")
+    options["content_type"] = content_type
+    headers = spec.get("extra_headers", {})
+    if not isinstance(headers, dict):
+        raise ConfigError(f"{where}.extra_headers must be a table of name = value")
+    options["extra_headers"] = tuple(headers.items())
+    return options
+
+
+def _check_stream(where: str, action: Action) -> None:
+    """Refuse a stream Plivo would not connect, hold or carry whole, naming the key."""
+    _check_stream_url(f"{where}.url", str(action.url))
+    # The <Stream> is the whole answer: nothing follows it for the call to do.
+    if not action.bidirectional:
+        raise ConfigError(
+            f"{where}.bidirectional must be true: Plivo holds the call on a <Stream> "
+            "(keepCallAlive) only when it is bidirectional, so a one-way stream would hang up"
+        )
+    if not action.keep_call_alive:
+        raise ConfigError(
+            f"{where}.keep_call_alive must be true: without it Plivo goes on past the <Stream> "
+            "to the end of the answer and hangs up"
+        )
+    reserved = {*STREAM_CALL_HEADERS, HANDOFF_GROUP_HEADER}
+    for name, value in action.extra_headers:
+        if not _PLAIN.match(name):
+            raise ConfigError(f"{where}.extra_headers: name {name!r} must be letters and digits")
+        if name.lower() in reserved:
+            raise ConfigError(
+                f"{where}.extra_headers: {name} is set for each call; use another name"
+            )
+        # The value is never echoed: an operator may put a shared secret there.
+        if not isinstance(value, str) or not _PLAIN.match(value):
+            raise ConfigError(f"{where}.extra_headers.{name} must be letters and digits")
+    fixed = ",".join(f"{k}={v}" for k, v in action.stream_fixed_headers().items())
+    if len(fixed.encode()) > STREAM_FIXED_HEADERS_MAX:
+        raise ConfigError(
+            f"{where}.extra_headers: {len(fixed.encode())} bytes with {HANDOFF_GROUP_HEADER}, "
+            f"over {STREAM_FIXED_HEADERS_MAX}: half of Plivo's {STREAM_EXTRA_HEADERS_MAX} is "
+            f"kept for {', '.join(STREAM_CALL_HEADERS)}"
+        )
+
+
+def _check_stream_url(where: str, url: str) -> None:
+    """Require wss://, allowing plain ws:// only to this machine, for local development."""
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname or "", parts.port  # .port raises outside 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if parts.scheme == "wss":
+        return
+    if parts.scheme == "ws" and _is_loopback(host):
+        return
+    raise ConfigError(
+        f"{where}: a stream needs wss:// (ws:// only to a loopback address, for local development)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _render_action(action: Action) -> None:
@@ -234,6 +343,14 @@ def _render_action(action: Action) -> None:
         documents.redirect_to(action.url)
     elif action.kind == "speak" and action.text:
         documents.speak_then_hangup(action.text, action.voice, action.language)
+    elif action.kind == "stream" and action.url:
+        documents.stream_to_ai(
+            action.url,
+            action.stream_fixed_headers(),
+            content_type=action.content_type,
+            bidirectional=action.bidirectional,
+            keep_call_alive=action.keep_call_alive,
+        )
 
 
 def _match(where: str, spec: Mapping[str, Any]) -> Match:

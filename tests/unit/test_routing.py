@@ -17,12 +17,14 @@ from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
 from sipguard.calls.forms import InboundCall
 from sipguard.calls.routing import (
     AUTH_NOT_RUNNING,
+    STREAM_CALL_HEADERS,
     Action,
     Decision,
     Match,
     Policy,
     Rule,
     decide,
+    stream_call_headers,
 )
 from tests.support.signing import inbound
 
@@ -38,6 +40,12 @@ AI = Action(
 )
 SPEAK = Action("speak", text="Sorry, wrong number.")
 REJECT = Action("reject")
+STREAM = Action(
+    "stream",
+    url="wss://ai.example.test/stream?token=Canary-Url-Token",
+    handoff_group="after-hours",
+    extra_headers=(("tenant", "acme"),),
+)
 UNAUTH = Action("speak", text="SIP auth is not running.")  # distinct from every rule action
 
 
@@ -469,12 +477,63 @@ def test_and_across_rules_falls_through_to_the_next_rule() -> None:
         ),
         (Action("speak", text="Hello"), "speak"),
         (Action("reject"), "reject"),
+        (STREAM, "stream"),
+        (Action("stream", url="wss://ai.example.test/stream?token=Canary-Url-Token"), "stream"),
     ],
 )
 def test_describe_labels(action: Action, label: str) -> None:
     assert action.describe() == label
     assert "Canary-Url-Token" not in action.describe()
     assert "https://" not in action.describe()
+    assert "wss://" not in action.describe()
+
+
+# --- stream actions -------------------------------------------------------------------------
+
+
+def test_a_rule_may_stream_the_call_to_the_ai() -> None:
+    decision = decide(sip_call("ip_acl"), policy(rule("ai-stream", STREAM)))
+    assert decision == Decision(STREAM, "ai-stream", "rule ai-stream", False)
+
+
+def test_a_stream_defaults_to_a_bidirectional_kept_alive_mulaw_stream() -> None:
+    bare = Action("stream", url="wss://ai.example.test/stream")
+    assert (bare.bidirectional, bare.keep_call_alive) == (True, True)
+    assert bare.content_type == "audio/x-mulaw;rate=8000"
+    assert bare.stream_fixed_headers() == {}
+
+
+def test_stream_fixed_headers_end_with_the_encoded_handoff_group() -> None:
+    # "after-hours" holds a "-", outside extraHeaders' letters and digits, so it is hex.
+    assert STREAM.stream_fixed_headers() == {
+        "tenant": "acme",
+        "handoffgroup": "x" + b"after-hours".hex(),
+    }
+    plain = Action("stream", url="wss://ai.example.test/s", handoff_group="support")
+    assert plain.stream_fixed_headers() == {"handoffgroup": "support"}
+
+
+def test_stream_call_headers_carry_what_the_answer_request_said() -> None:
+    found = stream_call_headers(sip_call("credential", From="sip:frontdesk@pbx.example.test"))
+    assert tuple(found) == STREAM_CALL_HEADERS
+    assert found == {
+        "from": "sip:frontdesk@pbx.example.test",
+        "to": inbound()["To"],
+        "sipauthtype": "credential",
+        "sipauthuser": "frontdesk",
+        "sipsourceip": PBX_IP,
+    }
+
+
+def test_stream_call_headers_of_a_phone_call_have_no_sip_auth_values() -> None:
+    found = stream_call_headers(phone_call())
+    assert found == {
+        "from": PHONE_FROM,
+        "to": PHONE_TO,
+        "sipauthtype": None,
+        "sipauthuser": None,
+        "sipsourceip": None,
+    }
 
 
 # --- property: CIDR membership agrees with ipaddress ----------------------------------------

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from sipguard.calls.documents import stream_headers, stream_to_ai
 from sipguard.calls.forms import InboundCall
-from sipguard.calls.routing import Action, decide
-from sipguard.calls.voice_config import VoiceConfig, load_voice_config
+from sipguard.calls.routing import STREAM_CALL_HEADERS, Action, decide, stream_call_headers
+from sipguard.calls.voice_config import STREAM_FIXED_HEADERS_MAX, VoiceConfig, load_voice_config
 from sipguard.errors import ConfigError
 from sipguard.secret import Secret
 from tests.support.config import CANARIES, CAROL_PASSWORD, DATA
@@ -467,7 +469,7 @@ def test_bad_agent_and_group_names_are_refused(tmp_path: Path, section: str, nam
         ({"rule": 'action = "speak"\ntext = ""'}, "rules[0] (r1): speak needs text"),
         (
             {"rule": 'action = "forward"'},
-            "rules[0] (r1).action must be dial, redirect, speak or reject",
+            "rules[0] (r1).action must be dial, redirect, speak, reject or stream",
         ),
         ({"rule": 'sip_auth_type = "credential"'}, "rules[0] (r1).action must be dial, redirect"),
         ({"default": '{ action = "speak" }'}, "answer.default: speak needs text"),
@@ -591,6 +593,241 @@ def test_answer_defaults_to_reject_both_ways(tmp_path: Path) -> None:
     assert config.policy.rules == ()
     assert config.policy.default == Action("reject")
     assert config.policy.unauthenticated_sip == Action("reject")
+
+
+# --- stream actions -----------------------------------------------------------------------------
+
+WSS = "wss://ai.test/plivo/stream"
+STREAM = f'action = "stream"\nurl = "{WSS}"'
+
+
+def stream_action(tmp_path: Path, rule: str) -> Action:
+    return load(tmp_path, voice_toml(rule=rule)).policy.rules[0].action
+
+
+def test_stream_action_loads_with_plivo_friendly_defaults(tmp_path: Path) -> None:
+    assert stream_action(tmp_path, STREAM) == Action(
+        "stream",
+        url=WSS,
+        bidirectional=True,
+        keep_call_alive=True,
+        content_type="audio/x-mulaw;rate=8000",
+        extra_headers=(),
+    )
+
+
+def test_stream_action_reads_every_key(tmp_path: Path) -> None:
+    rule = (
+        STREAM + '\nhandoff_group = "g"\ncontent_type = "audio/x-l16;rate=16000"\n'
+        'bidirectional = true\nkeep_call_alive = true\nextra_headers = { tenant = "acme", v = "2" }'
+    )
+    action = stream_action(tmp_path, rule)
+    assert action.handoff_group == "g"
+    assert action.content_type == "audio/x-l16;rate=16000"
+    assert action.extra_headers == (("tenant", "acme"), ("v", "2"))
+    assert action.stream_fixed_headers() == {"tenant": "acme", "v": "2", "handoffgroup": "g"}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["audio/x-l16;rate=8000", "audio/x-l16;rate=16000", "audio/x-mulaw;rate=8000"]
+)
+def test_each_of_plivos_content_types_loads(tmp_path: Path, content_type: str) -> None:
+    action = stream_action(tmp_path, STREAM + f'\ncontent_type = "{content_type}"')
+    assert action.content_type == content_type
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://127.0.0.1:8765/ws",
+        "ws://127.9.9.9/ws",
+        "ws://[::1]:8765/ws",
+        "ws://localhost:8765/ws",
+        "wss://ai.test:443/plivo/stream?tenant=acme",
+        "wss://203.0.113.5/ws",
+    ],
+)
+def test_stream_url_is_wss_or_plain_ws_to_this_machine(tmp_path: Path, url: str) -> None:
+    assert stream_action(tmp_path, f'action = "stream"\nurl = "{url}"').url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://ai.test/plivo/stream",
+        "ws://203.0.113.5/ws",
+        "ws://localhost.ai.test/ws",
+        "https://ai.test/plivo/stream",
+        "http://127.0.0.1/ws",
+        "ai.test/plivo/stream",
+    ],
+)
+def test_stream_url_of_another_scheme_or_plain_ws_elsewhere_is_refused(
+    tmp_path: Path, url: str
+) -> None:
+    message = error(tmp_path, voice_toml(rule=f'action = "stream"\nurl = "{url}"'))
+    assert message == (
+        "rules[0] (r1).url: a stream needs wss:// (ws:// only to a loopback address, "
+        "for local development)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("wss://", "rules[0] (r1): Stream: must be an absolute ws:// or wss:// URL"),
+        ("wss://ai.test/a b", "rules[0] (r1): Stream: must be an absolute ws:// or wss:// URL"),
+        ("wss://user@ai.test/ws", "rules[0] (r1): Stream: must be an absolute ws:// or wss://"),
+        ("wss://ai.test:99999/ws", "rules[0] (r1).url: Port out of range"),
+        ("WSS://ai.test/ws", "rules[0] (r1): Stream: must be an absolute ws:// or wss:// URL"),
+    ],
+)
+def test_stream_url_of_a_bad_form_is_refused(tmp_path: Path, url: str, expected: str) -> None:
+    message = error(tmp_path, voice_toml(rule=f'action = "stream"\nurl = "{url}"'))
+    assert message.startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ('action = "stream"', "rules[0] (r1): stream needs url"),
+        ('action = "stream"\nurl = ""', "rules[0] (r1): stream needs url"),
+        (
+            STREAM + '\nhandoff_group = "nosuch"',
+            "rules[0] (r1): handoff_group 'nosuch' is not a group",
+        ),
+        (
+            STREAM + '\ncontent_type = "audio/wav"',
+            "rules[0] (r1).content_type must be one of audio/x-l16;rate=8000, "
+            "audio/x-l16;rate=16000, audio/x-mulaw;rate=8000",
+        ),
+        (STREAM + '\nbidirectional = "true"', "rules[0] (r1).bidirectional must be true or false"),
+        (STREAM + "\nkeep_call_alive = 1", "rules[0] (r1).keep_call_alive must be true or false"),
+        (
+            STREAM + "\nbidirectional = false",
+            "rules[0] (r1).bidirectional must be true: Plivo holds the call",
+        ),
+        (
+            STREAM + "\nkeep_call_alive = false",
+            "rules[0] (r1).keep_call_alive must be true: without it Plivo goes on past",
+        ),
+        (
+            STREAM + '\nextra_headers = "tenant=acme"',
+            "rules[0] (r1).extra_headers must be a table of name = value",
+        ),
+    ],
+)
+def test_bad_stream_options_are_refused(tmp_path: Path, rule: str, expected: str) -> None:
+    assert error(tmp_path, voice_toml(rule=rule)).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ('{ "user-id" = "1" }', "rules[0] (r1).extra_headers: name 'user-id' must be letters"),
+        ('{ "" = "1" }', "rules[0] (r1).extra_headers: name '' must be letters and digits"),
+        ('{ "é" = "1" }', "rules[0] (r1).extra_headers: name 'é' must be letters and digits"),
+        ('{ tenant = "ac-me" }', "rules[0] (r1).extra_headers.tenant must be letters and digits"),
+        ('{ tenant = "" }', "rules[0] (r1).extra_headers.tenant must be letters and digits"),
+        ("{ tenant = 42 }", "rules[0] (r1).extra_headers.tenant must be letters and digits"),
+        ("{ tenant = { a = 1 } }", "rules[0] (r1).extra_headers.tenant must be letters"),
+    ],
+)
+def test_fixed_extra_headers_are_letters_and_digits(
+    tmp_path: Path, headers: str, expected: str
+) -> None:
+    message = error(tmp_path, voice_toml(rule=f"{STREAM}\nextra_headers = {headers}"))
+    assert message.startswith(expected)
+    assert "ac-me" not in message  # a value is never echoed: it may be a shared secret
+
+
+@pytest.mark.parametrize("name", [*STREAM_CALL_HEADERS, "handoffgroup", "From", "SIPAuthUser"])
+def test_fixed_extra_headers_cannot_take_a_per_call_name(tmp_path: Path, name: str) -> None:
+    message = error(tmp_path, voice_toml(rule=f'{STREAM}\nextra_headers = {{ {name} = "x" }}'))
+    assert message == f"rules[0] (r1).extra_headers: {name} is set for each call; use another name"
+
+
+def test_fixed_extra_headers_may_fill_half_of_plivos_512_bytes(tmp_path: Path) -> None:
+    assert STREAM_FIXED_HEADERS_MAX == 256
+    fits = "v" * (STREAM_FIXED_HEADERS_MAX - len("k="))
+    action = stream_action(tmp_path, f'{STREAM}\nextra_headers = {{ k = "{fits}" }}')
+    assert len(f"k={fits}") == 256 and action.extra_headers == (("k", fits),)
+    message = error(tmp_path, voice_toml(rule=f'{STREAM}\nextra_headers = {{ k = "{fits}v" }}'))
+    assert message == (
+        "rules[0] (r1).extra_headers: 257 bytes with handoffgroup, over 256: half of Plivo's "
+        "512 is kept for from, to, sipauthtype, sipauthuser, sipsourceip"
+    )
+
+
+def test_the_handoff_group_header_counts_against_the_fixed_half(tmp_path: Path) -> None:
+    room = STREAM_FIXED_HEADERS_MAX - len("k=") - len(",handoffgroup=g")
+    rule = f'{STREAM}\nhandoff_group = "g"\nextra_headers = {{ k = "{"v" * room}" }}'
+    assert stream_action(tmp_path, rule).stream_fixed_headers()["handoffgroup"] == "g"
+    over = f'{STREAM}\nhandoff_group = "g"\nextra_headers = {{ k = "{"v" * (room + 1)}" }}'
+    assert error(tmp_path, voice_toml(rule=over)).startswith(
+        "rules[0] (r1).extra_headers: 257 bytes with handoffgroup, over 256"
+    )
+
+
+def test_the_fixed_half_leaves_room_for_a_typical_sip_calls_headers(tmp_path: Path) -> None:
+    """The rule's purpose: beside the largest fixed headers, a PBX call's five values all fit."""
+    fits = "v" * (STREAM_FIXED_HEADERS_MAX - len("k="))
+    action = stream_action(tmp_path, f'{STREAM}\nextra_headers = {{ k = "{fits}" }}')
+    call = InboundCall.from_form(
+        inbound(
+            SIPAuthType="ip_acl_and_credential",
+            SIPAuthUser="frontdesk",
+            SIPSourceIP="203.0.113.10",
+        )
+    )
+    headers, dropped = stream_headers(action.stream_fixed_headers(), stream_call_headers(call))
+    assert dropped == ()
+    assert list(headers) == ["k", *STREAM_CALL_HEADERS]
+    stream_to_ai(WSS, headers)  # and Plivo's 512 bytes still hold
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        'content_type = "audio/x-mulaw;rate=8000"',
+        "bidirectional = true",
+        "keep_call_alive = true",
+        'extra_headers = { tenant = "acme" }',
+    ],
+)
+@pytest.mark.parametrize(
+    "action", ['action = "redirect"\nurl = "https://ai.test/a"', 'action = "reject"']
+)
+def test_stream_keys_on_another_action_are_refused(tmp_path: Path, key: str, action: str) -> None:
+    message = error(tmp_path, voice_toml(rule=f"{action}\n{key}"))
+    name = key.split(" ", 1)[0]
+    assert message == f'rules[0] (r1): {name} only apply to action = "stream"'
+
+
+@pytest.mark.parametrize("section", ["default", "unauthenticated_sip"])
+def test_answer_defaults_may_stream_too(tmp_path: Path, section: str) -> None:
+    config = load(tmp_path, voice_toml(**{section: f'{{ action = "stream", url = "{WSS}" }}'}))
+    assert getattr(config.policy, section) == Action("stream", url=WSS)
+
+
+def test_the_sample_stream_example_loads_uncommented() -> None:
+    """The sample's commented "ai-stream" rule is a working rule once uncommented."""
+    text = SAMPLE.read_text(encoding="utf-8")
+    start = text.index('# [[rules]]\n# name = "ai-stream"')
+    block = text[start : text.index("\n\n", start)]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    config = load_voice_config_text(text.replace(block, uncommented))
+    (stream,) = [rule for rule in config.policy.rules if rule.name == "ai-stream"]
+    assert stream.action.kind == "stream"
+    assert stream.action.url == "wss://ai-agent.example.com/plivo/stream"
+    assert stream.action.stream_fixed_headers() == {"tenant": "acme", "handoffgroup": "support"}
+
+
+def load_voice_config_text(text: str) -> VoiceConfig:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "voice.toml"
+        path.write_text(text, encoding="utf-8")
+        return load_voice_config(path, SAMPLE_ENV)
 
 
 # --- groups -----------------------------------------------------------------------------------
