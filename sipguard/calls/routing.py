@@ -52,9 +52,10 @@ class Action:
 
     def stream_fixed_headers(self) -> dict[str, str]:
         """Return the extraHeaders every call of this stream carries, the handoff group last."""
-        headers = dict(self.extra_headers)
+        # Encoded like the per-call values, so the AI reads every header one way: a configured
+        # value starting with `x` would otherwise look encoded, and a group name may hold `-`.
+        headers = {name: stream_header_value(value) for name, value in self.extra_headers}
         if self.handoff_group is not None:
-            # Encoded like the per-call values: a group name may hold `_` and `-`.
             headers[HANDOFF_GROUP_HEADER] = stream_header_value(self.handoff_group)
         return headers
 

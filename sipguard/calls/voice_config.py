@@ -304,12 +304,13 @@ def _check_stream(where: str, action: Action) -> None:
         # The value is never echoed: an operator may put a shared secret there.
         if not isinstance(value, str) or not _PLAIN.match(value):
             raise ConfigError(f"{where}.extra_headers.{name} must be letters and digits")
-    fixed = ",".join(f"{k}={v}" for k, v in action.stream_fixed_headers().items())
-    if len(fixed.encode()) > STREAM_FIXED_HEADERS_MAX:
+    size = len(",".join(f"{k}={v}" for k, v in action.stream_fixed_headers().items()).encode())
+    if size > STREAM_FIXED_HEADERS_MAX:
+        counted = f" with {HANDOFF_GROUP_HEADER}" if action.handoff_group is not None else ""
         raise ConfigError(
-            f"{where}.extra_headers: {len(fixed.encode())} bytes with {HANDOFF_GROUP_HEADER}, "
-            f"over {STREAM_FIXED_HEADERS_MAX}: half of Plivo's {STREAM_EXTRA_HEADERS_MAX} is "
-            f"kept for {', '.join(STREAM_CALL_HEADERS)}"
+            f"{where}.extra_headers: {size} bytes{counted}, over {STREAM_FIXED_HEADERS_MAX}: "
+            f"half of Plivo's {STREAM_EXTRA_HEADERS_MAX} is kept for "
+            f"{', '.join(STREAM_CALL_HEADERS)}"
         )
 
 

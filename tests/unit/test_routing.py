@@ -513,6 +513,13 @@ def test_stream_fixed_headers_end_with_the_encoded_handoff_group() -> None:
     assert plain.stream_fixed_headers() == {"handoffgroup": "support"}
 
 
+def test_a_fixed_value_starting_with_x_is_encoded_so_it_reads_back_as_itself() -> None:
+    action = Action("stream", url="wss://ai.example.test/s", extra_headers=(("site", "xenon"),))
+    encoded = action.stream_fixed_headers()["site"]
+    assert encoded == "x" + b"xenon".hex()
+    assert bytes.fromhex(encoded[1:]).decode() == "xenon"
+
+
 def test_stream_call_headers_carry_what_the_answer_request_said() -> None:
     found = stream_call_headers(sip_call("credential", From="sip:frontdesk@pbx.example.test"))
     assert tuple(found) == STREAM_CALL_HEADERS

@@ -754,7 +754,7 @@ def test_fixed_extra_headers_may_fill_half_of_plivos_512_bytes(tmp_path: Path) -
     assert len(f"k={fits}") == 256 and action.extra_headers == (("k", fits),)
     message = error(tmp_path, voice_toml(rule=f'{STREAM}\nextra_headers = {{ k = "{fits}v" }}'))
     assert message == (
-        "rules[0] (r1).extra_headers: 257 bytes with handoffgroup, over 256: half of Plivo's "
+        "rules[0] (r1).extra_headers: 257 bytes, over 256: half of Plivo's "
         "512 is kept for from, to, sipauthtype, sipauthuser, sipsourceip"
     )
 
@@ -767,6 +767,13 @@ def test_the_handoff_group_header_counts_against_the_fixed_half(tmp_path: Path) 
     assert error(tmp_path, voice_toml(rule=over)).startswith(
         "rules[0] (r1).extra_headers: 257 bytes with handoffgroup, over 256"
     )
+
+
+def test_the_fixed_half_counts_values_as_sent(tmp_path: Path) -> None:
+    """A value starting with x is sent hex-encoded (so the AI decodes every header one way)."""
+    raw = "x" + "v" * (STREAM_FIXED_HEADERS_MAX - len("k=") - 1)  # 256 bytes as written
+    message = error(tmp_path, voice_toml(rule=f'{STREAM}\nextra_headers = {{ k = "{raw}" }}'))
+    assert message.startswith(f"rules[0] (r1).extra_headers: {len('k=x') + 2 * len(raw)} bytes")
 
 
 def test_the_fixed_half_leaves_room_for_a_typical_sip_calls_headers(tmp_path: Path) -> None:
