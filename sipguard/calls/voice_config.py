@@ -31,7 +31,7 @@ from sipguard.secret import Secret
 from xml_builders.elements import STREAM_CONTENT_TYPES, STREAM_EXTRA_HEADERS_MAX
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_PLAIN = re.compile(r"^[A-Za-z0-9]+$")  # extraHeaders' charset, names and values alike
+_PLAIN = re.compile(r"[A-Za-z0-9]+")  # extraHeaders' charset, names and values alike
 _ACTION_KINDS = ("dial", "redirect", "speak", "reject", "stream")
 _STREAM_KEYS = {"bidirectional", "keep_call_alive", "content_type", "extra_headers"}
 _ACTION_KEYS = {
@@ -232,7 +232,9 @@ def _group(name: str, spec: Any, agents: Mapping[str, Agent]) -> AgentGroup:
 def _action(where: str, spec: Mapping[str, Any], groups: Mapping[str, AgentGroup]) -> Action:
     kind = spec.get("action")
     if kind not in _ACTION_KINDS:
-        raise ConfigError(f"{where}.action must be {', '.join(_ACTION_KINDS[:-1])} or stream")
+        raise ConfigError(
+            f"{where}.action must be {', '.join(_ACTION_KINDS[:-1])} or {_ACTION_KINDS[-1]}"
+        )
     misplaced = sorted(_STREAM_KEYS & set(spec)) if kind != "stream" else []
     if misplaced:
         raise ConfigError(f'{where}: {", ".join(misplaced)} only apply to action = "stream"')
@@ -295,14 +297,14 @@ def _check_stream(where: str, action: Action) -> None:
         )
     reserved = {*STREAM_CALL_HEADERS, HANDOFF_GROUP_HEADER}
     for name, value in action.extra_headers:
-        if not _PLAIN.match(name):
+        if not _PLAIN.fullmatch(name):
             raise ConfigError(f"{where}.extra_headers: name {name!r} must be letters and digits")
         if name.lower() in reserved:
             raise ConfigError(
                 f"{where}.extra_headers: {name} is set for each call; use another name"
             )
         # The value is never echoed: an operator may put a shared secret there.
-        if not isinstance(value, str) or not _PLAIN.match(value):
+        if not isinstance(value, str) or not _PLAIN.fullmatch(value):
             raise ConfigError(f"{where}.extra_headers.{name} must be letters and digits")
     size = len(",".join(f"{k}={v}" for k, v in action.stream_fixed_headers().items()).encode())
     if size > STREAM_FIXED_HEADERS_MAX:

@@ -729,6 +729,8 @@ def test_bad_stream_options_are_refused(tmp_path: Path, rule: str, expected: str
         ('{ "é" = "1" }', "rules[0] (r1).extra_headers: name 'é' must be letters and digits"),
         ('{ tenant = "ac-me" }', "rules[0] (r1).extra_headers.tenant must be letters and digits"),
         ('{ tenant = "" }', "rules[0] (r1).extra_headers.tenant must be letters and digits"),
+        ('{ tenant = "acme\\n" }', "rules[0] (r1).extra_headers.tenant must be letters"),
+        ('{ "acme\\n" = "1" }', "rules[0] (r1).extra_headers: name 'acme\\n' must be letters"),
         ("{ tenant = 42 }", "rules[0] (r1).extra_headers.tenant must be letters and digits"),
         ("{ tenant = { a = 1 } }", "rules[0] (r1).extra_headers.tenant must be letters"),
     ],
