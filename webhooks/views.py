@@ -310,10 +310,13 @@ def _end_attempt(handoff_id: str, attempt: int, result: DialResult) -> None:
 
 
 def _finish(handoff_id: str, state: str, event_type: str, result: DialResult, attempt: int) -> None:
-    """End a waiting handoff in `state`, reporting the last attempt's outcome and their count."""
-    data = {"outcome": result.outcome, "attempts": attempt + 1}
-    if state == "caller_hung_up":
-        data = {"attempts": attempt + 1}
+    """End a waiting handoff in `state`, reporting the last attempt's outcome and their count.
+
+    The caller leaving is its own outcome: only the count is reported then.
+    """
+    data: dict[str, object] = {"attempts": attempt + 1}
+    if state != "caller_hung_up":
+        data["outcome"] = result.outcome
     persist.handoff_step(
         handoff_id,
         state,
