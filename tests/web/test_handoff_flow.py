@@ -14,8 +14,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
+from app import create_app
 from sipguard.calls.documents import stream_header_value
 from sipguard.store.schema import handoffs
+from tests.support.config import app_config
 from tests.support.handoffs import CALL, Flow, as_dial, parse_xml
 from tests.support.queries import stored_hangup
 
@@ -320,6 +322,17 @@ def test_a_group_with_one_attempt_returns_after_it(flow: Flow) -> None:
     assert flow.events()[-1][1]["attempts"] == 1
 
 
+def test_an_unknown_handoff_on_the_last_attempt_runs_the_fallback(
+    flow: Flow, app_logs: pytest.LogCaptureFixture
+) -> None:
+    answer = flow.post(
+        "/dial-action?group=solo&attempt=0&handoff=ho_nothing",
+        {"CallUUID": CALL, "DialStatus": "busy"},
+    )
+    assert [child.tag for child in parse_xml(answer)] == ["Speak", "Hangup"]
+    assert "handoff=ho_nothing is unknown" in app_logs.text
+
+
 # -- the caller leaves -----------------------------------------------------------------------------
 
 
@@ -417,3 +430,33 @@ def test_a_handoff_finished_between_attempts_dials_the_next_agent_plainly(flow: 
     assert second.headers(0) is None  # bob has no headers of his own
     assert "handoff" not in second.query
     assert _attempts(flow) == [(0, ("alice",), "busy", None)]
+
+
+# -- both databases --------------------------------------------------------------------------------
+
+
+def test_the_whole_flow_on_each_database(database_url: str, rsps: responses.RequestsMock) -> None:
+    application = create_app(app_config(database_url))
+    try:
+        client = application.test_client()
+        taken = Flow(application, client, rsps)
+        taken.create(fields={"Ticket": "1"})
+        first = as_dial(taken.transferred())
+        second = as_dial(taken.dial_action(first, DialStatus="failed", DialHangupCause="4250"))
+        taken.dial_event(second, DialAction="answer", DialBLegTo="sip:bob@pbx.example.test")
+        taken.dial_action(second, DialStatus="completed")
+        assert taken.hangup().status_code == 200
+        assert taken.handoff().state == "connected"
+        assert _attempts(taken) == [
+            (0, ("alice",), "sip_auth_timeout", 4250),
+            (1, ("bob",), "answered", None),
+        ]
+        assert taken.event_types() == ["handoff.transferred", "handoff.agent_answered"]
+        left = Flow(application, client, rsps, call="c0ffee00-0000-4000-8000-0000000000f2")
+        left.create()
+        as_dial(left.transferred())
+        assert left.hangup().status_code == 200
+        assert left.handoff().state == "caller_hung_up"
+        assert left.event_types() == ["handoff.transferred", "handoff.caller_hung_up"]
+    finally:
+        application.extensions["sipguard"].store.dispose()
