@@ -1,6 +1,7 @@
 """Per-request bookkeeping: what a callback produced, committed with its nonce at the end.
 
-Views call `note` / `note_hangup`, which fill this request's `CallbackState`; the blueprint's
+Views call `note` / `note_hangup` / `note_outcome`, which fill this request's `CallbackState`
+(and `handoff_step` for an API handoff's states and attempts); the blueprint's
 after_request hook calls `commit`, which claims the nonce and stores the rows in one transaction.
 A replayed nonce turns the answer into 403; a database failure turns a durable callback (hangup)
 into 503 so Plivo retries, and is only logged for the others (a caller must still hear something
@@ -11,19 +12,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import Response
 
 from sipguard.calls.causes import auth_failure_code
 from sipguard.calls.forms import Hangup, dial_failure_code
-from sipguard.errors import StoreUnavailable
+from sipguard.errors import StoreUnavailable, UnknownHandoff
 from sipguard.monitoring import metrics
-from sipguard.store import CallEvent, Replayed
+from sipguard.store import CallEvent, Replayed, Store
 from webhooks.context import runtime
 from webhooks.responses import error_response
 from webhooks.state import CallbackState, callback_state
 
 log = logging.getLogger("sipguard.callbacks")
+T = TypeVar("T")
 
 
 def _current() -> CallbackState:
@@ -47,6 +51,28 @@ def note_hangup(hangup: Hangup) -> None:
     state.hangup = hangup
     state.call_uuid = hangup.call_uuid
     state.outcome = ("stored", hangup.auth_failure or hangup.hangup_cause_name or "-")
+
+
+def note_outcome(call_uuid: str, decision: str, reason: str) -> None:
+    """Name what a callback that stores no call event did, for its log line and metrics."""
+    state = _current()
+    state.call_uuid = call_uuid
+    state.outcome = (decision, reason)
+
+
+def handoff_step(handoff_id: str, step: str, work: Callable[[Store], T]) -> T | None:
+    """Run one piece of a handoff's bookkeeping against the store; None when it failed.
+
+    A failure is logged by handoff id and step only, and never changes the answer: the caller
+    must still get XML when the database is down (the hangup's own commit still answers 503).
+    """
+    try:
+        return work(runtime().store)
+    except StoreUnavailable as exc:
+        log.error("handoff=%s %s not recorded: %s", handoff_id, step, exc.message)
+    except UnknownHandoff:
+        log.warning("handoff=%s %s not recorded: no such handoff", handoff_id, step)
+    return None
 
 
 def commit(response: Response) -> Response:

@@ -1,4 +1,9 @@
-"""Plivo's callbacks: answer, handoff, Dial action and hangup. Every route here is signed."""
+"""Plivo's callbacks: answer, handoff, Dial action and events, whisper, hangup. All are signed.
+
+An API handoff's id rides on every URL of its Dials (Plivo signs the whole URL it calls, so it
+cannot be forged): each attempt, its outcome and the handoff's state are recorded as the
+callbacks arrive, always after the caller's XML is settled and never failing it.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,19 @@ from flask import Blueprint, Response, abort, request
 from sipguard.calls import documents
 from sipguard.calls.agents import AgentGroup
 from sipguard.calls.causes import SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT
-from sipguard.calls.forms import DialResult, Hangup, InboundCall, check_urlencoded, whole_number
-from sipguard.calls.handoff import HANDOFF_PARAM, TOKEN_PARAM
+from sipguard.calls.forms import (
+    DialEvent,
+    DialResult,
+    Hangup,
+    InboundCall,
+    check_urlencoded,
+    whole_number,
+)
+from sipguard.calls.handoff import HANDOFF_PARAM, TOKEN_PARAM, WHISPER, handoff_sip_headers
 from sipguard.calls.routing import AUTH_NOT_RUNNING, Action, decide, stream_call_headers
-from sipguard.errors import ValidationError
+from sipguard.errors import StoreUnavailable, ValidationError
 from sipguard.store import CallEvent
+from sipguard.store.handoffs import WAITING_STATES, Handoff
 from webhooks import persist
 from webhooks.context import public_url, runtime, signed_url
 from webhooks.responses import xml_response
@@ -60,8 +73,9 @@ def _form() -> Mapping[str, str]:
     return request.form if request.method == "POST" else request.args
 
 
-def _dial_action_url(group: AgentGroup, attempt: int) -> str:
-    return public_url("webhooks.dial_action", group=group.name, attempt=attempt)
+def _dial_action_url(group: AgentGroup, attempt: int, handoff_id: str | None = None) -> str:
+    extra = {HANDOFF_PARAM: handoff_id} if handoff_id is not None else {}
+    return public_url("webhooks.dial_action", group=group.name, attempt=attempt, **extra)
 
 
 def _handoff_url(call_uuid: str, group: str) -> str:
@@ -155,7 +169,9 @@ def handoff(group: str) -> Response:
 
     An API handoff's Transfer URL also carries its id (`handoff`), signed into the token with
     the call and the group it was created for: an id the token was not minted with is refused,
-    so a handoff id is only ever accepted for its own call and group.
+    so a handoff id is only ever accepted for its own call and group. That handoff's fields
+    ride on the agent legs as sipHeaders, its whisper plays to the agent who answers, and its
+    attempts are recorded.
     """
     call = InboundCall.from_form(request.form)
     target = runtime().voice.groups.get(group)
@@ -163,11 +179,76 @@ def handoff(group: str) -> Response:
         abort(404, description=f"no agent group named {group!r}")
     handoff_id = request.args.get(HANDOFF_PARAM) or None
     runtime().handoff.check(request.args.get(TOKEN_PARAM), call.call_uuid, group, handoff_id)
-    root = documents.dial_group(target, 0, _dial_action_url(target, 0))
+    root, reason = _dial(target, 0, handoff_id)
     persist.note(
-        _call_event("handoff", call, f"dial:{group}", reason="handoff", group_name=group, attempt=0)
+        _call_event("handoff", call, f"dial:{group}", reason=reason, group_name=group, attempt=0)
     )
-    return xml_response(root)
+    return _no_store(xml_response(root)) if handoff_id else xml_response(root)
+
+
+def _no_store(response: Response) -> Response:
+    # A handoff's Dial carries its id and a whisper token: nothing between Plivo and us keeps it.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _dial(group: AgentGroup, attempt: int, handoff_id: str | None) -> tuple[Element, str]:
+    """Dial `attempt` of `group`, for the API handoff `handoff_id` if any; say how.
+
+    A handoff the database cannot load now is dialled with its id alone (its bookkeeping goes on
+    when the database is back); an unknown or finished one is dialled plainly, without it.
+    """
+    if handoff_id is None:
+        return documents.dial_group(group, attempt, _dial_action_url(group, attempt)), "handoff"
+    try:
+        found = runtime().store.get_handoff(handoff_id)
+    except StoreUnavailable as exc:
+        log.error("handoff=%s not loaded, dialled by its id only: %s", handoff_id, exc.message)
+        return _handoff_dial(group, attempt, handoff_id, {}, None), "handoff-unavailable"
+    if found is None or not found.live:
+        log.warning(
+            "handoff=%s is %s: group %s dialled without it",
+            handoff_id,
+            "unknown" if found is None else f"already {found.state}",
+            group.name,
+        )
+        return documents.dial_group(group, attempt, _dial_action_url(group, attempt)), (
+            "handoff-gone"
+        )
+    agents = [agent.name for agent in group.agents_for(attempt)]
+    persist.handoff_step(
+        handoff_id,
+        f"attempt {attempt}",
+        lambda store: store.start_attempt(handoff_id, attempt, agents, ringing=True),
+    )
+    return _handoff_dial(group, attempt, handoff_id, found.fields, _whisper_url(found)), "handoff"
+
+
+def _whisper_url(found: Handoff) -> str | None:
+    if not found.whisper:
+        return None
+    token = runtime().handoff.mint(found.call_uuid, found.group_name, found.id, purpose=WHISPER)
+    return public_url("webhooks.whisper", handoff_id=found.id, **{TOKEN_PARAM: token})
+
+
+def _handoff_dial(
+    group: AgentGroup,
+    attempt: int,
+    handoff_id: str,
+    fields: Mapping[str, str],
+    whisper_url: str | None,
+) -> Element:
+    events = public_url(
+        "webhooks.dial_event", group=group.name, attempt=attempt, **{HANDOFF_PARAM: handoff_id}
+    )
+    return documents.dial_group(
+        group,
+        attempt,
+        _dial_action_url(group, attempt, handoff_id),
+        sip_headers=handoff_sip_headers(fields, handoff_id),
+        callback_url=events,
+        confirm_sound=whisper_url,
+    )
 
 
 def _attempt(group: AgentGroup) -> int:
@@ -180,12 +261,18 @@ def _attempt(group: AgentGroup) -> int:
 
 @bp.post("/dial-action")
 def dial_action() -> Response:
-    """Follow up a Dial: done when answered, else the next agent, else the group's fallback."""
+    """Follow up a Dial: done when answered, else the next agent, else the group's fallback.
+
+    For an API handoff the attempt's outcome is recorded; an answer moves it to `connected`
+    (unless the Dial callback did already), the caller leaving to `caller_hung_up`, the last
+    attempt failing to `returned` (the caller goes back to the AI) or `failed` (the fallback).
+    """
     result = DialResult.from_form(request.form)
     group = runtime().voice.groups.get(request.args.get("group", ""))
     if group is None:
         raise ValidationError("group", "is not a configured agent group")
     attempt = _attempt(group)
+    handoff_id = request.args.get(HANDOFF_PARAM) or None
     agents = ",".join(agent.name for agent in group.agents_for(attempt))
     cause = result.auth_failure
     if cause == SIP_AUTH_FAILED:
@@ -204,13 +291,19 @@ def dial_action() -> Response:
             group.name,
             agents,
         )
+    if handoff_id is not None:
+        _end_attempt(handoff_id, attempt, result)
     if result.answered or result.dial_status == "cancel":
         decision, root = ("completed" if result.answered else "caller-hung-up"), documents.empty()
+        if handoff_id is not None and result.answered:
+            _connected(handoff_id, group, attempt, None)
+        elif handoff_id is not None:
+            _finish(handoff_id, "caller_hung_up", "handoff.caller_hung_up", result, attempt)
     elif attempt + 1 < group.attempts():
         decision = f"dial:{group.name}:{attempt + 1}"
-        root = documents.dial_group(group, attempt + 1, _dial_action_url(group, attempt + 1))
+        root, _ = _dial(group, attempt + 1, handoff_id)
     else:
-        decision, root = f"fallback:{group.fallback.kind}", documents.fallback(group.fallback)
+        decision, root = _last_attempt_failed(group, attempt, handoff_id, result)
     persist.note(
         CallEvent(
             route="dial_action",
@@ -226,12 +319,143 @@ def dial_action() -> Response:
             b_leg_uuid=result.b_leg_uuid,
         )
     )
-    return xml_response(root)
+    response = xml_response(root)
+    return _no_store(response) if handoff_id is not None else response
+
+
+def _end_attempt(handoff_id: str, attempt: int, result: DialResult) -> None:
+    persist.handoff_step(
+        handoff_id,
+        f"attempt {attempt} outcome",
+        lambda store: store.end_attempt(handoff_id, attempt, result.outcome, result.outcome_code),
+    )
+
+
+def _finish(handoff_id: str, state: str, event_type: str, result: DialResult, attempt: int) -> None:
+    """End a waiting handoff in `state`, reporting the last attempt's outcome and their count.
+
+    The caller leaving is its own outcome: only the count is reported then.
+    """
+    data: dict[str, object] = {"attempts": attempt + 1}
+    if state != "caller_hung_up":
+        data["outcome"] = result.outcome
+    persist.handoff_step(
+        handoff_id,
+        state,
+        lambda store: store.transition(
+            handoff_id, state, event_type, data, from_states=WAITING_STATES
+        ),
+    )
+
+
+def _connected(handoff_id: str, group: AgentGroup, attempt: int, b_leg_to: str | None) -> None:
+    """Move a waiting handoff to `connected`; whichever signal comes second changes nothing."""
+    data = {"attempt": attempt, "agents": _answering(group, attempt, b_leg_to)}
+    persist.handoff_step(
+        handoff_id,
+        "connected",
+        lambda store: store.transition(
+            handoff_id, "connected", "handoff.agent_answered", data, from_states=WAITING_STATES
+        ),
+    )
+
+
+def _answering(group: AgentGroup, attempt: int, b_leg_to: str | None) -> list[str]:
+    """Name the agent who answered when the leg's To is one of the attempt's URIs, else all."""
+    agents = group.agents_for(attempt)
+    if b_leg_to:
+        wanted = _bare_uri(b_leg_to)
+        matched = [agent.name for agent in agents if _bare_uri(agent.uri) == wanted]
+        if matched:
+            return matched[:1]
+    return [agent.name for agent in agents]
+
+
+def _bare_uri(uri: str) -> str:
+    # Plivo may report a SIP leg's To with or without its scheme, and with URI parameters.
+    lowered = uri.strip().lower().split(";", 1)[0]
+    for scheme in ("sips:", "sip:"):
+        lowered = lowered.removeprefix(scheme)
+    return lowered
+
+
+def _last_attempt_failed(
+    group: AgentGroup, attempt: int, handoff_id: str | None, result: DialResult
+) -> tuple[str, Element]:
+    """Return the caller to the AI (a handoff with on_failure "return"), else run the fallback."""
+    fallback = f"fallback:{group.fallback.kind}", documents.fallback(group.fallback)
+    if handoff_id is None:
+        return fallback
+    try:
+        found = runtime().store.get_handoff(handoff_id)
+    except StoreUnavailable as exc:
+        log.error("handoff=%s not loaded, the group's fallback runs: %s", handoff_id, exc.message)
+        return fallback
+    if found is None:
+        log.warning("handoff=%s is unknown: the group's fallback runs", handoff_id)
+        return fallback
+    if found.on_failure == "return" and found.return_url is not None:
+        _finish(handoff_id, "returned", "handoff.returned", result, attempt)
+        root = documents.return_to_ai(found.return_url, found.id, result.outcome, found.call_uuid)
+        return "return", root
+    _finish(handoff_id, "failed", "handoff.failed", result, attempt)
+    return fallback
+
+
+@bp.post("/dial-event")
+def dial_event() -> Response:
+    """Take a handoff Dial's callbackUrl request: an agent answering connects the handoff.
+
+    With a confirmKey the agent has taken the call only once bridged (`connected`); without
+    one, on `answer`. Answers an empty document at once (Plivo expects no XML here).
+    """
+    event = DialEvent.from_form(request.form)
+    group = runtime().voice.groups.get(request.args.get("group", ""))
+    if group is None:
+        raise ValidationError("group", "is not a configured agent group")
+    attempt = _attempt(group)
+    handoff_id = request.args.get(HANDOFF_PARAM) or ""
+    if not handoff_id:
+        raise ValidationError(HANDOFF_PARAM, "is required")
+    taken = "connected" if group.confirm_key is not None else "answer"
+    if event.action in (taken, "connected"):
+        _connected(handoff_id, group, attempt, event.b_leg_to)
+        decision = "connected"
+    else:
+        decision = "noted"
+    persist.note_outcome(event.a_leg_uuid or "-", decision, event.action or "-")
+    return xml_response(documents.empty())
+
+
+@bp.post("/whisper/<handoff_id>")
+def whisper(handoff_id: str) -> Response:
+    """Say a handoff's summary to the agent who answers (the Dial's confirmSound).
+
+    The token binds the handoff; the request's own CallUUID is not compared, since Plivo does
+    not document what it posts for the called party. The summary goes nowhere but this answer.
+    """
+    call_uuid, group_name = runtime().handoff.check_for_handoff(
+        request.args.get(TOKEN_PARAM), handoff_id, WHISPER
+    )
+    group = runtime().voice.groups.get(group_name)
+    try:
+        found = runtime().store.get_handoff(handoff_id)
+    except StoreUnavailable as exc:
+        log.error("handoff=%s not loaded, the whisper is generic: %s", handoff_id, exc.message)
+        found = None
+    summary = found.summary if found is not None else None
+    root = documents.whisper(summary, group.confirm_key if group is not None else None)
+    persist.note_outcome(call_uuid, "whisper", "summary" if summary else "generic")
+    return _no_store(xml_response(root))
 
 
 @bp.post("/hangup")
 def hangup() -> Response:
-    """Store the call's end idempotently; 503 (Plivo retries) when it cannot be stored."""
+    """Store the call's end idempotently; 503 (Plivo retries) when it cannot be stored.
+
+    A live handoff of the call that no agent has taken yet ends as `caller_hung_up`: one
+    statement on the live-handoff index, and nothing at all for a call without one.
+    """
     record = Hangup.from_form(request.form)
     if record.auth_failure is not None:
         log.warning(
@@ -241,4 +465,13 @@ def hangup() -> Response:
             record.hangup_cause_code if record.hangup_cause_code is not None else "-",
         )
     persist.note_hangup(record)
+    ended = persist.handoff_step(
+        "-",
+        "caller hung up",
+        lambda store: store.end_for_call(
+            record.call_uuid, "caller_hung_up", "handoff.caller_hung_up"
+        ),
+    )
+    if ended is not None:
+        log.info("call=%s handoff=%s ended: the caller hung up", record.call_uuid, ended)
     return xml_response(documents.empty())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
 from sipguard.errors import ValidationError
@@ -24,22 +25,42 @@ STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"  # Plivo's pages disagree on the
 _PLAIN = re.compile(r"[A-Za-z0-9]+")
 
 
-def agent_user(agent: Agent) -> Element:
-    """Return the ``<User>`` that rings `agent`, with its digest credentials if it has any."""
+def agent_user(agent: Agent, extra_headers: Mapping[str, str] | None = None) -> Element:
+    """Return the ``<User>`` that rings `agent`, with its digest credentials if it has any.
+
+    `extra_headers` (a handoff's) join the agent's own sipHeaders; on a name both have (Plivo
+    compares names case-insensitively) the agent's configured header wins.
+    """
+    headers = dict(agent.sip_headers)
+    if extra_headers:
+        own = {name.lower() for name in headers}
+        headers.update({k: v for k, v in extra_headers.items() if k.lower() not in own})
     return user(
         agent.uri,
         sip_auth_username=agent.username,
         sip_auth_password=agent.password.reveal() if agent.password is not None else None,
         send_digits=agent.send_digits,
-        sip_headers=agent.sip_headers or None,
+        sip_headers=headers or None,
     )
 
 
-def dial_group(group: AgentGroup, attempt: int, action_url: str) -> Element:
-    """Ring the group's agents for `attempt`; Plivo reports the result to `action_url`."""
+def dial_group(
+    group: AgentGroup,
+    attempt: int,
+    action_url: str,
+    *,
+    sip_headers: Mapping[str, str] | None = None,
+    callback_url: str | None = None,
+    confirm_sound: str | None = None,
+) -> Element:
+    """Ring the group's agents for `attempt`; Plivo reports the result to `action_url`.
+
+    A handoff's Dial adds `sip_headers` to every agent leg, asks Plivo to report the agent
+    answering to `callback_url`, and plays its whisper (`confirm_sound`) instead of the group's.
+    """
     return response(
         dial(
-            [agent_user(agent) for agent in group.agents_for(attempt)],
+            [agent_user(agent, sip_headers) for agent in group.agents_for(attempt)],
             action=action_url,
             method="POST",
             timeout=group.timeout,
@@ -47,11 +68,47 @@ def dial_group(group: AgentGroup, attempt: int, action_url: str) -> Element:
             caller_id=group.caller_id,
             caller_name=group.caller_name,
             dial_music=group.dial_music,
-            confirm_sound=group.confirm_sound,
+            confirm_sound=confirm_sound or group.confirm_sound,
             confirm_key=group.confirm_key,
+            callback_url=callback_url,
+            callback_method="POST" if callback_url else None,
             redirect=True,
         )
     )
+
+
+WHISPER_GENERIC = "A call handed over by the AI assistant."
+_SPOKEN_KEYS = {"*": "star", "#": "hash"}
+
+
+def whisper(summary: str | None, confirm_key: str | None) -> Element:
+    """Say the handoff's summary to the agent (a confirmSound: only Speak, Play and Wait).
+
+    A missing (purged) summary gives a generic line; with `confirm_key` the agent is told
+    which key takes the call.
+    """
+    text = " ".join(summary.split()) if summary else ""  # Speak refuses the newlines it may hold
+    spoken = [speak(text or WHISPER_GENERIC)]
+    if confirm_key is not None:
+        key = _SPOKEN_KEYS.get(confirm_key, confirm_key)
+        spoken.append(speak(f"Press {key} to accept the call."))
+    return response(*spoken)
+
+
+def return_to_ai(url: str, handoff_id: str, outcome: str, call_uuid: str) -> Element:
+    """Give a call whose handoff failed back to the AI at its `return_url`.
+
+    An https URL gets a Redirect with ``handoff_id``, ``outcome`` and ``call_uuid`` added to its
+    query; a wss URL a Stream with ``handoffid`` and ``outcome`` as extraHeaders, encoded by
+    `stream_header_value` (the stream's start message names the call itself).
+    """
+    if url.startswith("wss://"):
+        headers, _ = stream_headers({}, {"handoffid": handoff_id, "outcome": outcome})
+        return stream_to_ai(url, headers)
+    parts = urlsplit(url)
+    extra = urlencode({"handoff_id": handoff_id, "outcome": outcome, "call_uuid": call_uuid})
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return redirect_to(urlunsplit(parts._replace(query=query)))
 
 
 def fallback(plan: Fallback) -> Element:

@@ -175,6 +175,52 @@ class DialResult:
         """Tell whether an agent took the call (the bridge then ended normally)."""
         return self.dial_status == "completed"
 
+    @property
+    def outcome(self) -> str:
+        """Name how the attempt ended, in the words of a handoff attempt's outcome."""
+        if self.answered:
+            return "answered"
+        if self.dial_status == "cancel":
+            return "caller_hung_up"
+        cause = self.auth_failure
+        if cause is not None:
+            return cause
+        if self.dial_status == "busy":
+            return "busy"
+        if self.dial_status in ("no-answer", "timeout"):
+            return "no-answer"
+        return "failed"
+
+    @property
+    def outcome_code(self) -> int | None:
+        """Return 4240 / 4250 for an attempt that failed SIP auth, else None."""
+        cause = self.auth_failure
+        return dial_failure_code(cause, self.dial_hangup_cause) if cause is not None else None
+
+
+@dataclass(frozen=True)
+class DialEvent:
+    """A Dial callbackUrl request: an agent leg answered, was bridged, or hung up.
+
+    Plivo documents no CallUUID here, only the legs' UUIDs; nothing is required.
+    """
+
+    action: str | None
+    a_leg_uuid: str | None
+    b_leg_uuid: str | None
+    b_leg_to: str | None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> DialEvent:
+        """Parse a Dial callback; DialAction, else the older DialBLegStatus, says what happened."""
+        action = _field(form, "DialAction") or _field(form, "DialBLegStatus")
+        return cls(
+            action=action.lower() if action else None,
+            a_leg_uuid=_field(form, "DialALegUUID"),
+            b_leg_uuid=_field(form, "DialBLegUUID"),
+            b_leg_to=_field(form, "DialBLegTo"),
+        )
+
 
 @dataclass(frozen=True)
 class Hangup:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import BindParameter, ColumnElement, Connection, bindparam, select, update
 
 from sipguard.errors import (
     HandoffConflict,
@@ -40,8 +40,32 @@ EVENTS = (
     "handoff.caller_hung_up",
 )
 ON_FAILURE = ("return", "fallback")
-OUTCOMES = ("answered", "no-answer", "busy", "sip_auth_failed", "sip_auth_timeout", "failed")
+# How an attempt ended; `caller_hung_up` is the caller leaving while the agents rang.
+OUTCOMES = (
+    "answered",
+    "no-answer",
+    "busy",
+    "sip_auth_failed",
+    "sip_auth_timeout",
+    "failed",
+    "caller_hung_up",
+)
+# Live states in which no agent has taken the call yet: the caller leaving ends the handoff.
+WAITING_STATES = tuple(state for state in LIVE_STATES if state != "connected")
+RINGING_FROM = ("requested", "transferred")  # a handoff's first Dial moves it on to ringing
 _INSERT_TRIES = 3  # a conflicting row can end between the insert and the look-up
+
+
+def _is_live() -> ColumnElement[bool]:
+    """Return the live-handoff index's own condition, its states inlined as literals.
+
+    SQLite uses a partial index only when the query repeats the index's condition, and bound
+    parameters do not count: with them the look-up by call would scan the table.
+    """
+    states: BindParameter[list[str]] = bindparam(
+        "live_states", list(LIVE_STATES), expanding=True, literal_execute=True
+    )
+    return handoffs.c.state.in_(states)
 
 
 def _bounded(request: HandoffRequest) -> tuple[tuple[str, str | None, int], ...]:
@@ -183,6 +207,39 @@ def _load(conn: Connection, handoff_id: str) -> Handoff | None:
     return _handoff(row, _attempts(conn, [row.id])[row.id])
 
 
+def _queue(
+    conn: Connection,
+    row: Any,
+    now: datetime,
+    event_type: str,
+    data: Mapping[str, Any] | None,
+) -> str | None:
+    """Queue `event_type` for the handoff `row` now is in; None when nobody is to be told."""
+    url = (
+        row.callback_url
+        or conn.execute(
+            select(api_keys.c.callback_url).where(api_keys.c.id == row.api_key_id)
+        ).scalar_one_or_none()
+    )
+    if not url:
+        return None
+    return enqueue(
+        conn,
+        now=now,
+        api_key_id=row.api_key_id,
+        handoff_id=row.id,
+        url=url,
+        event_type=event_type,
+        data={
+            "handoff_id": row.id,
+            "call_uuid": row.call_uuid,
+            "group": row.group_name,
+            "state": row.state,
+            **(data or {}),
+        },
+    )
+
+
 class Handoffs(Database):
     """Create handoffs idempotently, move them through their states, record their attempts."""
 
@@ -247,7 +304,7 @@ class Handoffs(Database):
                 live = conn.execute(
                     select(handoffs.c.id).where(
                         handoffs.c.call_uuid == request.call_uuid,
-                        handoffs.c.state.in_(LIVE_STATES),
+                        _is_live(),
                     )
                 ).first()
                 if live is not None:
@@ -314,36 +371,53 @@ class Handoffs(Database):
                 if _load(conn, handoff_id) is None:
                     raise UnknownHandoff(f"no handoff {handoff_id}")
                 return None
-            event_id = None
-            if event_type is not None:
-                url = (
-                    row.callback_url
-                    or conn.execute(
-                        select(api_keys.c.callback_url).where(api_keys.c.id == row.api_key_id)
-                    ).scalar_one_or_none()
-                )
-                if url:
-                    event_id = enqueue(
-                        conn,
-                        now=now,
-                        api_key_id=row.api_key_id,
-                        handoff_id=row.id,
-                        url=url,
-                        event_type=event_type,
-                        data={
-                            "handoff_id": row.id,
-                            "call_uuid": row.call_uuid,
-                            "group": row.group_name,
-                            "state": state,
-                            **(data or {}),
-                        },
-                    )
+            event_id = _queue(conn, row, now, event_type, data) if event_type else None
             return Transition(_handoff(row, _attempts(conn, [row.id])[row.id]), event_id)
 
         return self._run(write)
 
-    def start_attempt(self, handoff_id: str, attempt: int, agents: Sequence[str]) -> None:
-        """Record that attempt `attempt` rings `agents` (a retried callback changes nothing)."""
+    def end_for_call(self, call_uuid: str, state: str, event_type: str) -> str | None:
+        """Move the call's live handoff that no agent took yet to `state`, queueing `event_type`.
+
+        One statement on the live-handoff index, for the hangup callback: returns the handoff's
+        id, or None when the call has no such handoff (or it moved already).
+        """
+        if state not in STATES or event_type not in EVENTS:
+            raise ValueError(f"unknown handoff state or event {state!r}, {event_type!r}")
+        now = self._clock()
+        statement = (
+            update(handoffs)
+            .where(
+                handoffs.c.call_uuid == call_uuid[:64],
+                _is_live(),
+                handoffs.c.state.in_(WAITING_STATES),
+            )
+            .values(state=state, updated_at=now)
+            .returning(*handoffs.c)
+        )
+
+        def write(conn: Connection) -> str | None:
+            row = conn.execute(statement).first()
+            if row is None:
+                return None
+            _queue(conn, row, now, event_type, None)
+            return str(row.id)
+
+        return self._run(write)
+
+    def start_attempt(
+        self, handoff_id: str, attempt: int, agents: Sequence[str], *, ringing: bool = False
+    ) -> None:
+        """Record that attempt `attempt` rings `agents` (a retried callback changes nothing).
+
+        With `ringing`, a handoff still `requested` or `transferred` moves to `ringing` in the
+        same transaction (no webhook reports it).
+        """
+        ring = (
+            update(handoffs)
+            .where(handoffs.c.id == handoff_id, handoffs.c.state.in_(RINGING_FROM))
+            .values(state="ringing", updated_at=self._clock())
+        )
         statement = (
             self._insert()(handoff_attempts)
             .values(
@@ -354,7 +428,13 @@ class Handoffs(Database):
             )
             .on_conflict_do_nothing()
         )
-        self._run(lambda conn: conn.execute(statement))
+
+        def write(conn: Connection) -> None:
+            conn.execute(statement)
+            if ringing:
+                conn.execute(ring)
+
+        self._run(write)
 
     def end_attempt(
         self, handoff_id: str, attempt: int, outcome: str, code: int | None = None
