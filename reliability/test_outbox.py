@@ -196,6 +196,14 @@ def outbox(database_url: str) -> Iterator[Outbox]:
     store.dispose()
 
 
+def assert_no_secret(key_id: str, *logs: Path) -> None:
+    """Neither SECRET_KEY nor the key's whsec_ secret is in any process's output."""
+    for log in logs:
+        output = log.read_text(errors="replace")
+        for secret in (config.SECRET_KEY, webhook_secret(config.SECRET_KEY, key_id)):
+            assert secret not in output, f"a secret leaked into {log.name}"
+
+
 def check_deliveries(receiver: Receiver, key_id: str, ids: list[str]) -> dict[str, int]:
     """Every request verifies with standardwebhooks; one webhook-id is one body on every
     attempt; every queued event was accepted at least once and nothing else arrived."""
@@ -247,6 +255,7 @@ def test_a_receiver_down_then_failing_gets_every_event_once_it_is_back(
         wait_for(lambda: outbox.undelivered() == 0, "every event delivered", worker.log)
         drained = time.monotonic() - back
     found = check_deliveries(receiver, key.id, ids)
+    assert_no_secret(key.id, worker.log)
     assert found["accepted_twice"] == 0  # one worker, nothing killed: each accepted once
     # Every attempt is recorded: at least two refused ones per event, then each request.
     attempts = _sum_attempts(outbox)
@@ -293,6 +302,7 @@ def test_a_worker_killed_mid_delivery_leaves_its_events_to_the_next_after_the_le
         wait_for(lambda: outbox.undelivered() == 0, "every event delivered", second.log)
         assert second.delivered() == EVENTS
     found = check_deliveries(receiver, key.id, ids)
+    assert_no_secret(key.id, first.log, second.log)
     attempts = Counter(received.webhook_id for received in receiver.requests)
     assert attempts[stalled] == 2  # the stalled attempt and the new worker's, one webhook-id
     assert all(attempts[event] == 1 for event in ids if event != stalled)
@@ -339,6 +349,7 @@ def test_events_queued_before_the_app_restarts_are_all_delivered(
         wait_for(lambda: outbox.undelivered() == 0, "every event delivered", worker.log)
     ids = [received.webhook_id for received in receiver.delivered]
     found = check_deliveries(receiver, created.key.id, sorted(set(ids)))
+    assert_no_secret(created.key.id, worker.log, *tmp_path.glob("app-*.log"))
     handed = {json.loads(received.body)["data"]["handoff_id"] for received in receiver.delivered}
     assert handed == set(accepted)
     assert {json.loads(r.body)["type"] for r in receiver.requests} == {"handoff.transferred"}
@@ -396,6 +407,7 @@ def test_two_workers_on_postgresql_never_hold_one_event_at_once(
         receiver.stop()
         store.dispose()
     found = check_deliveries(receiver, key.id, ids)
+    assert_no_secret(key.id, *(worker.log for worker in pair))
     assert receiver.max_in_flight == 1
     assert found["accepted_twice"] == 0 and found["requests"] == EVENTS
     assert sum(shares) == EVENTS and min(shares) > 0  # both took part
