@@ -131,6 +131,18 @@ class Callbacks:
             params.update(call.sip)
         return params
 
+    def b_leg_params(self, call: Call, leg_uuid: str, from_: str, to: str) -> dict[str, str]:
+        """The standard parameters of a dialled (B) leg that has answered."""
+        return {
+            "CallUUID": leg_uuid,
+            "From": from_,
+            "To": to,
+            "Direction": "outbound",
+            "CallStatus": "in-progress",
+            "ALegUUID": call.uuid,
+            "ParentAuthID": self._auth_id,
+        }
+
     def fetch(self, call: Call, step: Fetch) -> bytes | Ending:
         """Fetch a document (answer_url falls back to the app's fallback_answer_url); return its
         body, or how the call ends when it cannot be had."""

@@ -21,6 +21,7 @@ from sipguard.errors import ConfigError
 from xml_builders import is_number, is_sip_uri
 
 ANSWERS = ("answer", "busy", "no_answer")
+CONFIRMS = ("accept", "ignore")  # what an agent does when a Dial asks for its confirmKey
 REPLIES = ("verify", "timeout")
 SIP_TIMER_B = 32.0  # seconds an unanswered INVITE transaction lasts (RFC 3261, 64*T1)
 
@@ -64,6 +65,7 @@ class Endpoint:
     answer_after: float = 2.0
     talk: float = 30.0
     auth: EndpointAuth | None = None
+    confirm: str = "accept"  # "ignore": never presses a Dial's confirmKey
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,13 @@ def _endpoint(
     where = f"{label}: endpoints.{address!r}"
     if not (is_sip_uri(address) or is_number(address)):
         raise ConfigError(f"{where}: not a SIP URI or a phone number")
-    check_table(where, spec, {"answer", "answer_after", "talk", "auth"})
+    check_table(where, spec, {"answer", "answer_after", "talk", "auth", "confirm"})
     answer = spec.get("answer", "answer")
     if answer not in ANSWERS:
         raise ConfigError(f"{where}.answer must be one of {', '.join(ANSWERS)}")
+    confirm = spec.get("confirm", "accept")
+    if confirm not in CONFIRMS:
+        raise ConfigError(f"{where}.confirm must be one of {', '.join(CONFIRMS)}")
     auth = None
     if "auth" in spec:
         auth = _auth(f"{where}.auth", spec["auth"], environ)
@@ -112,6 +117,7 @@ def _endpoint(
         _number(f"{where}.answer_after", spec.get("answer_after"), 2.0),
         _number(f"{where}.talk", spec.get("talk"), 30.0),
         auth,
+        confirm,
     )
 
 

@@ -40,6 +40,9 @@ class Leg:
     code: int | None = None
     talk: float = 0.0
     steps: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # X-PH-* the INVITE carried
+    dropped: tuple[str, ...] = ()  # sipHeaders names Plivo would not send
+    confirm: str = "accept"  # the endpoint's answer to a confirmKey (config `confirm`)
 
     @property
     def dial_status(self) -> str:
@@ -50,17 +53,25 @@ class Leg:
         """The leg for the call's timeline, at the offset of its outcome."""
         code = f" {self.code}" if self.code else ""
         cause = f" ({self.cause}{code})" if self.cause and self.outcome != "answered" else ""
+        invite = []
+        if self.headers:
+            sent = ", ".join(f"{name}: {value}" for name, value in self.headers.items())
+            invite.append(f"INVITE carried {sent}")
+        if self.dropped:
+            invite.append(f"sipHeaders not sent (Plivo drops them): {', '.join(self.dropped)}")
         return Event(
             self.at,
             "leg",
             f"{safe_address(self.address)}: {self.outcome}{cause} — "
-            + "; ".join(self.steps or ["rang"]),
+            + "; ".join([*invite, *(self.steps or ["rang"])]),
             {
                 "address": safe_address(self.address),
                 "outcome": self.outcome,
                 "cause": self.cause,
                 "code": self.code,
                 "leg_uuid": self.uuid,
+                "sip_headers": dict(self.headers),
+                "dropped_headers": list(self.dropped),
             },
         )
 
@@ -87,10 +98,16 @@ class Legs:
         *,
         at: float,
         leg_uuid: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        dropped: tuple[str, ...] = (),
     ) -> Leg:
-        """Ring `address` from call offset `at`; answer its challenge with the credentials given."""
+        """Ring `address` from call offset `at` with the INVITE's X-PH-* `headers`; answer its
+        challenge with the credentials given."""
         leg = Leg(leg_uuid or self._new_uuid(), address, "failed", at + 0.05)
+        leg.headers, leg.dropped = dict(headers or {}), dropped
         endpoint = self._endpoints.get(address)
+        if endpoint is not None:
+            leg.confirm = endpoint.confirm
         if endpoint is None:
             leg.cause, leg.code = "Invalid Destination Address", 2000
             leg.steps.append("no such endpoint in the sandbox config")

@@ -6,6 +6,12 @@ the first to answer is bridged. Other Plivo verbs are noted and passed over; any
 any URL, method or credential pair Plivo would refuse, makes the document invalid (docs/plivo.md,
 XML). A URL of the simulated AI agent (config `ai_urls`) leaves the call waiting there.
 
+A Dial's `sipHeaders` (on <Dial> and on each <User>/<Number>) become the INVITE's X-PH-*
+headers, minus those Plivo drops. `confirmSound` is fetched for each agent who answers and what
+the agent hears is noted; with `confirmKey`, the agent who presses it (config `confirm`) is
+bridged and one who does not is dropped after `confirmTimeout`
+(https://www.plivo.com/docs/voice/xml/dial, https://www.plivo.com/docs/voice/xml/dial/user).
+
 The player never ends a call itself: `play` returns how the call ends, or None while the AI
 agent holds it, and the call core sends the hangup. Documents are fetched, and their callbacks
 signed and sent, by callback delivery (`callbacks`).
@@ -13,7 +19,9 @@ signed and sent, by callback delivery (`callbacks`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -21,8 +29,8 @@ from lxml import etree
 from sandbox.call import MAX_CALL_SECONDS, Call, Ending
 from sandbox.callbacks import FETCH_CODES, Callbacks, Fetch
 from sandbox.config import SandboxConfig
-from sandbox.legs import Legs
-from sandbox.timeline import SandboxClock, safe_address, safe_url
+from sandbox.legs import Leg, Legs
+from sandbox.timeline import Event, SandboxClock, safe_address, safe_url
 from sipguard.calls.forms import whole_number
 from sipguard.errors import ValidationError
 from xml_builders import check_sip_credentials, check_url
@@ -32,12 +40,25 @@ OTHER_VERBS = frozenset(
     {"Conference", "DTMF", "GetDigits", "GetInput", "Message", "MultiPartyCall", "Play",
      "PreAnswer", "Stream"}
 )  # fmt: skip
-# <Dial> attributes the sandbox reads past: no DialAction callbacks to callbackUrl, no confirm
-# prompt (every agent confirms), no music, no digit matching.
+# <Dial> attributes the sandbox reads past: no DialAction callbacks to callbackUrl, no music,
+# no digit matching.
 DIAL_NOT_SIMULATED = (
-    "callbackUrl", "confirmSound", "confirmKey", "dialMusic", "digitsMatch", "digitsMatchBLeg",
-    "hangupOnStar",
+    "callbackUrl", "dialMusic", "digitsMatch", "digitsMatchBLeg", "hangupOnStar",
 )  # fmt: skip
+# The only verbs a confirmSound document may use; Plivo ignores the others
+# (https://www.plivo.com/docs/voice/xml/dial).
+CONFIRM_VERBS = frozenset({"Play", "Speak", "Wait"})
+CONFIRM_TIMEOUT = 120.0  # confirmTimeout's default (https://www.plivo.com/docs/voice/xml/dial)
+KEY_DELAY = 1.0  # how long a simulated agent takes to press the key once the prompt ends
+_CONFIRM_KEY = re.compile(r"[0-9*#]")
+# sipHeaders Plivo sends (docs/plivo.md, XML, sipHeaders): a name of letters and digits, at most
+# 24; a value of letters, digits and %, at most 120; no reserved name. Others are dropped
+# without a word, as Plivo drops them.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9]{1,24}")
+_HEADER_VALUE = re.compile(r"[A-Za-z0-9%]{1,120}")
+_RESERVED_PREFIXES = ("ph-", "plivo", "fs-", "sipauth", "zt-", "twilio")
+_RESERVED_NAMES = ("clientregion",)
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): a redirect loop ends as
 # "Loop Detected" after 100 documents.
 MAX_DOCUMENTS = 100
@@ -51,6 +72,15 @@ _HIDDEN = {"sipAuthUsername", "sipAuthPassword"}
 
 class InvalidXML(Exception):
     """Something in a document Plivo would refuse; the call ends 8011-8014."""
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """A Dial's confirm prompt: the XML played to an agent on answer, the key that takes it."""
+
+    sound: str | None
+    key: str | None
+    timeout: float
 
 
 class Player:
@@ -198,30 +228,56 @@ class Player:
         skipped = [name for name in DIAL_NOT_SIMULATED if element.get(name)]
         if skipped:
             call.note("dial", f"not simulated: {', '.join(skipped)} (agents take the call as is)")
-        legs = [
-            self._legs.ring(
-                (child.text or "").strip(),
-                child.get("sipAuthUsername"),
-                child.get("sipAuthPassword"),
-                ring,
-                at=call.offset,
+        confirm = _confirm(call, element)
+        dial_headers, dial_dropped = sip_headers(element.get("sipHeaders"))
+        legs = []
+        for child in children:
+            own_headers, own_dropped = sip_headers(child.get("sipHeaders"))
+            legs.append(
+                self._legs.ring(
+                    (child.text or "").strip(),
+                    child.get("sipAuthUsername"),
+                    child.get("sipAuthPassword"),
+                    ring,
+                    at=call.offset,
+                    # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): the
+                    # <User>'s own header wins over the <Dial>'s of the same name.
+                    headers={**dial_headers, **own_headers},
+                    dropped=(*dial_dropped, *own_dropped),
+                )
             )
-            for child in children
-        ]
-        answered = [leg for leg in legs if leg.outcome == "answered"]
-        winner = min(answered, key=lambda leg: leg.at) if answered else None
+        first_event = len(call.events)
+        winner, bridged_at, unconfirmed = self._confirmed(
+            call, legs, confirm, element.get("callerId")
+        )
+        pressed = confirm.sound is not None and confirm.key is not None
         for leg in legs:
-            if winner is not None and leg is not winner and leg.at >= winner.at:
-                leg.outcome, leg.at, leg.cause, leg.code = "cancelled", winner.at, "Canceled", 1000
-                leg.steps.append("cancelled: another endpoint answered first")
-        for leg in sorted(legs, key=lambda leg: leg.at):  # the timeline in time order
-            call.events.append(leg.event())
+            # Whoever is still ringing, or still on the line unconfirmed, is cancelled.
+            if (
+                winner is not None
+                and leg is not winner
+                and (leg.outcome == "answered" or leg.at >= bridged_at)
+            ):
+                reason = (
+                    "another agent pressed the key first"
+                    if pressed
+                    else ("another endpoint answered first")
+                )
+                leg.outcome, leg.at, leg.cause, leg.code = "cancelled", bridged_at, "Canceled", 1000
+                leg.steps.append(f"cancelled: {reason}")
+        for leg in unconfirmed:
+            if leg.outcome == "no-answer":  # not cancelled before its time ran out
+                waited = f"confirmTimeout {confirm.timeout:g} s"
+                leg.steps.append(f"never pressed {confirm.key}; dropped after {waited}")
+        call.events.extend(leg.event() for leg in legs)
+        # The timeline in time order: legs, confirm prompts and their fetches interleave.
+        call.events[first_event:] = sorted(call.events[first_event:], key=lambda e: e.offset)
         if winner is not None:
             if call.answered_at is None:
                 call.answered_at = winner.at
             cap = _seconds(element.get("timeLimit"), 0)
             talk = min(winner.talk, cap) if cap else winner.talk
-            call.offset = winner.at + talk
+            call.offset = bridged_at + talk
             status, cause, b_leg = "completed", "Normal Hangup", winner.uuid
             call.note("bridge", f"talked {talk:g} s with {safe_address(winner.address)}; hung up")
         elif legs:
@@ -249,6 +305,144 @@ class Player:
             self._callbacks.notify(call, "action", action, method, params)
             return None
         return Fetch(action, method, "action", params)
+
+    def _confirmed(
+        self, call: Call, legs: list[Leg], confirm: Confirm, caller_id: str | None
+    ) -> tuple[Leg | None, float, list[Leg]]:
+        """Play the confirm prompt to each agent who answers, in answer order, until one is
+        bridged; return the bridged leg, when it was bridged, and the legs that did not press
+        the key."""
+        winner, bridged_at = None, float("inf")
+        unconfirmed: list[Leg] = []
+        for leg in sorted((leg for leg in legs if leg.outcome == "answered"), key=lambda g: g.at):
+            if leg.at >= bridged_at:
+                break  # the caller is already with another agent: this leg is cancelled
+            heard = self._whisper(call, leg, confirm, caller_id)
+            if confirm.sound is None or confirm.key is None:
+                at = heard
+            elif leg.confirm == "accept" and heard + KEY_DELAY <= leg.at + confirm.timeout:
+                at = heard + KEY_DELAY
+                leg.steps.append(f"pressed {confirm.key}")
+            else:
+                # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): an agent
+                # who never presses the key is dropped when confirmTimeout (counted from the
+                # answer) runs out, and counts as not answering.
+                leg.outcome, leg.cause = "no-answer", "No Answer"
+                leg.at += confirm.timeout
+                unconfirmed.append(leg)
+                continue
+            if at < bridged_at:
+                winner, bridged_at = leg, at
+        if winner is not None and bridged_at > winner.at:
+            call.events.append(
+                Event(
+                    bridged_at,
+                    "confirm",
+                    f"{safe_address(winner.address)} took the call; bridged",
+                    {"leg_uuid": winner.uuid},
+                )
+            )
+        return winner, bridged_at, unconfirmed
+
+    def _whisper(self, call: Call, leg: Leg, confirm: Confirm, caller_id: str | None) -> float:
+        """Fetch the confirmSound for an agent who answered and note what the agent heard;
+        return the call offset at which the prompt ended."""
+        if confirm.sound is None:
+            return leg.at
+        shown = safe_address(leg.address)
+        # Plivo's pages are silent on what confirmSound receives (docs/plivo.md, Where Plivo is
+        # silent): the B leg's standard parameters, and its X-PH-* headers as every request
+        # for the dialled leg carries them.
+        params = {
+            **self._callbacks.b_leg_params(call, leg.uuid, caller_id or call.from_, leg.address),
+            **leg.headers,
+        }
+        resumed = call.offset
+        call.offset = leg.at  # the fetch and its notes happen when the agent answers
+        try:
+            answer = self._callbacks.send(call, "confirmSound", confirm.sound, "POST", params)
+            root = None
+            if answer is not None and 200 <= answer.status < 300:
+                root = _parse_xml(answer.body)
+            if root is None:
+                # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): the
+                # agent hears nothing, and the call goes on as if the prompt had played.
+                call.note("confirm", f"{shown} heard nothing (no confirmSound XML)", heard=[])
+                leg.steps.append("heard no confirmSound")
+                return leg.at
+            heard, seconds = _prompt(call, root)
+        finally:
+            call.offset = resumed
+        said = " / ".join(heard) if heard else "nothing"
+        call.events.append(
+            Event(
+                leg.at,
+                "confirm",
+                f"{shown} heard: {said}",
+                {"leg_uuid": leg.uuid, "heard": heard},
+            )
+        )
+        leg.steps.append(f"heard the confirmSound ({seconds:g} s)")
+        return leg.at + seconds
+
+
+def sip_headers(raw: str | None) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Read a sipHeaders attribute (``k=v,k2=v2``): the X-PH-* headers Plivo sends, and the
+    names of those it drops."""
+    sent: dict[str, str] = {}
+    dropped: list[str] = []
+    for item in (raw or "").split(","):
+        if not item:
+            continue
+        name, equals, value = item.partition("=")
+        lowered = name.lower()
+        if (
+            not equals
+            or not _HEADER_NAME.fullmatch(name)
+            or not _HEADER_VALUE.fullmatch(value)
+            or lowered.startswith(_RESERVED_PREFIXES)
+            or lowered in _RESERVED_NAMES
+        ):
+            dropped.append(_UNPRINTABLE.sub("?", name[:30]) or "(empty)")
+            continue
+        # "X-PH-" then the name with its first letter upper-cased and the rest lower-cased.
+        sent[f"X-PH-{name[0].upper()}{name[1:].lower()}"] = value
+    return sent, tuple(dropped)
+
+
+def _confirm(call: Call, element: etree._Element) -> Confirm:
+    """Read a Dial's confirmSound, confirmKey and confirmTimeout."""
+    sound = _optional_url("Dial confirmSound", element.get("confirmSound"))
+    key = element.get("confirmKey")
+    if key is not None and not _CONFIRM_KEY.fullmatch(key):
+        raise InvalidXML("Dial confirmKey must be one of 0-9, * or #")
+    if key is not None and sound is None:
+        # "confirmSound ... is required for confirmKey to work" (the Dial page).
+        call.note("dial", "confirmKey without confirmSound: no key is asked for")
+        key = None
+    timeout = _seconds(element.get("confirmTimeout"), CONFIRM_TIMEOUT) or CONFIRM_TIMEOUT
+    return Confirm(sound, key, timeout)
+
+
+def _prompt(call: Call, root: etree._Element) -> tuple[list[str], float]:
+    """Play a confirmSound document to the agent: the texts heard, and how long it took."""
+    heard: list[str] = []
+    seconds = 0.0
+    for element in root:
+        if not isinstance(element.tag, str):
+            continue
+        if element.tag == "Speak":
+            text = " ".join((element.text or "").split())
+            heard.append(text)
+            seconds += max(1.0, len(text.split()) / SPEAK_WORDS_PER_SECOND)
+        elif element.tag == "Wait":
+            seconds += _seconds(element.get("length"), 1)
+        elif element.tag == "Play":
+            heard.append(f"[audio {safe_url((element.text or '').strip())}]")
+        else:
+            # Only Play, Speak and Wait are honoured; Plivo ignores the rest (the Dial page).
+            call.note("confirm", f"<{element.tag}> in confirmSound is ignored")
+    return heard, seconds
 
 
 def _hangup_verb(call: Call, element: etree._Element) -> Ending:

@@ -126,6 +126,18 @@ def _seconds(minimum: int) -> Parser:
     return lambda name, raw: timedelta(seconds=whole(name, raw))
 
 
+MAX_RETRY_PAUSES = 32
+
+
+def _pauses(name: str, raw: str) -> tuple[int, ...]:
+    """Parse comma-separated whole seconds, each at least 1 (a retry schedule)."""
+    whole = _whole(1)
+    pauses = tuple(whole(name, part) for part in raw.split(","))
+    if len(pauses) > MAX_RETRY_PAUSES:
+        raise ConfigError(f"{name} lists more than {MAX_RETRY_PAUSES} pauses")
+    return pauses
+
+
 def _flag(name: str, raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("0", "false", "no", "off"):
@@ -249,6 +261,14 @@ SETTINGS: Mapping[str, Setting] = _table(
     # to answer), and how long the worker sleeps when nothing is due.
     Setting("WEBHOOK_TIMEOUT_SECONDS", _whole(1), 10, attribute="webhook_timeout"),
     Setting("WEBHOOK_POLL_SECONDS", _whole(1), 1, attribute="webhook_poll"),
+    # The pause after each failed delivery, in seconds; the last one repeats until the event is
+    # given up (the default is Standard Webhooks' style of schedule, sipguard.notify.delivery).
+    Setting(
+        "WEBHOOK_RETRY_SECONDS",
+        _pauses,
+        (5, 30, 120, 600, 1800, 3600, 10800, 21600),
+        attribute="webhook_retry_seconds",
+    ),
     # gunicorn.conf.py reads these (gunicorn itself GUNICORN_CMD_ARGS). BIND unset: 0.0.0.0:PORT.
     Setting("BIND", _text, reader=GUNICORN),
     Setting("PORT", _whole(1), 8000, reader=GUNICORN),
@@ -302,6 +322,7 @@ class Settings:
     auto_migrate: bool
     webhook_timeout: int
     webhook_poll: int
+    webhook_retry_seconds: tuple[int, ...]
 
     def secrets(self) -> tuple[str, ...]:
         """Return every configured secret, for the log redaction filter."""

@@ -1,11 +1,13 @@
 """Operator pages: /metrics for Prometheus, /monitor for people. Neither accepts a Plivo signature.
 
-/monitor shows caller numbers, so it needs the admin password (MONITOR_PASSWORD_HASH, checked
-with werkzeug's hash) and keeps the login in Flask's session cookie, signed with SECRET_KEY.
-Sessions live in the store as well (logging out ends a copied cookie too; 8 h from login at most;
-a new MONITOR_PASSWORD_HASH ends them all). Forms carry a per-session CSRF token; failed logins
-are throttled per client address (an IPv6 client's /64) and in total (behind a proxy, set
-TRUSTED_PROXY_COUNT so the address is the client's, not the proxy's).
+/monitor shows caller numbers and recent handoffs (never their summary, and of their fields only
+the names: the AI fills them from the conversation), so it needs the admin password
+(MONITOR_PASSWORD_HASH, checked with werkzeug's hash) and keeps the login in Flask's session
+cookie, signed with SECRET_KEY. Sessions live in the store as well (logging out ends a copied
+cookie too; 8 h from login at most; a new MONITOR_PASSWORD_HASH ends them all). Forms carry a
+per-session CSRF token; failed logins are throttled per client address (an IPv6 client's /64)
+and in total (behind a proxy, set TRUSTED_PROXY_COUNT so the address is the client's, not the
+proxy's).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from werkzeug.security import check_password_hash
 
 from sipguard.errors import Disabled, Throttled, ValidationError
 from sipguard.monitoring import analytics, chart, metrics
-from sipguard.store import now_utc
+from sipguard.store import Handoff, now_utc
 from webhooks.context import runtime
 
 bp = Blueprint("monitor", __name__, template_folder="templates")
@@ -44,6 +46,8 @@ CSRF_KEY = "monitor_csrf"
 # worker and instance.
 LOGIN_LIMIT, LOGIN_WINDOW = 5, timedelta(minutes=5)
 LOGIN_LIMIT_ALL = 50  # from every address together: a spread-out guesser is throttled too
+RECENT_HANDOFFS = 50
+ERROR_SHOWN = 200  # characters of a handoff's last error on the page
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -176,9 +180,32 @@ def logout() -> Any:
     return redirect(url_for("monitor.login"))
 
 
+def _handoff_row(handoff: Handoff) -> dict[str, Any]:
+    """What the page shows of a handoff: no summary, and its fields' names without values."""
+    error = handoff.error or ""
+    return {
+        "created_at": handoff.created_at,
+        "id": handoff.id,
+        "call_uuid": handoff.call_uuid,
+        "group": handoff.group_name,
+        "state": handoff.state,
+        "field_names": sorted(handoff.fields),
+        "attempts": [
+            {
+                "attempt": attempt.attempt,
+                "agents": list(attempt.agents),
+                "outcome": attempt.outcome or "ringing",
+                "code": attempt.code,
+            }
+            for attempt in handoff.attempts
+        ],
+        "error": error if len(error) <= ERROR_SHOWN else error[: ERROR_SHOWN - 1] + "…",
+    }
+
+
 @bp.get("/monitor")
 def page() -> Any:
-    """Recent calls, failures by IP with a chart, likely lockouts, warnings."""
+    """Recent calls and handoffs, failures by IP with a chart, likely lockouts, warnings."""
     if not _signed_in(_password_hash()):
         return redirect(url_for("monitor.login"))
     raw_since = request.args.get("since", "1h")
@@ -198,6 +225,7 @@ def page() -> Any:
         chart=chart.build(slices, width, since),
         calls=analytics.recent_calls(rt.store),
         hangups=analytics.recent_hangups(rt.store),
+        handoffs=[_handoff_row(handoff) for handoff in rt.store.recent_handoffs(RECENT_HANDOFFS)],
         csrf=_csrf(),
         iso=lambda value: value.isoformat(sep=" ", timespec="seconds") if value else "",
     )

@@ -7,13 +7,21 @@ app's store until SIGTERM or Ctrl-C; the Procfile's `worker:` line and `make run
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from datetime import timedelta
 
 import click
 
 from sipguard.commands.context import app_runtime
-from sipguard.notify.delivery import Delivery
+from sipguard.notify.delivery import Delivery, Schedule
 from sipguard.notify.model import webhook_secret
 from sipguard.notify.worker import DEFAULT_BATCH, Worker
+
+
+def schedule(pauses: Sequence[int]) -> Schedule:
+    """Return the retry schedule of WEBHOOK_RETRY_SECONDS: each pause in turn, then the last."""
+    steps = tuple(timedelta(seconds=pause) for pause in pauses)
+    return Schedule(steps=steps[:-1], every=steps[-1])
 
 
 @click.command("worker")
@@ -29,11 +37,13 @@ def worker(once: bool, batch: int) -> None:
     """Deliver the outcome webhooks in the outbox: signed, retried, until SIGTERM or Ctrl-C.
 
     Several workers, on one host or many, may share a database: an event is leased to one of
-    them at a time (WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_POLL_SECONDS).
+    them at a time (WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_POLL_SECONDS, WEBHOOK_RETRY_SECONDS).
     """
     rt = app_runtime()
     settings = rt.settings
-    delivery = Delivery(timeout=settings.webhook_timeout)
+    delivery = Delivery(
+        timeout=settings.webhook_timeout, schedule=schedule(settings.webhook_retry_seconds)
+    )
     loop = Worker(
         rt.store,
         delivery,

@@ -233,6 +233,9 @@ def test_monitor_page_in_a_real_browser(tmp_path: Path) -> None:
             assert [lock.text for lock in locks if ATTACKER_IP in lock.text]
             assert not [lock.text for lock in locks if "198.51.100.20" in lock.text]
 
+            handoffs = driver.find_element(By.CSS_SELECTOR, "section#handoffs")
+            assert "Recent handoffs" in handoffs.text and "No handoffs yet." in handoffs.text
+
             screenshot = tmp_path / "monitor.png"
             assert driver.save_screenshot(str(screenshot))
             assert screenshot.read_bytes().startswith(b"\x89PNG")

@@ -21,8 +21,9 @@ from standardwebhooks import Webhook
 
 from sipguard.commands import main
 from sipguard.commands.context import Standalone
-from sipguard.errors import StoreUnavailable
-from sipguard.notify.delivery import Delivery, Outcome
+from sipguard.commands.worker import schedule
+from sipguard.errors import ConfigError, StoreUnavailable
+from sipguard.notify.delivery import Delivery, Outcome, Schedule
 from sipguard.notify.model import OutboxEvent, webhook_secret
 from sipguard.notify.worker import LEASE_MARGIN, Worker, lease_for
 from sipguard.settings import SETTINGS, load_settings
@@ -390,6 +391,28 @@ def test_the_worker_settings_default_and_parse_like_the_others(tmp_path: Any) ->
     ]:
         with pytest.raises(Exception, match=message):
             SETTINGS[name].read({name: raw})
+
+
+def test_the_retry_schedule_setting_defaults_to_the_delivery_schedule(tmp_path: Any) -> None:
+    env = {
+        "PLIVO_AUTH_TOKEN": "t" * 20,
+        "SECRET_KEY": SECRET_KEY,
+        "PUBLIC_BASE_URL": "https://voice.example.test",
+        "VOICE_CONFIG": str(tmp_path / "voice.toml"),
+    }
+    assert schedule(load_settings(env, tmp_path).webhook_retry_seconds) == Schedule()
+    short = schedule(SETTINGS["WEBHOOK_RETRY_SECONDS"].read({"WEBHOOK_RETRY_SECONDS": "1, 2"}))
+    assert (short.steps, short.every) == ((timedelta(seconds=1),), timedelta(seconds=2))
+    assert short.pause(1, 0.5) == timedelta(seconds=1) and short.pause(9, 0.5) == short.every
+    assert schedule((3,)).steps == () and schedule((3,)).every == timedelta(seconds=3)
+    for raw, message in [
+        ("5,,30", "must be a whole number"),
+        ("5,half", "must be a whole number"),
+        ("5,0", "must be at least 1"),
+        (",".join(["1"] * 33), "more than 32 pauses"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            SETTINGS["WEBHOOK_RETRY_SECONDS"].read({"WEBHOOK_RETRY_SECONDS": raw})
 
 
 def test_sipguard_worker_once_delivers_whats_due_in_the_store_and_exits(

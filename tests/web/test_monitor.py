@@ -15,12 +15,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app import create_app
 from sipguard.errors import ConfigError
-from sipguard.store import admin_sessions, signature_rejections
+from sipguard.store import HandoffRequest, admin_sessions, signature_rejections
+from sipguard.store.handoffs import request_hash
 from tests.support.config import ALL_CANARIES, TOKEN
 from tests.support.metrics import metric_total
 from tests.support.queries import stored_hangup
 from tests.support.signing import SignedPost, inbound, make_signed_post
-from webhooks.monitor import LOGIN_LIMIT_ALL
+from webhooks.monitor import ERROR_SHOWN, LOGIN_LIMIT_ALL
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -196,6 +197,76 @@ def test_page_after_login_shows_calls_lockouts_and_no_secrets(
     assert logout_csrf is not None
     client.post("/monitor/logout", data={"csrf": logout_csrf.group(1)})
     assert client.get("/monitor").status_code == 302
+
+
+SUMMARY = "Jane Roe wants a refund for order 4417"
+FIELD_VALUES = ("T4417secret", "GoldTier9")
+
+
+def _handoff(store: Any, key_id: str, call_uuid: str, **fields: str) -> str:
+    request = HandoffRequest(
+        api_key_id=key_id,
+        call_uuid=call_uuid,
+        group_name="support",
+        request_hash=request_hash({"call_uuid": call_uuid}),
+        summary=SUMMARY,
+        fields=fields,
+        whisper=True,
+    )
+    return str(store.create_handoff(request).handoff.id)
+
+
+def _section(text: str, name: str) -> str:
+    found = re.search(rf'<section id="{name}">(.*?)</section>', text, re.DOTALL)
+    assert found is not None
+    return found.group(1)
+
+
+def test_recent_handoffs_show_outcomes_never_the_summary_or_field_values(
+    monitored: Flask,
+) -> None:
+    """Each handoff: created, id, call, group, state, attempts with outcome and code, last
+    error; of its fields only the names."""
+    store = monitored.extensions["sipguard"].store
+    key_id = store.create_api_key("monitor-ai").key.id
+    failed = _handoff(store, key_id, "ho-call-failed", Ticket=FIELD_VALUES[0], Tier=FIELD_VALUES[1])
+    store.start_attempt(failed, 0, ["alice", "bob"])
+    store.end_attempt(failed, 0, "sip_auth_failed", 4240)
+    store.start_attempt(failed, 1, ["carol"])
+    store.end_attempt(failed, 1, "no-answer")
+    store.transition(failed, "failed", error="Plivo said <b>call not found</b> " + "x" * 400)
+    ringing = _handoff(store, key_id, "ho-call-ringing")
+    store.start_attempt(ringing, 0, ["dave"])
+    client = monitored.test_client()
+    anonymous = client.get("/monitor", follow_redirects=True).get_data(as_text=True)
+    assert failed not in anonymous and "ho-call-failed" not in anonymous
+    _login(client)
+    page = client.get("/monitor").get_data(as_text=True)
+    rows = {
+        row_id: row
+        for row_id, row in re.findall(r'<tr class="handoff[^"]*" id="([^"]+)">(.*?)</tr>', page)
+    }
+    assert set(rows) == {failed, ringing}
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[failed], re.DOTALL)
+    assert cells[1:5] == [failed, "ho-call-failed", "support", "failed"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\+00:00)?", cells[0])
+    assert "#0 alice, bob: sip_auth_failed (4240)" in cells[5]
+    assert "#1 carol: no-answer<" in cells[5]
+    assert cells[6] == "Ticket, Tier"
+    assert cells[7].startswith("Plivo said &lt;b&gt;call not found&lt;/b&gt; xxx")  # escaped
+    shown = cells[7].replace("&lt;", "<").replace("&gt;", ">")
+    assert shown.endswith("…") and len(shown) == ERROR_SHOWN
+    assert 'class="handoff failed"' in page  # highlighted like a failed call
+    assert "#0 dave: ringing" in rows[ringing]
+    for private in (SUMMARY, *FIELD_VALUES):
+        assert private not in page
+
+
+def test_no_handoffs_yet_says_so(monitored: Flask) -> None:
+    client = monitored.test_client()
+    _login(client)
+    handoffs = _section(client.get("/monitor").get_data(as_text=True), "handoffs")
+    assert "No handoffs yet." in handoffs
 
 
 def test_a_bad_window_falls_back_to_one_hour(monitored: Flask) -> None:
