@@ -15,7 +15,7 @@ from sipguard.notify.delivery import Delivery, Outcome, Schedule, Verdict, parse
 from sipguard.notify.model import OutboxEvent, webhook_secret
 from sipguard.store.database import now_utc
 from tests.support.outbox import START, FakeClock
-from tests.support.receiver import Answer, Receiver
+from devtools.receiver import Answer, Receiver
 
 SECRET = webhook_secret("Canary-Secret-Key-" + "k" * 32, "key_0123456789abcdef")
 CANARY_SUMMARY = "Canary-Summary-7f3e the caller's card was declined"

@@ -30,7 +30,7 @@ from sipguard.settings import SETTINGS, load_settings
 from sipguard.store.handoffs import HandoffRequest
 from tests.support.config import SECRET_KEY
 from tests.support.outbox import FakeClock, MemoryOutbox
-from tests.support.receiver import Answer, Receiver
+from devtools.receiver import Answer, Receiver
 
 KEY_A = "key_aaaaaaaaaaaaaaaa"
 KEY_B = "key_bbbbbbbbbbbbbbbb"

@@ -19,7 +19,7 @@ from sipguard.commands import main
 from sipguard.commands.context import Standalone
 from sipguard.notify.model import webhook_secret
 from tests.support.config import API, SECRET_KEY, app_config
-from tests.support.receiver import Receiver
+from devtools.receiver import Receiver
 
 CALL = "c0ffee00-0000-4000-8000-00000000race"
 RACERS = 8

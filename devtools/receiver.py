@@ -1,6 +1,6 @@
-"""A webhook receiver on 127.0.0.1 for the delivery and worker tests: it records every request
-and answers what it is told (a status, headers such as Retry-After, slowly), and it can go down
-(connection refused) and come back up on the same port. Loopback only."""
+"""A webhook receiver on 127.0.0.1 for the delivery tests and `make demo`: it records every
+request and answers what it is told (a status, headers such as Retry-After, slowly), and it can go
+down (connection refused) and come back up on the same port. Loopback only."""
 
 from __future__ import annotations
 
