@@ -32,12 +32,12 @@ from standardwebhooks import Webhook
 
 from app import create_app
 from devtools.harness import Server, request
+from devtools.receiver import Answer, Receiver
 from sipguard.notify.model import webhook_secret
 from sipguard.notify.worker import DEFAULT_BATCH, lease_for
 from sipguard.store import HandoffRequest
 from sipguard.store.handoffs import request_hash
 from tests.support import config
-from tests.support.receiver import Answer, Receiver
 from tests.support.servers import start
 
 pytestmark = [pytest.mark.slow]
