@@ -103,6 +103,14 @@ class Server:
         except OSError:
             return "(no log)"
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: no chance to finish anything."""
+        _signal_group(self.process.pid, signal.SIGKILL)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass  # not reaped yet; SIGKILL cannot be ignored, so it is gone all the same
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the whole process group: SIGTERM, at most `timeout` s, then SIGKILL."""
         if self.process.poll() is None:
@@ -112,11 +120,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 pass
         # The leader may be gone while a member lingers (a stray worker): none survives this.
-        _signal_group(self.process.pid, signal.SIGKILL)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass  # not reaped yet; SIGKILL cannot be ignored, so it is gone all the same
+        self.kill()
 
     def __enter__(self) -> Server:
         return self
@@ -135,6 +139,33 @@ def _signal_group(pid: int, number: signal.Signals) -> None:
         os.killpg(pid, number)
     except ProcessLookupError:
         pass
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log: Path,
+    cwd: Path | None = None,
+    port: int = 0,
+    metrics_dir: Path | None = None,
+) -> Server:
+    """Start `argv` in a new process group, output to `log`, without waiting for it.
+
+    For a process with no HTTP port to wait on (`sipguard worker`: `port` stays 0), and the
+    first half of `start`. It runs in `cwd` (default: the log's directory) with exactly `env`.
+    """
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd or log.parent,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(name, port, log, process, metrics_dir)
 
 
 def start(
@@ -156,16 +187,8 @@ def start(
     It runs in `cwd` (default: the log's directory) with exactly `env`. If it exits or is not
     ready within `timeout` seconds it is stopped, and RuntimeError carries the log's end.
     """
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            list(argv),
-            cwd=cwd or log.parent,
-            env=dict(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(name, port, log, process, metrics_dir)
+    server = spawn(name, argv, env=env, log=log, cwd=cwd, port=port, metrics_dir=metrics_dir)
+    process = server.process
     url = server.base + health_path
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

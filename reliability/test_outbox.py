@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -31,7 +29,7 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from app import create_app
-from devtools.harness import Server, request
+from devtools.harness import Server, request, spawn
 from devtools.receiver import Answer, Receiver
 from sipguard.notify.model import webhook_secret
 from sipguard.notify.worker import DEFAULT_BATCH, lease_for
@@ -69,35 +67,23 @@ class TimedReceiver(Receiver):
 class WorkerProcess:
     """One `sipguard worker` in its own process group, its output in `log`."""
 
-    process: subprocess.Popen[bytes]
-    log: Path
+    server: Server
+
+    @property
+    def log(self) -> Path:
+        return self.server.log
 
     def kill(self) -> None:
         """SIGKILL it at once: no chance to finish or record anything."""
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=STOP_TIMEOUT)
+        self.server.kill()
 
     def stop(self) -> None:
         """SIGTERM, at most STOP_TIMEOUT s to finish the event in hand, then SIGKILL."""
-        if self.process.poll() is not None:
-            return  # reaped already: its pid may belong to someone else now
-        _signal_group(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.server.stop(timeout=STOP_TIMEOUT)
 
     def delivered(self) -> int:
         """How many events this worker recorded as delivered (its log, one line each)."""
         return self.log.read_text(errors="replace").count("result=delivered")
-
-
-def _signal_group(pid: int, number: signal.Signals) -> None:
-    try:
-        os.killpg(pid, number)
-    except ProcessLookupError:
-        pass
 
 
 def worker_env(database_url: str, timeout: int = 1) -> dict[str, str]:
@@ -114,16 +100,7 @@ def worker_env(database_url: str, timeout: int = 1) -> dict[str, str]:
 
 def start_worker(stack: ExitStack, env: dict[str, str], log: Path) -> WorkerProcess:
     """Start `sipguard worker` in `log`'s directory; it is stopped when `stack` closes."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [SIPGUARD, "worker"],
-            cwd=log.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    worker = WorkerProcess(process, log)
+    worker = WorkerProcess(spawn("worker", [SIPGUARD, "worker"], env=env, log=log))
     stack.callback(worker.stop)
     return worker
 
