@@ -9,7 +9,15 @@ an empty SQLite database, protects the sample application with the project's own
    app's credentials (sip_auth_failed 4240) and whose second agent answers;
 2. a call whose Request-URI is a phone number: SIP auth does not run, no SIPAuth* parameters;
 3. eleven bad-password calls from one IP: the tenth starts a lockout, a good call is refused
-   while it lasts (sandbox clock advanced 59 s), and passes once 60 s have gone by.
+   while it lasts (sandbox clock advanced 59 s), and passes once 60 s have gone by;
+4. the AI's API: the demo, acting as the AI agent with a key from `sipguard api-key create`, hands
+   a call to the support group with a summary, a field and a whisper: alice's PBX rejects the app's
+   credentials (4240), bob hears the summary before he is bridged and answers;
+5. the same to the overflow group, where nobody answers: the caller goes back to the AI's
+   return_url with the outcome, instead of to a fallback.
+
+`sipguard worker` runs beside the app, and a receiver on loopback takes the outcome webhooks and
+verifies each one with the `standardwebhooks` package (an independent implementation).
 
 It prints every timeline and the app's auth-failure report, checks each step against Plivo's
 SIP-authentication page (https://www.plivo.com/docs/voice/concepts/sip-authentication: the
@@ -29,12 +37,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from devtools.harness import ROOT, free_port, start, start_gunicorn
+from standardwebhooks import Webhook
+
+from devtools.harness import ROOT, free_port, request, spawn, start, start_gunicorn
+from devtools.receiver import Receiver
 from sandbox.client import SandboxClient
 from sipguard.errors import ConfigError
 from sipguard.plivo.sipauth import generate_password
@@ -47,6 +59,9 @@ CALLER = "ai-frontline"
 GOOD_IP, ATTACKER_IP, CARRIER_IP = "198.51.100.7", "198.51.100.66", "192.0.2.50"
 ALLOW = ("198.51.100.0/24", "2001:db8:42::/48")
 START_TIMEOUT = 30.0
+WEBHOOK_WAIT = 30.0  # seconds the worker gets to deliver an outcome webhook
+RETURN_URL = "https://ai-agent.example.com/plivo/return"  # under the sandbox's ai_urls
+SUMMARY = "Jane Doe wants to move her delivery for order 4417 to Friday; identity checked."
 # The installed console script, as users run it (beside this interpreter in the virtualenv).
 SIPGUARD = str(Path(sys.executable).parent / "sipguard")
 
@@ -98,11 +113,16 @@ class Demo:
             "SANDBOX_ALICE_PBX_PASSWORD": generate_password(),
             "DEMO_CALLER_PASSWORD": self.caller_password,
             "LOG_LEVEL": "WARNING",
+            "WEBHOOK_POLL_SECONDS": "1",
+            "WEBHOOK_RETRY_SECONDS": "1",
         }
         self.client = SandboxClient(
             self.env["PLIVO_API_URL"], self.env["PLIVO_AUTH_ID"], self.env["PLIVO_AUTH_TOKEN"]
         )
         self.check = Checks()
+        self.receiver = Receiver("/hooks")
+        self.api_key = ""
+        self.webhook_secret = ""
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -126,8 +146,12 @@ class Demo:
                 health_path="/sandbox/healthz",
                 timeout=START_TIMEOUT,
             )
-            with sandbox:
-                yield
+            with sandbox, self.receiver:
+                worker = spawn(
+                    "worker", [SIPGUARD, "worker"], env=self.env, log=self.workdir / "worker.log"
+                )
+                with worker:
+                    yield
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run one of the `sipguard` command's commands against the sandbox."""
@@ -212,6 +236,166 @@ class Demo:
             "no agent credentials in the timeline",
         )
 
+    def _ai_call(self) -> str:
+        """Place a good call that the sample config routes to the AI agent; return its UUID."""
+        answer = self.client.call(
+            GOOD_IP, URI, username=CALLER, password=self.caller_password,
+            from_=f"sip:{CALLER}@{GOOD_IP}",
+        )  # fmt: skip
+        self.check(answer.get("call", {}).get("state") == "parked", "the AI agent has the call")
+        return str(answer.get("call_uuid"))
+
+    def _api(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """Call the app's /api/v1 as the AI does; return (status, JSON)."""
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            headers["Idempotency-Key"] = secrets.token_hex(8)
+            data = json.dumps(body)
+        reply = request(method, self.env["PUBLIC_BASE_URL"] + path, body=data, headers=headers)
+        return reply.status, json.loads(reply.body or b"null")
+
+    def _webhooks(self, handoff_id: str, types: list[str]) -> list[dict[str, Any]]:
+        """Wait until the receiver has `types` for the handoff; return them, each verified."""
+        verifier = Webhook(self.webhook_secret)
+        deadline = time.monotonic() + WEBHOOK_WAIT
+        while True:
+            seen: list[dict[str, Any]] = []
+            for received in list(self.receiver.requests):
+                try:
+                    event = verifier.verify(received.body, received.headers)
+                except Exception:  # a bad signature is reported by the check below
+                    seen.append({"type": "UNVERIFIED", "data": {}})
+                    continue
+                if event.get("data", {}).get("handoff_id") == handoff_id:
+                    seen.append({**event, "webhook_id": received.webhook_id})
+            got = [event["type"] for event in seen if event["type"] != "UNVERIFIED"]
+            if all(kind in got for kind in types) or time.monotonic() > deadline:
+                return seen
+            time.sleep(0.2)
+
+    def api_setup(self) -> None:
+        _title("The AI's API key: sipguard api-key create, its webhooks to a loopback receiver")
+        done = self.cli("api-key", "create", "demo-ai", "--callback-url", self.receiver.url)
+        lines = dict(line.strip().split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+        self.api_key = lines.get("API key", "").strip()
+        self.webhook_secret = lines.get("webhook secret", "").strip()
+        self.check(
+            done.returncode == 0 and self.webhook_secret.startswith("whsec_"),
+            "sipguard api-key create printed a key and a whsec_ webhook secret, once",
+        )
+        status, groups = self._api("GET", "/api/v1/groups")
+        names = [group["name"] for group in (groups or {}).get("groups", [])]
+        self.check(
+            status == 200 and {"support", "overflow"} <= set(names),
+            "GET /api/v1/groups lists the groups the AI may hand a call to",
+        )
+
+    def api_handoff(self) -> None:
+        _title("4. The AI's API: a summary and a whisper; alice 4240, bob hears it and answers")
+        check = self.check
+        uuid = self._ai_call()
+        status, handoff = self._api(
+            "POST",
+            "/api/v1/handoffs",
+            {
+                "call_uuid": uuid, "group": "support", "summary": SUMMARY,
+                "fields": {"Ticket": "4417"}, "whisper": True, "on_failure": "return",
+                "return_url": RETURN_URL,
+            },
+        )  # fmt: skip
+        print(f"POST /api/v1/handoffs -> {status} {json.dumps(handoff)}")
+        check(
+            status == 202 and handoff.get("state") == "transferred",
+            "202: the handoff is stored and Plivo (the sandbox) accepted the Transfer",
+        )
+        call = self.client.timeline(uuid, wait=20)
+        print(call.get("text", ""))
+        legs = {event["address"]: event for event in _events(call, "leg")}
+        alice = legs.get("sip:alice@pbx.example.com", {})
+        bob = legs.get("sip:bob@pbx.example.com", {})
+        check(
+            (alice.get("cause"), alice.get("code")) == ("sip_auth_failed", 4240),
+            "alice's PBX rejected the app's credentials: sip_auth_failed 4240",
+        )
+        headers = bob.get("sip_headers", {})
+        check(
+            headers.get("X-PH-Ticket") == "4417" and "X-PH-Handoff" in headers,
+            "bob's INVITE carried the AI's field and the handoff id as X-PH- headers",
+        )
+        heard = [e for e in _events(call, "confirm") if "bob" in json.dumps(e)]
+        check(
+            any(SUMMARY in json.dumps(e) for e in heard),
+            "bob heard the AI's summary (confirmSound, the app's signed /whisper) first",
+        )
+        check(bob.get("outcome") == "answered", "bob answered and was bridged to the caller")
+        status, found = self._api("GET", f"/api/v1/handoffs/{handoff.get('id')}")
+        outcomes = [(a["outcome"], a["code"]) for a in (found or {}).get("attempts", [])]
+        print(f"GET /api/v1/handoffs/{handoff.get('id')} -> {status} {json.dumps(found)}")
+        check(
+            found.get("state") == "connected"
+            and outcomes == [("sip_auth_failed", 4240), ("answered", None)],
+            "GET /api/v1/handoffs/{id}: connected; attempts sip_auth_failed 4240, answered",
+        )
+        events = self._webhooks(
+            handoff.get("id", ""), ["handoff.transferred", "handoff.agent_answered"]
+        )
+        self._check_webhooks(events, ["handoff.transferred", "handoff.agent_answered"])
+
+    def api_return(self) -> None:
+        _title("5. Nobody answers the overflow group: the caller goes back to the AI")
+        check = self.check
+        uuid = self._ai_call()
+        status, handoff = self._api(
+            "POST",
+            "/api/v1/handoffs",
+            {
+                "call_uuid": uuid, "group": "overflow", "summary": SUMMARY,
+                "on_failure": "return", "return_url": RETURN_URL,
+            },
+        )  # fmt: skip
+        check(status == 202, "202: handed to the overflow group")
+        call = self.client.timeline(uuid, wait=5)
+        print(call.get("text", ""))
+        legs = {event["address"]: event for event in _events(call, "leg")}
+        check(
+            legs.get("sip:carol@pbx.example.com", {}).get("outcome") == "no-answer",
+            "carol's softphone rang out: no-answer",
+        )
+        back = [e for e in _events(call, "ai") if str(e.get("url", "")).startswith(RETURN_URL)]
+        check(
+            bool(back) and "outcome=no-answer" in str(back[-1].get("url")),
+            "the caller is back with the AI at return_url, told the outcome (no-answer)",
+        )
+        status, found = self._api("GET", f"/api/v1/handoffs/{handoff.get('id')}")
+        check(found.get("state") == "returned", "GET /api/v1/handoffs/{id}: returned")
+        events = self._webhooks(handoff.get("id", ""), ["handoff.transferred", "handoff.returned"])
+        self._check_webhooks(events, ["handoff.transferred", "handoff.returned"])
+        ended = self.client.hang_up(uuid)
+        check(ended.get("state") == "ended", "the caller hung up on the AI")
+        logs = "".join(
+            (self.workdir / name).read_text(errors="replace")
+            for name in ("app.log", "worker.log", "sandbox.log")
+        )
+        check(
+            SUMMARY not in logs and self.api_key not in logs,
+            "neither the summary nor the API key is in the app's, worker's or sandbox's log",
+        )
+
+    def _check_webhooks(self, events: list[dict[str, Any]], expected: list[str]) -> None:
+        for event in events:
+            print(f"webhook {event.get('webhook_id')} {event['type']} {json.dumps(event['data'])}")
+        types = [event["type"] for event in events]
+        self.check(
+            types == expected,
+            f"the receiver got {', '.join(expected)}, each verified with standardwebhooks",
+        )
+        self.check(
+            not any(SUMMARY in json.dumps(event) for event in events),
+            "no webhook carries the summary",
+        )
+
     def carrier_call(self) -> None:
         _title("2. A phone number in the Request-URI: SIP auth does not run")
         answer = self.client.call(CARRIER_IP, NUMBER_URI, from_="+14155550142")
@@ -294,7 +478,11 @@ class Demo:
 
     def run(self) -> int:
         with self.running():
-            for step in (self.setup, self.handoff_call, self.carrier_call, self.lockout):
+            steps = (
+                self.setup, self.handoff_call, self.carrier_call, self.lockout,
+                self.api_setup, self.api_handoff, self.api_return,
+            )  # fmt: skip
+            for step in steps:
                 _guard(step, self.check)
             _guard(self.report, self.check)
         _title("Result")

@@ -31,6 +31,6 @@ def test_make_demo_plays_every_scenario_and_every_check_holds() -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "FAIL" not in output
-    for scenario in ("== 1.", "== 2.", "== 3.", "auth-failure report"):
+    for scenario in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "auth-failure report"):
         assert scenario in output
     assert "checks passed" in output.splitlines()[-1]
