@@ -10,15 +10,16 @@ from werkzeug.exceptions import HTTPException
 
 from sipguard.errors import AppError, SignatureError
 from webhooks.state import callback_state
-from xml_builders import Element, carries_credentials, to_bytes
+from xml_builders import Element, carries_call_data, carries_credentials, to_bytes
 
 log = logging.getLogger("sipguard.http")
 
 
 def xml_response(root: Element) -> Response:
-    """Serialise Plivo XML; a document carrying SIP credentials is never cached."""
+    """Serialise Plivo XML; a document carrying SIP credentials or caller details is never
+    cached."""
     response = Response(to_bytes(root), status=200, mimetype="application/xml")
-    if carries_credentials(root):
+    if carries_credentials(root) or carries_call_data(root):
         response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -22,11 +22,17 @@ from xml_builders.elements import (
     stream,
     user,
 )
-from xml_builders.serialise import MAX_DOCUMENT_BYTES, carries_credentials, to_bytes
+from xml_builders.serialise import (
+    MAX_DOCUMENT_BYTES,
+    carries_call_data,
+    carries_credentials,
+    to_bytes,
+)
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "Element",
+    "carries_call_data",
     "carries_credentials",
     "check_method",
     "check_positive",

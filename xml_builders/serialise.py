@@ -24,3 +24,9 @@ def to_bytes(root: Element) -> bytes:
 def carries_credentials(root: Element) -> bool:
     """Tell whether the document holds SIP digest credentials (so it must not be cached)."""
     return any(child.get("sipAuthPassword") is not None for child in root.iter("User"))
+
+
+def carries_call_data(root: Element) -> bool:
+    """Tell whether the document holds the caller's details (a Stream's extraHeaders carry
+    From and To), so it must not be cached either."""
+    return any(child.get("extraHeaders") is not None for child in root.iter("Stream"))

@@ -11,11 +11,11 @@ from email.utils import format_datetime
 import pytest
 from standardwebhooks import Webhook
 
+from devtools.receiver import Answer, Receiver
 from sipguard.notify.delivery import Delivery, Outcome, Schedule, Verdict, parse_retry_after
 from sipguard.notify.model import OutboxEvent, webhook_secret
 from sipguard.store.database import now_utc
 from tests.support.outbox import START, FakeClock
-from devtools.receiver import Answer, Receiver
 
 SECRET = webhook_secret("Canary-Secret-Key-" + "k" * 32, "key_0123456789abcdef")
 CANARY_SUMMARY = "Canary-Summary-7f3e the caller's card was declined"

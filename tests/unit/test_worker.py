@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from standardwebhooks import Webhook
 
+from devtools.receiver import Answer, Receiver
 from sipguard.commands import main
 from sipguard.commands.context import Standalone
 from sipguard.commands.worker import schedule
@@ -30,7 +31,6 @@ from sipguard.settings import SETTINGS, load_settings
 from sipguard.store.handoffs import HandoffRequest
 from tests.support.config import SECRET_KEY
 from tests.support.outbox import FakeClock, MemoryOutbox
-from devtools.receiver import Answer, Receiver
 
 KEY_A = "key_aaaaaaaaaaaaaaaa"
 KEY_B = "key_bbbbbbbbbbbbbbbb"

@@ -19,6 +19,7 @@ from plivo import plivoxml
 from sipguard.errors import ValidationError
 from xml_builders import (
     MAX_DOCUMENT_BYTES,
+    carries_call_data,
     carries_credentials,
     dial,
     hangup,
@@ -28,6 +29,7 @@ from xml_builders import (
     render_sip_headers,
     response,
     speak,
+    stream,
     to_bytes,
     user,
 )
@@ -865,6 +867,16 @@ def test_carries_credentials(make_root: Callable[[], etree._Element], expected: 
     root = make_root()
     assert carries_credentials(root) is expected
     assert carries_credentials(etree.fromstring(to_bytes(root))) is expected
+
+
+def test_carries_call_data_when_a_stream_has_extra_headers() -> None:
+    with_headers = response(
+        stream("wss://ai.example.com/ws", extra_headers={"from": "14155550100"})
+    )
+    assert carries_call_data(with_headers) is True
+    assert carries_call_data(etree.fromstring(to_bytes(with_headers))) is True
+    assert carries_call_data(response(stream("wss://ai.example.com/ws"))) is False
+    assert carries_call_data(response(dial([user(URI)]))) is False
 
 
 def test_carries_credentials_ignores_username_without_password() -> None:

@@ -80,6 +80,7 @@ def test_stream_answer_is_the_exact_xml_with_the_call_in_extra_headers(
     response = signed_post("/answer", form)
     assert response.status_code == 200
     assert response.mimetype == "application/xml"
+    assert response.headers["Cache-Control"] == "no-store"  # it names the caller
     headers = ",".join(
         [
             "tenant=acme",

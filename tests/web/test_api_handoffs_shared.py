@@ -15,11 +15,11 @@ from flask import Flask
 from standardwebhooks import Webhook
 
 from app import create_app
+from devtools.receiver import Receiver
 from sipguard.commands import main
 from sipguard.commands.context import Standalone
 from sipguard.notify.model import webhook_secret
 from tests.support.config import API, SECRET_KEY, app_config
-from devtools.receiver import Receiver
 
 CALL = "c0ffee00-0000-4000-8000-00000000race"
 RACERS = 8
