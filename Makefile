@@ -77,8 +77,9 @@ prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus && \
-	  { $$SUDO systemctl stop prometheus.service 2>/dev/null || $$SUDO service prometheus stop 2>/dev/null || true; }; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus \
+	    || exit 1; \
+	  $$SUDO systemctl stop prometheus.service 2>/dev/null || $$SUDO service prometheus stop 2>/dev/null; \
 	  pid=$$(cat /run/prometheus/prometheus.pid 2>/dev/null || pgrep -u prometheus -x prometheus || true); \
 	  [ -z "$$pid" ] || $$SUDO kill $$pid; }
 
