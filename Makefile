@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: run sandbox demo flask sign test lint typecheck pytest clean browser reliability bench
+.PHONY: run sandbox demo flask sign test lint typecheck pytest clean browser prometheus reliability bench
 
 # (Re)build the virtualenv whenever a requirements file changes.
 # The project itself is installed editable, so `sipguard`, gunicorn and the tests import it
@@ -69,6 +69,19 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
+
+# Debian's prometheus and promtool for the alerting-rule tests (skipped without them, unless
+# REQUIRE_PROMETHEUS=1). The tests run the binary themselves on a loopback port; the daemon the
+# package may start (a machine with a running init) is stopped, so nothing is left on :9090.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus \
+	    || exit 1; \
+	  $$SUDO systemctl stop prometheus.service 2>/dev/null || $$SUDO service prometheus stop 2>/dev/null; \
+	  pid=$$(cat /run/prometheus/prometheus.pid 2>/dev/null || pgrep -u prometheus -x prometheus || true); \
+	  [ -z "$$pid" ] || $$SUDO kill $$pid; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
