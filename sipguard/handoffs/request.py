@@ -154,7 +154,10 @@ def parse_request(
         whisper = False
     if not isinstance(whisper, bool):
         raise ValidationError("whisper", "must be true or false")
-    on_failure = _string(body, "on_failure") or "fallback"
+    # Only a missing or null on_failure means the default: "" is a value, and not a valid one.
+    on_failure = _string(body, "on_failure")
+    if on_failure is None:
+        on_failure = "fallback"
     return_url = _return_url(_string(body, "return_url"))
     callback_url = _callback_url(_string(body, "callback_url"))
     if on_failure not in ON_FAILURE:
