@@ -2,9 +2,9 @@
 
 Every enum and limit below is the one `sipguard.handoffs.request`, the store and the agent
 directory use, so the document cannot drift from what the API accepts and answers. Where a rule
-cannot be said in JSON Schema (a printable call UUID, a URL an HTTP client can parse), the schema
-is the looser one and the description says the rest: a request the schema refuses is always
-refused by the API, never the other way round.
+cannot be said in JSON Schema (a URL an HTTP client can parse, a summary that is not blank), the
+schema is the looser one and the description says the rest: a request the schema refuses is
+always refused by the API, never the other way round.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, get_args
 from sipguard.calls.agents import FallbackKind, Strategy
 from sipguard.handoffs.request import (
     CALL_UUID_MAX,
+    CALL_UUID_PATTERN,
     FIELDS_MAX,
     GROUP_MAX,
     IDEMPOTENCY_KEY_MAX,
@@ -79,9 +80,9 @@ def _request_schema() -> dict[str, Any]:
             "type": "string",
             "minLength": 1,
             "maxLength": CALL_UUID_MAX,
-            "pattern": _NO_CONTROL,
+            "pattern": CALL_UUID_PATTERN,
             "description": "The live call's CallUUID (Plivo's stream start event `start.callId`):"
-            f" 1-{CALL_UUID_MAX} printable characters.",
+            f" 1-{CALL_UUID_MAX} letters, digits, '-' or '_'.",
         },
         "group": {
             "type": "string",

@@ -226,6 +226,23 @@ def test_a_body_the_schema_refuses_is_refused(
     _conforms(document, "/handoffs", "post", response)
 
 
+@pytest.mark.parametrize("call_uuid", ["a b", "a/b", "a.b", "..", "ça", "a\nb"])
+def test_a_call_uuid_the_transfer_cannot_name_is_refused_before_it_is_stored(
+    app: Flask,
+    client: FlaskClient,
+    auth: dict[str, str],
+    rsps: responses.RequestsMock,
+    call_uuid: str,
+) -> None:
+    """Such a handoff used to be stored, left live (blocking the call with 409), then 400."""
+    for _ in range(2):
+        response = client.post("/api/v1/handoffs", json=_body(call_uuid=call_uuid), headers=auth)
+        assert response.status_code == 422, response.get_json()
+        assert response.get_json()["field"] == "call_uuid"
+    assert app.extensions["sipguard"].store.recent_handoffs() == []
+    assert len(rsps.calls) == 0
+
+
 # -- real answers validate against the document --------------------------------------------------
 
 
