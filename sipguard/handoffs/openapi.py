@@ -38,6 +38,13 @@ JSON = "application/json"
 _NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
 _SUMMARY_TEXT = "^[^\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f]*$"
 _VISIBLE_ASCII = "^[\\x21-\\x7e]+$"
+# A URL's characters: no whitespace, quote, angle bracket or control (check_url's set).
+_URL_TEXT = '[^\\s<>"\\x00-\\x1f\\x7f-\\x9f]'
+# A loopback host, the only one plain http may name (optional user info; any letter case).
+_LOOPBACK = (
+    '(?:[^\\s<>"/?#@\\[\\]]*@)?'
+    "(?:[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[[0-9A-Fa-f:.]+\\])"
+)
 
 
 def _any_case(text: str) -> str:
@@ -137,7 +144,7 @@ def _request_schema() -> dict[str, Any]:
             {
                 "type": "string",
                 "maxLength": URL_MAX,
-                "pattern": '^(?:https|wss)://[^\\s<>"]+$',
+                "pattern": f"^(?:https|wss)://{_URL_TEXT}+$",
                 "description": "An absolute https:// or wss:// URL of the AI to return the"
                 " caller to.",
             }
@@ -146,7 +153,10 @@ def _request_schema() -> dict[str, Any]:
             {
                 "type": "string",
                 "maxLength": URL_MAX,
-                "pattern": '^https?://[^\\s<>"]+$',
+                "anyOf": [
+                    {"pattern": f"^https://{_URL_TEXT}+$"},
+                    {"pattern": f"^http://{_LOOPBACK}(?:[:/?#]{_URL_TEXT}*)?$"},
+                ],
                 "description": "Where this handoff's webhooks go instead of the key's: https,"
                 " plain http only to a loopback address.",
             }
@@ -157,6 +167,18 @@ def _request_schema() -> dict[str, Any]:
         "required": ["call_uuid", "group"],
         "properties": properties,
         "additionalProperties": False,
+        "allOf": [
+            _needs("whisper", True, "summary"),
+            _needs("on_failure", "return", "return_url"),
+        ],
+    }
+
+
+def _needs(key: str, value: object, needed: str) -> dict[str, Any]:
+    """Say that `key` set to `value` needs `needed` too (a string, not null)."""
+    return {
+        "if": {"required": [key], "properties": {key: {"const": value}}},
+        "then": {"required": [needed], "properties": {needed: {"type": "string"}}},
     }
 
 

@@ -105,11 +105,17 @@ def _fields(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _url_text(field: str, value: str) -> None:
+    if len(value) > URL_MAX:
+        raise RuleViolation(field, f"must be a URL of at most {URL_MAX} characters")
+    if has_control(value):
+        raise RuleViolation(field, "must not contain control characters")
+
+
 def _return_url(value: str | None) -> str | None:
     if value is None:
         return None
-    if len(value) > URL_MAX or has_control(value):
-        raise RuleViolation("return_url", f"must be a URL of at most {URL_MAX} characters")
+    _url_text("return_url", value)
     scheme = next((s for s in _RETURN_SCHEMES if value.startswith(s)), None)
     if scheme is None:
         raise RuleViolation("return_url", "must be an https:// or wss:// URL")
@@ -123,12 +129,15 @@ def _return_url(value: str | None) -> str | None:
 def _callback_url(value: str | None) -> str | None:
     if value is None:
         return None
-    if len(value) > URL_MAX or has_control(value):
-        raise RuleViolation("callback_url", f"must be a URL of at most {URL_MAX} characters")
+    _url_text("callback_url", value)
     try:
         return check_callback_url("callback_url", value)
     except ValidationError as exc:
         raise _rule("callback_url", exc) from None
+    except ValueError:
+        # urlsplit refuses a bracketed host that is no IP address ("http://[0]"), which the
+        # URL check lets through: that was a 500.
+        raise RuleViolation("callback_url", "must have a valid host") from None
 
 
 def check_idempotency_key(value: str | None) -> str | None:

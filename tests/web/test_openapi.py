@@ -210,7 +210,13 @@ def test_field_names_in_the_schema_match_the_sip_header_check(
         {"fields": {"Ticket": "a b"}},
         {"fields": {f"K{i}": "v" for i in range(9)}},
         {"return_url": "http://ai.example.test/"},
+        {"return_url": "https://ai.example.test/\x85"},
         {"callback_url": "ftp://ai.example.test/"},
+        {"callback_url": "http://ai.example.test/hook"},
+        {"callback_url": "http://127.0.0.1@ai.example.test/hook"},
+        {"whisper": True, "summary": None},
+        {"on_failure": "return"},
+        {"on_failure": "return", "return_url": None},
         {"call_uuid": "c" * 65},
         {"extra": 1},
     ],
@@ -241,6 +247,48 @@ def test_a_call_uuid_the_transfer_cannot_name_is_refused_before_it_is_stored(
         assert response.get_json()["field"] == "call_uuid"
     assert app.extensions["sipguard"].store.recent_handoffs() == []
     assert len(rsps.calls) == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[0]", "http://[7DebEA.]", "https://[a:230Eef]/hook", "https://[::1:]/"]
+)
+def test_a_bracketed_host_that_is_no_address_is_422_not_500(
+    document: dict[str, Any], client: FlaskClient, auth: dict[str, str], url: str
+) -> None:
+    """schemathesis found these: urlsplit raised ValueError past the URL check (a 500)."""
+    response = client.post("/api/v1/handoffs", json=_body(callback_url=url), headers=auth)
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["field"] == "callback_url"
+    _conforms(document, "/handoffs", "post", response)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"whisper": True, "fields": {"Ticket": "4417", "Lang": "en"}},
+        {"whisper": None, "summary": None, "fields": None, "on_failure": None},
+        {"on_failure": "return", "return_url": "wss://ai.example.test/stream"},
+        {"callback_url": "http://127.0.0.1:9/hook"},
+        {"callback_url": "http://LocalHost/hook"},
+        {"callback_url": "http://[::1]:8080/hook"},
+        {"callback_url": "https://ai.example.test/hook"},
+    ],
+)
+def test_a_body_the_schema_accepts_is_transferred(
+    document: dict[str, Any],
+    client: FlaskClient,
+    auth: dict[str, str],
+    rsps: responses.RequestsMock,
+    changes: dict[str, Any],
+) -> None:
+    body = _body(**changes)
+    schema = document["components"]["schemas"]["HandoffRequest"]
+    assert _validator(document, schema).is_valid(body)
+    _transferred(rsps)
+    response = client.post("/api/v1/handoffs", json=body, headers=auth)
+    assert response.status_code == 202, response.get_json()
+    _conforms(document, "/handoffs", "post", response)
 
 
 # -- real answers validate against the document --------------------------------------------------
