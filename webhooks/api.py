@@ -1,4 +1,5 @@
-"""The AI agent's API under /api/v1: every route needs `Authorization: Bearer <API key>`.
+"""The AI agent's API under /api/v1: every route needs `Authorization: Bearer <API key>`, but
+its public description, GET /api/v1/openapi.json.
 
 These are not Plivo webhooks: Plivo's signature check (webhooks.views) does not apply here, and an
 API key opens no Plivo route. Keys are checked against the store on every request, so a key
@@ -18,9 +19,10 @@ from flask import Blueprint, Response, abort, g, jsonify, request, url_for
 from sipguard.calls.agents import AgentGroup
 from sipguard.errors import UnknownHandoff, ValidationError
 from sipguard.handoffs import TransferRefused, parse_request, request_handoff
+from sipguard.handoffs.openapi import document
 from sipguard.plivo.outbound import Outbound
 from sipguard.store import ApiKey, Handoff
-from webhooks.context import public_url, runtime
+from webhooks.context import public_root, public_url, runtime
 from webhooks.responses import error_response
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -28,6 +30,8 @@ log = logging.getLogger("sipguard.api")
 
 _BEARER = "Bearer"
 _CHALLENGE = f'{_BEARER} realm="sipguard"'
+# The one route open without a key: the API's description says nothing about any account.
+PUBLIC_ENDPOINTS = frozenset({"api.openapi"})
 
 
 def _unauthorized(message: str, *, error: str | None = None) -> Response:
@@ -42,6 +46,8 @@ def _unauthorized(message: str, *, error: str | None = None) -> Response:
 @bp.before_request
 def require_api_key() -> Response | None:
     """Refuse any request to this blueprint without a live API key; remember the key."""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
     header = request.headers.get("Authorization")
     if header is None:
         return _unauthorized("an API key is required: send 'Authorization: Bearer <API key>'")
@@ -90,6 +96,12 @@ def _group(group: AgentGroup) -> dict[str, Any]:
         # until then null means "unknown", never "closed".
         "availability": {"open": None, "agents_available": None},
     }
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """Describe this API as an OpenAPI 3.1 document, its server being the public URL."""
+    return jsonify(document(public_root() + (bp.url_prefix or "")))
 
 
 @bp.get("/groups")

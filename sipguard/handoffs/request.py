@@ -7,6 +7,7 @@ ever quotes the summary: it is personal data.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ from xml_builders import check_text, check_url, has_control, render_sip_headers
 SUMMARY_MAX = 2000
 FIELDS_MAX = 8
 CALL_UUID_MAX = 64  # like the callbacks' CallUUID (sipguard.calls.forms)
+CALL_UUID_PATTERN = f"^[A-Za-z0-9_-]{{1,{CALL_UUID_MAX}}}$"
+CALL_UUID = re.compile(CALL_UUID_PATTERN)
 GROUP_MAX = 64
 URL_MAX = 2048
 IDEMPOTENCY_KEY_MAX = 255
@@ -55,9 +58,12 @@ def _rule(field: str, error: ValidationError) -> RuleViolation:
 
 
 def _call_uuid(value: str) -> str:
-    if not value or len(value) > CALL_UUID_MAX or not value.isprintable():
+    # Plivo's Transfer names the call in its URL path, where the REST client takes letters,
+    # digits, '-' and '_' only: anything else would be stored as a live handoff, then never sent.
+    if not CALL_UUID.fullmatch(value):
         raise RuleViolation(
-            "call_uuid", f"is not a call UUID (1-{CALL_UUID_MAX} printable characters)"
+            "call_uuid",
+            f"is not a call UUID (1-{CALL_UUID_MAX} letters, digits, '-' or '_')",
         )
     return value
 
@@ -99,11 +105,17 @@ def _fields(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _url_text(field: str, value: str) -> None:
+    if len(value) > URL_MAX:
+        raise RuleViolation(field, f"must be a URL of at most {URL_MAX} characters")
+    if has_control(value):
+        raise RuleViolation(field, "must not contain control characters")
+
+
 def _return_url(value: str | None) -> str | None:
     if value is None:
         return None
-    if len(value) > URL_MAX or has_control(value):
-        raise RuleViolation("return_url", f"must be a URL of at most {URL_MAX} characters")
+    _url_text("return_url", value)
     scheme = next((s for s in _RETURN_SCHEMES if value.startswith(s)), None)
     if scheme is None:
         raise RuleViolation("return_url", "must be an https:// or wss:// URL")
@@ -117,12 +129,15 @@ def _return_url(value: str | None) -> str | None:
 def _callback_url(value: str | None) -> str | None:
     if value is None:
         return None
-    if len(value) > URL_MAX or has_control(value):
-        raise RuleViolation("callback_url", f"must be a URL of at most {URL_MAX} characters")
+    _url_text("callback_url", value)
     try:
         return check_callback_url("callback_url", value)
     except ValidationError as exc:
         raise _rule("callback_url", exc) from None
+    except ValueError:
+        # urlsplit refuses a bracketed host that is no IP address ("http://[0]"), which the
+        # URL check lets through: that was a 500.
+        raise RuleViolation("callback_url", "must have a valid host") from None
 
 
 def check_idempotency_key(value: str | None) -> str | None:
@@ -154,7 +169,10 @@ def parse_request(
         whisper = False
     if not isinstance(whisper, bool):
         raise ValidationError("whisper", "must be true or false")
-    on_failure = _string(body, "on_failure") or "fallback"
+    # Only a missing or null on_failure means the default: "" is a value, and not a valid one.
+    on_failure = _string(body, "on_failure")
+    if on_failure is None:
+        on_failure = "fallback"
     return_url = _return_url(_string(body, "return_url"))
     callback_url = _callback_url(_string(body, "callback_url"))
     if on_failure not in ON_FAILURE:

@@ -29,12 +29,16 @@ def _store(app: Flask) -> Store:
     return store
 
 
+# The one documented exception: the API's public description answers without a key.
+PUBLIC = {"api.openapi"}
+
+
 def _api_routes(app: Flask) -> list[tuple[str, str]]:
-    """Every (method, path) of /api/v1, path arguments filled with a plausible value."""
+    """Every keyed (method, path) of /api/v1, path arguments filled with a plausible value."""
     cases = []
     rule: Rule
     for rule in app.url_map.iter_rules():
-        if not rule.endpoint.startswith("api."):
+        if not rule.endpoint.startswith("api.") or rule.endpoint in PUBLIC:
             continue
         built = rule.build({name: "support" for name in rule.arguments}, append_unknown=False)
         assert built is not None
@@ -54,7 +58,32 @@ def _assert_refused(response: Any, *secrets: str) -> None:
 
 
 def test_the_api_has_the_routes_this_test_walks(app: Flask) -> None:
-    assert {path for _, path in _api_routes(app)} >= {"/api/v1/groups", "/api/v1/groups/support"}
+    assert {path for _, path in _api_routes(app)} >= {
+        "/api/v1/groups",
+        "/api/v1/groups/support",
+        "/api/v1/handoffs",
+        "/api/v1/handoffs/support",
+    }
+    assert "/api/v1/openapi.json" not in {path for _, path in _api_routes(app)}
+
+
+def test_only_the_openapi_document_answers_without_a_key(app: Flask, client: FlaskClient) -> None:
+    """The exception is exactly one GET route: the public description, which names no key."""
+    public = {
+        (rule.rule, method)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint in PUBLIC
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
+    }
+    assert public == {("/api/v1/openapi.json", "GET")}
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_json()["openapi"] == "3.1.0"
+    assert "WWW-Authenticate" not in response.headers
+    # A wrong key there is not a reason to answer 401: the key is not read at all.
+    wrong = client.get("/api/v1/openapi.json", headers={"Authorization": f"Bearer {WRONG_KEY}"})
+    assert wrong.status_code == 200
+    assert client.post("/api/v1/openapi.json").status_code == 405
 
 
 def test_every_api_route_refuses_a_missing_wrong_and_revoked_key(
