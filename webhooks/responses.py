@@ -42,7 +42,12 @@ def handle_app_error(exc: AppError) -> Response:
 def handle_http_error(exc: HTTPException) -> Response:
     """Answer werkzeug's 4xx (404, 405, 413, bad form encoding...) in the same JSON shape."""
     _ended("invalid", exc.name)
-    return error_response(exc.code or 500, exc.description or exc.name)
+    response = error_response(exc.code or 500, exc.description or exc.name)
+    for name, value in exc.get_headers():
+        if name.lower() == "allow":  # a 405 must say which methods the URL takes (RFC 9110)
+            response.headers[name] = value
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def handle_unexpected(exc: Exception) -> Response:

@@ -48,10 +48,15 @@ def _hash(secret: str) -> str:
 def check_callback_url(field: str, url: str) -> str:
     """Check a webhook receiver's URL: https, or plain http to a loopback address only."""
     check_url(field, url)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        # urlsplit refuses a bracketed host that is no IP address ("http://[0]"), which the
+        # URL check lets through.
+        raise ValidationError(field, "must have a valid host") from None
     if parts.scheme == "https":
         return url
-    host = (parts.hostname or "").lower()
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -128,3 +128,11 @@ def test_sipguard_api_key_with_nothing_set_is_one_line_and_exit_2(args: list[str
     assert result.exit_code == 2, result.output
     assert result.stdout == "" and result.stderr.startswith("error: ")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("url", ["http://[0]/h", "https://[::1:]/h"])
+def test_create_refuses_a_callback_url_whose_host_cannot_be_read(runner: Any, url: str) -> None:
+    result = runner.invoke(args=["api-key", "create", "ai-bad", "--callback-url", url])
+    assert result.exit_code == 2, result.output
+    assert "valid host" in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -64,6 +64,16 @@ def test_wrong_methods_are_405(client, method: str, path: str) -> None:
     response = client.open(path, method=method)
     assert response.status_code == 405
     assert response.get_json() == {"error": "The method is not allowed for the requested URL."}
+    allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+    assert allowed and method not in allowed
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_wrong_method_on_the_api_is_405_with_allow_and_no_store(client) -> None:
+    response = client.delete("/api/v1/groups")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_unknown_path_is_404_json(client) -> None:
