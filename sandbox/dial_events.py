@@ -4,7 +4,9 @@ Plivo requests the Dial's `callbackUrl` (with `callbackMethod`, POST by default)
 party answers (`DialAction=answer`), is bridged to the caller (`connected`, after the confirm
 key if any) and hangs up (`hangup`, with `Event=DialHangup` and the B leg's cause)
 (https://www.plivo.com/docs/voice/xml/dial; docs/plivo.md, Where Plivo is silent, "Dial
-callbackUrl"). The answer is not used: a callbackUrl that fails is noted and changes nothing.
+callbackUrl" and "Dial events in the sandbox", which also covers the legs that never answer:
+each sends its hangup). The answer is not used: a callbackUrl that fails is noted and changes
+nothing.
 
 The player calls these in sandbox-time order, so the application receives them in the order
 Plivo would send them, among the confirmSound fetches and before the Dial action.
@@ -18,6 +20,9 @@ from dataclasses import dataclass, field
 from sandbox.call import Call
 from sandbox.callbacks import Callbacks
 from sandbox.legs import Leg
+from sipguard.calls.causes import OUTBOUND_AUTH_FAILED_CODE
+
+INVALID_DESTINATION_CODE = 2000  # Plivo's "Invalid Destination Address"
 
 
 @dataclass
@@ -29,12 +34,12 @@ class DialEvents:
     url: str | None
     method: str
     caller_id: str
-    answered: dict[str, float] = field(default_factory=dict)  # leg UUID -> answer offset
-    ended: set[str] = field(default_factory=set)  # leg UUIDs whose hangup was sent
+    _answered: dict[str, float] = field(default_factory=dict, init=False)  # leg UUID -> offset
+    _ended: set[str] = field(default_factory=set, init=False)  # legs whose hangup was sent
 
     def answer(self, leg: Leg) -> None:
         """An agent's leg answered (before any confirm prompt)."""
-        self.answered[leg.uuid] = leg.at
+        self._answered[leg.uuid] = leg.at
         self._send("answer", leg, leg.at, {})
 
     def connected(self, leg: Leg, at: float) -> None:
@@ -46,15 +51,15 @@ class DialEvents:
 
         A leg still `answered` has not ended: it is the bridged one, or one still deciding.
         """
-        done = [leg for leg in legs if leg.outcome != "answered" and leg.uuid not in self.ended]
+        done = [leg for leg in legs if leg.outcome != "answered" and leg.uuid not in self._ended]
         for leg in sorted(done, key=lambda g: g.at):
             if leg.at < before:
                 self.hangup(leg, leg.at, leg.cause or "Normal Hangup", leg.code, _source(leg))
 
     def hangup(self, leg: Leg, at: float, cause: str, code: int | None, source: str) -> None:
         """The leg ended at offset `at`: its duration counts from its answer, if it answered."""
-        self.ended.add(leg.uuid)
-        answered = self.answered.get(leg.uuid)
+        self._ended.add(leg.uuid)
+        answered = self._answered.get(leg.uuid)
         seconds = str(int(at - answered)) if answered is not None else "0"
         params = {
             "Event": "DialHangup",
@@ -95,8 +100,8 @@ class DialEvents:
 
 def _source(leg: Leg) -> str:
     """Who ended a leg that was never bridged (docs/plivo.md, Hangup causes)."""
-    if leg.outcome == "busy" or leg.code is not None and leg.code not in (1000, 2000, 4250):
-        return "Callee"  # busy, or the PBX refused the credentials
-    if leg.code == 2000:
+    if leg.code == INVALID_DESTINATION_CODE:
         return "Error"  # no such endpoint
+    if leg.outcome == "busy" or leg.code == OUTBOUND_AUTH_FAILED_CODE:
+        return "Callee"  # busy, or the PBX refused the credentials
     return "Plivo"  # rang out, never pressed the key, auth timeout, or cancelled

@@ -4,7 +4,7 @@ ends, each signed, in sandbox-time order and before the Dial action; and the app
 takes them, so an API handoff is connected before its Dial action arrives.
 
 Plivo's rules: https://www.plivo.com/docs/voice/xml/dial (docs/plivo.md, Where Plivo is silent,
-"Dial callbackUrl" and "Dial events of unanswered legs").
+"Dial callbackUrl" and "Dial events in the sandbox").
 """
 
 from __future__ import annotations
