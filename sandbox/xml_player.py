@@ -11,6 +11,8 @@ headers, minus those Plivo drops. `confirmSound` is fetched for each agent who a
 the agent hears is noted; with `confirmKey`, the agent who presses it (config `confirm`) is
 bridged and one who does not is dropped after `confirmTimeout`
 (https://www.plivo.com/docs/voice/xml/dial, https://www.plivo.com/docs/voice/xml/dial/user).
+A Dial's `callbackUrl` hears each leg's answer, bridge and hangup, in sandbox-time order
+(`dial_events`).
 
 The player never ends a call itself: `play` returns how the call ends, or None while the AI
 agent holds it, and the call core sends the hangup. Documents are fetched, and their callbacks
@@ -29,6 +31,7 @@ from lxml import etree
 from sandbox.call import MAX_CALL_SECONDS, Call, Ending
 from sandbox.callbacks import FETCH_CODES, Callbacks, Fetch
 from sandbox.config import SandboxConfig
+from sandbox.dial_events import DialEvents
 from sandbox.legs import Leg, Legs
 from sandbox.timeline import Event, SandboxClock, safe_address, safe_url
 from sipguard.calls.forms import whole_number
@@ -40,11 +43,9 @@ OTHER_VERBS = frozenset(
     {"Conference", "DTMF", "GetDigits", "GetInput", "Message", "MultiPartyCall", "Play",
      "PreAnswer", "Stream"}
 )  # fmt: skip
-# <Dial> attributes the sandbox reads past: no DialAction callbacks to callbackUrl, no music,
-# no digit matching.
-DIAL_NOT_SIMULATED = (
-    "callbackUrl", "dialMusic", "digitsMatch", "digitsMatchBLeg", "hangupOnStar",
-)  # fmt: skip
+# <Dial> attributes the sandbox reads past: no music, no digit matching (so no `digits`
+# callbackUrl event).
+DIAL_NOT_SIMULATED = ("dialMusic", "digitsMatch", "digitsMatchBLeg", "hangupOnStar")
 # The only verbs a confirmSound document may use; Plivo ignores the others
 # (https://www.plivo.com/docs/voice/xml/dial).
 CONFIRM_VERBS = frozenset({"Play", "Speak", "Wait"})
@@ -213,6 +214,8 @@ class Player:
         children = [c for c in element if c.tag in ("User", "Number")]
         action = _optional_url("Dial action", element.get("action"))
         method = _xml_method(element.get("method"))
+        callback = _optional_url("Dial callbackUrl", element.get("callbackUrl"))
+        callback_method = _xml_method(element.get("callbackMethod"))
         for child in children:
             try:
                 check_sip_credentials(
@@ -247,9 +250,11 @@ class Player:
                 )
             )
         first_event = len(call.events)
-        winner, bridged_at, unconfirmed = self._confirmed(
-            call, legs, confirm, element.get("callerId")
+        caller_id = element.get("callerId")
+        events = DialEvents(
+            self._callbacks, call, callback, callback_method, caller_id or call.from_
         )
+        winner, bridged_at, unconfirmed = self._confirmed(call, legs, confirm, caller_id, events)
         pressed = confirm.sound is not None and confirm.key is not None
         for leg in legs:
             # Whoever is still ringing, or still on the line unconfirmed, is cancelled.
@@ -269,6 +274,10 @@ class Player:
             if leg.outcome == "no-answer":  # not cancelled before its time ran out
                 waited = f"confirmTimeout {confirm.timeout:g} s"
                 leg.steps.append(f"never pressed {confirm.key}; dropped after {waited}")
+        if winner is not None:
+            events.hangups(legs, before=bridged_at)
+            events.connected(winner, bridged_at)
+        events.hangups(legs)  # the cancelled legs, or every leg of a Dial nobody took
         call.events.extend(leg.event() for leg in legs)
         # The timeline in time order: legs, confirm prompts and their fetches interleave.
         call.events[first_event:] = sorted(call.events[first_event:], key=lambda e: e.offset)
@@ -280,6 +289,9 @@ class Player:
             call.offset = bridged_at + talk
             status, cause, b_leg = "completed", "Normal Hangup", winner.uuid
             call.note("bridge", f"talked {talk:g} s with {safe_address(winner.address)}; hung up")
+            # timeLimit cuts the bridge on Plivo's side; otherwise the agent hangs up.
+            source = "Plivo" if talk < winner.talk else "Callee"
+            events.hangup(winner, call.offset, "Normal Hangup", 4000, source)
         elif legs:
             last = max(legs, key=lambda leg: leg.at)
             # Plivo's pages are silent on a Dial of several endpoints that all fail (docs/plivo.md,
@@ -307,7 +319,12 @@ class Player:
         return Fetch(action, method, "action", params)
 
     def _confirmed(
-        self, call: Call, legs: list[Leg], confirm: Confirm, caller_id: str | None
+        self,
+        call: Call,
+        legs: list[Leg],
+        confirm: Confirm,
+        caller_id: str | None,
+        events: DialEvents,
     ) -> tuple[Leg | None, float, list[Leg]]:
         """Play the confirm prompt to each agent who answers, in answer order, until one is
         bridged; return the bridged leg, when it was bridged, and the legs that did not press
@@ -317,6 +334,10 @@ class Player:
         for leg in sorted((leg for leg in legs if leg.outcome == "answered"), key=lambda g: g.at):
             if leg.at >= bridged_at:
                 break  # the caller is already with another agent: this leg is cancelled
+            # Legs that ended before this answer have ended for good: the bridge, if any, is
+            # later still.
+            events.hangups(legs, before=leg.at)
+            events.answer(leg)
             heard = self._whisper(call, leg, confirm, caller_id)
             if confirm.sound is None or confirm.key is None:
                 at = heard
