@@ -52,7 +52,8 @@ OUTCOMES = (
 )
 # Live states in which no agent has taken the call yet: the caller leaving ends the handoff.
 WAITING_STATES = tuple(state for state in LIVE_STATES if state != "connected")
-RINGING_FROM = ("requested", "transferred")  # a handoff's first Dial moves it on to ringing
+# Never from requested: the API must still move it to transferred and queue that webhook.
+RINGING_FROM = ("transferred",)
 _INSERT_TRIES = 3  # a conflicting row can end between the insert and the look-up
 
 

@@ -50,8 +50,26 @@ def _events(store: Store) -> list[tuple[str, dict[str, Any]]]:
 # -- the store ------------------------------------------------------------------------------------
 
 
+def test_a_dial_before_the_api_records_the_transfer_keeps_handoff_transferred(
+    store: Store,
+) -> None:
+    # Plivo may fetch /handoff before the API has recorded that Plivo accepted the Transfer:
+    # the Dial must leave the handoff `requested`, so the API's transition still happens and
+    # queues handoff.transferred.
+    handoff_id = _create(store, "call-race")
+    store.start_attempt(handoff_id, 0, ["alice"], ringing=True)
+    found = store.get_handoff(handoff_id)
+    assert found is not None and found.state == "requested" and len(found.attempts) == 1
+    moved = store.transition(
+        handoff_id, "transferred", "handoff.transferred", from_states=("requested",)
+    )
+    assert moved is not None and moved.event_id is not None
+    assert [kind for kind, _ in _events(store)] == ["handoff.transferred"]
+
+
 def test_the_first_attempt_moves_the_handoff_to_ringing_once(store: Store) -> None:
     handoff_id = _create(store, "call-ring")
+    store.transition(handoff_id, "transferred", from_states=("requested",))
     store.start_attempt(handoff_id, 0, ["alice"], ringing=True)
     store.start_attempt(handoff_id, 0, ["alice"], ringing=True)
     found = store.get_handoff(handoff_id)
