@@ -19,6 +19,7 @@ from sipguard.calls import signature
 from tests.support.config import ALL_CANARIES, SECRET_KEY, TOKEN
 from tests.support.metrics import metric_total
 from tests.support.servers import start
+from tests.support.signing import hangup
 
 METRICS_TOKEN = "e2e-metrics-token-0123456789abcdef"
 ADMIN_PASSWORD = "e2e admin password, correct horse"
@@ -37,28 +38,9 @@ def _gunicorn(tmp_path: Path, workers: int, **extra: str) -> Iterator[Server]:
         instance.stop()
 
 
-def _hangup_form(**fields: str) -> dict[str, str]:
-    """A hangup callback for a completed inbound call, with `fields` overriding."""
-    form = {
-        "CallUUID": str(uuid.uuid4()),
-        "CallStatus": "completed",
-        "Direction": "inbound",
-        "From": "sip:frontdesk@203.0.113.10",
-        "To": "sip:12345678901234567890@app.plivo.com",
-        "HangupCause": "NORMAL_CLEARING",
-        "HangupCauseName": "Normal Hangup",
-        "HangupCauseCode": "4000",
-        "HangupSource": "Caller",
-        "Duration": "12",
-        "BillDuration": "60",
-    }
-    form.update(fields)
-    return form
-
-
 def _auth_failure(ip: str) -> dict[str, str]:
     """An inbound call Plivo refused for bad SIP credentials (4210)."""
-    return _hangup_form(
+    return hangup(
         CallStatus="failed",
         HangupCause="sip_auth_failed",
         HangupCauseName="sip_auth_failed",
@@ -111,9 +93,9 @@ def test_metrics_add_up_across_two_gunicorn_workers(tmp_path: Path) -> None:
         assert metrics_dir is not None  # start_gunicorn always gives the workers one
         # Batches of concurrent requests until both workers have served some (normally one).
         for _ in range(5):
-            jobs = [(_hangup_form(), False) for _ in range(40)]
+            jobs = [(hangup(), False) for _ in range(40)]
             jobs += [(_auth_failure("198.51.100.7"), False) for _ in range(12)]
-            jobs += [(_hangup_form(), True) for _ in range(8)]
+            jobs += [(hangup(), True) for _ in range(8)]
             statuses = _send(server.base, jobs)
             assert statuses == [403 if forge else 200 for _, forge in jobs]
             sent += sum(1 for _, forge in jobs if not forge)
@@ -178,7 +160,7 @@ def test_monitor_page_in_a_real_browser(tmp_path: Path) -> None:
     with _gunicorn(tmp_path, workers=2, MONITOR_PASSWORD_HASH=password_hash) as server:
         jobs = [(_auth_failure(ATTACKER_IP), False) for _ in range(10)]
         jobs += [(_auth_failure("198.51.100.20"), False) for _ in range(3)]
-        jobs += [(_hangup_form(), False) for _ in range(3)]
+        jobs += [(hangup(), False) for _ in range(3)]
         assert _send(server.base, jobs, threads=4) == [200] * len(jobs)
 
         # A Plivo signature is not an admin login.
@@ -256,7 +238,7 @@ def test_metrics_bind_serves_every_workers_counters_on_an_internal_port(tmp_path
     with _gunicorn(
         tmp_path, workers=2, METRICS_BIND=f"127.0.0.1:{metrics_port}", METRICS_TOKEN=""
     ) as server:
-        jobs = [(_hangup_form(), False) for _ in range(20)]
+        jobs = [(hangup(), False) for _ in range(20)]
         assert _send(server.base, jobs) == [200] * 20
         internal = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
         assert internal.status_code == 200

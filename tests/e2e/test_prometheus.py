@@ -18,6 +18,7 @@ import pytest
 
 from devtools.harness import ROOT, Server, free_port, request, start
 from tests.support import servers
+from tests.support.signing import hangup
 from tests.support.tools import require_programs
 
 RULES_DIR = ROOT / "deploy" / "prometheus"
@@ -161,28 +162,9 @@ def _wait(what: str, check: Callable[[], bool], prometheus: Server) -> None:
         time.sleep(0.25)
 
 
-def _hangup(**fields: str) -> dict[str, str]:
-    """A hangup callback of a completed inbound SIP call, with `fields` overriding."""
-    form = {
-        "CallUUID": str(uuid.uuid4()),
-        "CallStatus": "completed",
-        "Direction": "inbound",
-        "From": "sip:frontdesk@203.0.113.10",
-        "To": "sip:12345678901234567890@app.plivo.com",
-        "HangupCause": "NORMAL_CLEARING",
-        "HangupCauseName": "Normal Hangup",
-        "HangupCauseCode": "4000",
-        "HangupSource": "Caller",
-        "Duration": "12",
-        "BillDuration": "60",
-    }
-    form.update(fields)
-    return form
-
-
 def _inbound_auth_failure() -> dict[str, str]:
     """The hangup of an inbound call Plivo refused for bad SIP credentials (4210)."""
-    return _hangup(
+    return hangup(
         CallStatus="failed",
         HangupCause="sip_auth_failed",
         HangupCauseName="sip_auth_failed",
@@ -251,7 +233,7 @@ class _Traffic:
             reply = request(
                 "POST",
                 f"{self.base}/hangup",
-                body=urlencode(_hangup()),
+                body=urlencode(hangup()),
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
             self._count("unsigned", reply.status, 403)
@@ -315,7 +297,7 @@ def test_prometheus_scrapes_the_app_and_evaluates_the_rules(tmp_path: Path) -> N
         traffic = _Traffic(app.base)
         # Every series exists before the first scrape, so later bursts show in increase().
         traffic.hangups(4, _inbound_auth_failure, "inbound_4210")
-        traffic.hangups(3, _hangup, "normal")
+        traffic.hangups(3, hangup, "normal")
         traffic.agent_failures(1, "sip_auth_failed", "failed")
         traffic.agent_failures(1, "sip_auth_timeout", "timeout")
         traffic.auth_not_running(1)

@@ -63,3 +63,22 @@ def inbound(**fields: str) -> dict[str, str]:
     }
     form.update(fields)
     return {k: v for k, v in form.items() if v is not None}
+
+
+def hangup(**fields: str) -> dict[str, str]:
+    """A hangup_url form for a completed inbound SIP call, with `fields` overriding."""
+    form = {
+        "CallUUID": str(uuid.uuid4()),
+        "CallStatus": "completed",
+        "Direction": "inbound",
+        "From": "sip:frontdesk@203.0.113.10",
+        "To": "sip:12345678901234567890@app.plivo.com",
+        "HangupCause": "NORMAL_CLEARING",
+        "HangupCauseName": "Normal Hangup",
+        "HangupCauseCode": "4000",
+        "HangupSource": "Caller",
+        "Duration": "12",
+        "BillDuration": "60",
+    }
+    form.update(fields)
+    return form
