@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sipguard.calls.handoff import HandoffSigner
 from sipguard.calls.signature import Keyring
@@ -22,6 +24,7 @@ class Runtime:
     keyring: Keyring
     store: Store
     handoff: HandoffSigner
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # business hours' "now"
 
     def secrets(self) -> tuple[str, ...]:
         """Return every secret the app holds, for the log redaction filter."""

@@ -8,13 +8,13 @@ callbacks arrive, always after the caller's XML is settled and never failing it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, abort, request
 
 from sipguard.calls import documents
-from sipguard.calls.agents import AgentGroup
+from sipguard.calls.agents import AgentGroup, Closed, Fallback
 from sipguard.calls.causes import SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT
 from sipguard.calls.forms import (
     DialEvent,
@@ -90,22 +90,27 @@ def _with_param(url: str, name: str, value: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
-def _perform(action: Action, call: InboundCall) -> Element:
+def _perform(action: Action, call: InboundCall) -> tuple[Element, str]:
+    """Carry out a rule's action; say what was done, for the event store."""
     groups = runtime().voice.groups
     if action.kind == "dial":
         group = groups[str(action.group)]
-        return documents.dial_group(group, 0, _dial_action_url(group, 0))
+        if not group.open_at(runtime().clock()):
+            decision, root = _closed(group, None)
+            return root, decision
+        return documents.dial_group(group, 0, _dial_action_url(group, 0)), action.describe()
     if action.kind == "redirect":
         url = str(action.url)
         if action.handoff_group is not None:
             handoff = _handoff_url(call.call_uuid, action.handoff_group)
             url = _with_param(url, HANDOFF_URL_PARAM, handoff)
-        return documents.redirect_to(url)
+        return documents.redirect_to(url), action.describe()
     if action.kind == "speak":
-        return documents.speak_then_hangup(str(action.text), action.voice, action.language)
+        text = str(action.text)
+        return documents.speak_then_hangup(text, action.voice, action.language), action.describe()
     if action.kind == "stream":
-        return _stream(action, call)
-    return documents.reject()
+        return _stream(action, call), action.describe()
+    return documents.reject(), action.describe()
 
 
 def _stream(action: Action, call: InboundCall) -> Element:
@@ -149,12 +154,12 @@ def answer() -> Response:
     decision = decide(call, runtime().voice.policy)
     if decision.auth_not_running:
         log.warning("call=%s %s", call.call_uuid, AUTH_NOT_RUNNING)
-    root = _perform(decision.action, call)
+    root, done = _perform(decision.action, call)
     persist.note(
         _call_event(
             "answer",
             call,
-            decision.action.describe(),
+            done,
             rule=decision.rule,
             reason=decision.reason,
             group_name=decision.action.group or decision.action.handoff_group,
@@ -179,11 +184,24 @@ def handoff(group: str) -> Response:
         abort(404, description=f"no agent group named {group!r}")
     handoff_id = request.args.get(HANDOFF_PARAM) or None
     runtime().handoff.check(request.args.get(TOKEN_PARAM), call.call_uuid, group, handoff_id)
-    root, reason = _dial(target, 0, handoff_id)
-    persist.note(
-        _call_event("handoff", call, f"dial:{group}", reason=reason, group_name=group, attempt=0)
-    )
+    if target.open_at(runtime().clock()):
+        decision = f"dial:{group}"
+        root, reason = _dial(target, 0, handoff_id)
+    else:  # Plivo fetched this URL after the group closed
+        decision, root = _closed(target, handoff_id)
+        reason = "closed"
+    persist.note(_call_event("handoff", call, decision, reason=reason, group_name=group, attempt=0))
     return _no_store(xml_response(root)) if handoff_id else xml_response(root)
+
+
+def _closed(group: AgentGroup, handoff_id: str | None) -> tuple[str, Element]:
+    """Play a closed group's `closed` action instead of ringing it (a `return` needs a handoff
+    with a return_url; any other call gets the group's fallback)."""
+    closed = group.closed or Closed(plan=group.fallback)
+    decision, root = _end_handoff(
+        closed.plan, handoff_id, {"attempts": 0, "outcome": "closed"}, lambda _: closed.return_to_ai
+    )
+    return f"closed:{decision}", root
 
 
 def _no_store(response: Response) -> Response:
@@ -298,7 +316,9 @@ def dial_action() -> Response:
         if handoff_id is not None and result.answered:
             _connected(handoff_id, group, attempt, None)
         elif handoff_id is not None:
-            _finish(handoff_id, "caller_hung_up", "handoff.caller_hung_up", result, attempt)
+            # The caller leaving is its own outcome: only the count of attempts is reported.
+            data = {"attempts": attempt + 1}
+            _move(handoff_id, "caller_hung_up", "handoff.caller_hung_up", data)
     elif attempt + 1 < group.attempts():
         decision = f"dial:{group.name}:{attempt + 1}"
         root, _ = _dial(group, attempt + 1, handoff_id)
@@ -331,14 +351,8 @@ def _end_attempt(handoff_id: str, attempt: int, result: DialResult) -> None:
     )
 
 
-def _finish(handoff_id: str, state: str, event_type: str, result: DialResult, attempt: int) -> None:
-    """End a waiting handoff in `state`, reporting the last attempt's outcome and their count.
-
-    The caller leaving is its own outcome: only the count is reported then.
-    """
-    data: dict[str, object] = {"attempts": attempt + 1}
-    if state != "caller_hung_up":
-        data["outcome"] = result.outcome
+def _move(handoff_id: str, state: str, event_type: str, data: Mapping[str, object]) -> None:
+    """Move a waiting handoff to `state`, queueing `event_type` with `data`."""
     persist.handoff_step(
         handoff_id,
         state,
@@ -383,7 +397,21 @@ def _last_attempt_failed(
     group: AgentGroup, attempt: int, handoff_id: str | None, result: DialResult
 ) -> tuple[str, Element]:
     """Return the caller to the AI (a handoff with on_failure "return"), else run the fallback."""
-    fallback = f"fallback:{group.fallback.kind}", documents.fallback(group.fallback)
+    data = {"attempts": attempt + 1, "outcome": result.outcome}
+    return _end_handoff(
+        group.fallback, handoff_id, data, lambda found: found.on_failure == "return"
+    )
+
+
+def _end_handoff(
+    plan: Fallback,
+    handoff_id: str | None,
+    data: Mapping[str, object],
+    returns: Callable[[Handoff], bool],
+) -> tuple[str, Element]:
+    """End the API handoff `handoff_id`, if any, without an agent: back to the AI at its
+    return_url when `returns` says so (`returned`), else `failed` and `plan` runs."""
+    fallback = f"fallback:{plan.kind}", documents.fallback(plan)
     if handoff_id is None:
         return fallback
     try:
@@ -394,11 +422,12 @@ def _last_attempt_failed(
     if found is None:
         log.warning("handoff=%s is unknown: the group's fallback runs", handoff_id)
         return fallback
-    if found.on_failure == "return" and found.return_url is not None:
-        _finish(handoff_id, "returned", "handoff.returned", result, attempt)
-        root = documents.return_to_ai(found.return_url, found.id, result.outcome, found.call_uuid)
+    if returns(found) and found.return_url is not None:
+        _move(handoff_id, "returned", "handoff.returned", data)
+        outcome = str(data["outcome"])
+        root = documents.return_to_ai(found.return_url, found.id, outcome, found.call_uuid)
         return "return", root
-    _finish(handoff_id, "failed", "handoff.failed", result, attempt)
+    _move(handoff_id, "failed", "handoff.failed", data)
     return fallback
 
 

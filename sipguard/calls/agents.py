@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
+from sipguard.calls.hours import ALWAYS_OPEN, Hours, Status
 from sipguard.secret import Secret
 
 Strategy = Literal["simultaneous", "sequential"]
@@ -38,6 +40,18 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class Closed:
+    """What a group does outside its hours: give the caller back to the AI, or play `plan`.
+
+    `return_to_ai` applies to an API handoff that has a return_url; any other call gets
+    `plan`, which for a return is the group's own fallback.
+    """
+
+    plan: Fallback
+    return_to_ai: bool = False
+
+
+@dataclass(frozen=True)
 class AgentGroup:
     """Agents dialled together (first to answer wins) or one after another."""
 
@@ -52,6 +66,16 @@ class AgentGroup:
     dial_music: str | None = None
     confirm_sound: str | None = None
     confirm_key: str | None = None
+    hours: Hours | None = None  # None: always open
+    closed: Closed | None = None  # set whenever hours are
+
+    def status(self, now: datetime) -> Status:
+        """Say whether the group takes calls at `now` and until when."""
+        return self.hours.status(now) if self.hours is not None else ALWAYS_OPEN
+
+    def open_at(self, now: datetime) -> bool:
+        """Tell whether the group takes calls at `now`."""
+        return self.hours is None or self.hours.open_at(now)
 
     def attempts(self) -> int:
         """Return how many separate <Dial>s the group makes before its fallback."""

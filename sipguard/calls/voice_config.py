@@ -11,13 +11,16 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sipguard.calls import documents
-from sipguard.calls.agents import Agent, AgentGroup, Fallback
+from sipguard.calls.agents import Agent, AgentGroup, Closed, Fallback
 from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
+from sipguard.calls.hours import Hours, Window, overlap, parse_window
 from sipguard.calls.routing import (
     HANDOFF_GROUP_HEADER,
     STREAM_CALL_HEADERS,
@@ -60,7 +63,10 @@ _GROUP_KEYS = {
     "confirm_sound",
     "confirm_key",
     "fallback",
+    "hours",
 }
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+_HOURS_KEYS = {"zone", "windows", "closed_dates", "closed"}
 _FALLBACK_KEYS = {
     "action",
     "text",
@@ -214,11 +220,17 @@ def _group(name: str, spec: Any, agents: Mapping[str, Agent]) -> AgentGroup:
         raise ConfigError(f"{where}.agents: no agent named {', '.join(missing)}")
     if "fallback" not in spec:
         raise ConfigError(f"{where}: fallback is required (voicemail, hangup or redirect)")
+    fallback = _fallback(f"{where}.fallback", spec["fallback"])
+    hours, closed = (
+        _hours(f"{where}.hours", spec["hours"], fallback) if "hours" in spec else (None, None)
+    )
     return AgentGroup(
         name=name,
         strategy=strategy,
         agents=tuple(agents[m] for m in members),
-        fallback=_fallback(f"{where}.fallback", spec["fallback"]),
+        fallback=fallback,
+        hours=hours,
+        closed=closed,
         timeout=spec.get("timeout", 20),
         time_limit=spec.get("time_limit"),
         caller_id=spec.get("caller_id"),
@@ -227,6 +239,78 @@ def _group(name: str, spec: Any, agents: Mapping[str, Agent]) -> AgentGroup:
         confirm_sound=spec.get("confirm_sound"),
         confirm_key=spec.get("confirm_key"),
     )
+
+
+def _hours(where: str, spec: Any, fallback: Fallback) -> tuple[Hours, Closed]:
+    """Read a group's business hours and what it does outside them (its fallback by default)."""
+    spec = check_table(where, spec, _HOURS_KEYS)
+    zone_name = spec.get("zone")
+    if not isinstance(zone_name, str) or not zone_name:
+        raise ConfigError(f'{where}.zone is required: an IANA time zone like "Europe/London"')
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}.zone: {zone_name!r} is not an IANA time zone") from None
+    if "windows" not in spec:
+        raise ConfigError(f'{where}.windows is required, e.g. ["mon-fri 09:00-17:30"]')
+    raw_windows = spec["windows"]
+    if not isinstance(raw_windows, list) or not raw_windows:
+        raise ConfigError(f'{where}.windows must be a list like ["mon-fri 09:00-17:30"]')
+    windows: list[tuple[int, Window]] = []
+    for index, text in enumerate(raw_windows):
+        key = f"{where}.windows[{index}]"
+        if not isinstance(text, str):
+            raise ConfigError(f'{key} must be a string like "mon-fri 09:00-17:30"')
+        try:
+            parsed = parse_window(text)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        for window in parsed:
+            for other_index, other in windows:
+                if overlap(window, other):
+                    raise ConfigError(
+                        f"{key}: {text!r} overlaps {where}.windows[{other_index}] "
+                        f"({raw_windows[other_index]!r})"
+                    )
+        windows += [(index, window) for window in parsed]
+    hours = Hours(
+        zone=zone,
+        windows=tuple(window for _, window in windows),
+        closed_dates=frozenset(_dates(f"{where}.closed_dates", spec.get("closed_dates", []))),
+    )
+    return hours, _closed(f"{where}.closed", spec.get("closed"), fallback)
+
+
+def _dates(where: str, value: Any) -> list[date]:
+    if not isinstance(value, list):
+        raise ConfigError(f'{where} must be a list of dates like ["2026-12-25"]')
+    return [_date(f"{where}[{index}]", item) for index, item in enumerate(value)]
+
+
+def _date(where: str, value: Any) -> date:
+    """Read a TOML date (2026-12-25) or a string holding one ("2026-12-25")."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where} must be a date like 2026-12-25")
+
+
+def _closed(where: str, spec: Any, fallback: Fallback) -> Closed:
+    """Read what a closed group does: a fallback's actions, or "return" (to the AI)."""
+    if spec is None:
+        return Closed(plan=fallback)
+    if isinstance(spec, dict) and spec.get("action") == "return":
+        check_table(where, spec, {"action"})
+        return Closed(plan=fallback, return_to_ai=True)
+    if isinstance(spec, dict) and spec.get("action") not in ("voicemail", "hangup", "redirect"):
+        raise ConfigError(f"{where}.action must be voicemail, hangup, redirect or return")
+    plan = _fallback(where, spec)
+    _check_xml(where, documents.fallback, plan)
+    return Closed(plan=plan)
 
 
 def _action(where: str, spec: Mapping[str, Any], groups: Mapping[str, AgentGroup]) -> Action:

@@ -134,6 +134,7 @@ def test_sample_documents_every_key_the_loader_accepts() -> None:
         | voice_config._MATCH_KEYS
         | voice_config._GROUP_KEYS
         | voice_config._FALLBACK_KEYS
+        | voice_config._HOURS_KEYS
         | voice_config._AGENT_KEYS
         | voice_config._ANSWER_KEYS
     )
