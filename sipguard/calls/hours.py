@@ -41,7 +41,11 @@ class Window:
 
 @dataclass(frozen=True)
 class Status:
-    """Open or closed now, and when that next changes (None: never)."""
+    """Open or closed now, and when that next changes (None: never), as an instant in UTC.
+
+    UTC, not the zone: Python never finds the second 01:30 of a repeated hour equal to
+    anything in another zone, so a local time would compare wrongly.
+    """
 
     open: bool
     until: datetime | None
@@ -112,7 +116,7 @@ class Hours:
         return False
 
     def status(self, now: datetime) -> Status:
-        """Say whether the group is open at `now` and until when, in the group's zone."""
+        """Say whether the group is open at `now` (an aware datetime) and until when."""
         is_open = self.open_at(now)
         today = now.astimezone(self.zone).date()
         first = today - timedelta(days=2)
@@ -124,7 +128,7 @@ class Hours:
             settled = self._instant(datetime.combine(end - timedelta(days=1), time()), 0)
             for change in sorted(c for d in _dates(first, end) for c in self._changes(d)):
                 if now < change <= settled and self.open_at(change) != is_open:
-                    return Status(is_open, change.astimezone(self.zone))
+                    return Status(is_open, change)
             if end > last:
                 return Status(is_open, None)
             days *= 2
