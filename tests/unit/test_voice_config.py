@@ -9,12 +9,16 @@ from __future__ import annotations
 import ipaddress
 import re
 import tempfile
+from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from sipguard.calls.agents import Closed, Fallback
 from sipguard.calls.documents import stream_headers, stream_to_ai
 from sipguard.calls.forms import InboundCall
+from sipguard.calls.hours import Status
 from sipguard.calls.routing import STREAM_CALL_HEADERS, Action, decide, stream_call_headers
 from sipguard.calls.voice_config import STREAM_FIXED_HEADERS_MAX, VoiceConfig, load_voice_config
 from sipguard.errors import ConfigError
@@ -147,6 +151,7 @@ def test_suite_data_config_loads_with_passwords_from_env_and_file() -> None:
     assert [rule.name for rule in config.policy.rules] == [
         "pbx-both",
         "night-desk",
+        "day-desk",
         "legacy-trunk",
         "ai-first",
     ]
@@ -971,3 +976,159 @@ def test_config_errors_do_not_contain_any_configured_password(tmp_path: Path) ->
     message = error(tmp_path, text)
     assert "dial needs group" in message
     assert PASSWORD not in message
+
+
+# --- business hours -----------------------------------------------------------------------------
+
+HOURS = 'zone = "America/New_York"\nwindows = ["mon-fri 09:00-17:30"]'
+
+
+def hours_toml(body: str = HOURS) -> str:
+    return voice_toml(extra=f"[groups.g.hours]\n{body}\n")
+
+
+def test_a_group_without_hours_is_always_open(tmp_path: Path) -> None:
+    group = load(tmp_path, voice_toml()).groups["g"]
+    assert group.hours is None and group.closed is None
+    assert group.status(datetime(2026, 12, 25, 3, tzinfo=UTC)) == Status(True, None)
+
+
+def test_hours_load_with_the_fallback_as_closed_action_by_default(tmp_path: Path) -> None:
+    group = load(tmp_path, hours_toml()).groups["g"]
+    assert group.hours is not None
+    assert group.hours.zone == ZoneInfo("America/New_York")
+    assert len(group.hours.windows) == 5
+    assert group.closed == Closed(plan=group.fallback)
+    assert group.status(datetime(2026, 12, 2, 14, tzinfo=UTC)) == Status(
+        True, datetime(2026, 12, 2, 22, 30, tzinfo=UTC)
+    )
+
+
+def test_closed_dates_as_toml_dates_or_strings(tmp_path: Path) -> None:
+    body = HOURS + '\nclosed_dates = [2026-12-25, "2026-12-26"]'
+    group = load(tmp_path, hours_toml(body)).groups["g"]
+    assert group.hours is not None
+    assert group.hours.closed_dates == {date(2026, 12, 25), date(2026, 12, 26)}
+
+
+def test_closed_actions(tmp_path: Path) -> None:
+    speak = HOURS + '\nclosed = { action = "hangup", text = "We are closed." }'
+    group = load(tmp_path, hours_toml(speak)).groups["g"]
+    assert group.closed == Closed(plan=Fallback("hangup", text="We are closed."))
+    back = load(tmp_path, hours_toml(HOURS + '\nclosed = { action = "return" }')).groups["g"]
+    assert back.closed == Closed(plan=back.fallback, return_to_ai=True)
+    elsewhere = HOURS + '\nclosed = { action = "redirect", url = "https://x.example.test/" }'
+    assert load(tmp_path, hours_toml(elsewhere)).groups["g"].closed == Closed(
+        plan=Fallback("redirect", url="https://x.example.test/")
+    )
+
+
+W = "groups.g.hours"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'windows = ["mon 09:00-17:00"]',
+            f'{W}.zone is required: an IANA time zone like "Europe/London"',
+        ),
+        (
+            'zone = "Mars/Olympus"\nwindows = ["mon 09:00-17:00"]',
+            f"{W}.zone: 'Mars/Olympus' is not an IANA time zone",
+        ),
+        (
+            'zone = "../../etc/passwd"\nwindows = ["mon 09:00-17:00"]',
+            f"{W}.zone: '../../etc/passwd' is not an IANA time zone",
+        ),
+        ('zone = "UTC"', f'{W}.windows is required, e.g. ["mon-fri 09:00-17:30"]'),
+        ('zone = "UTC"\nwindows = []', f'{W}.windows must be a list like ["mon-fri 09:00-17:30"]'),
+        (
+            'zone = "UTC"\nwindows = "mon 09:00-17:00"',
+            f'{W}.windows must be a list like ["mon-fri 09:00-17:30"]',
+        ),
+        (
+            'zone = "UTC"\nwindows = ["mon 09:00-17:00", 9]',
+            f'{W}.windows[1] must be a string like "mon-fri 09:00-17:30"',
+        ),
+        (
+            'zone = "UTC"\nwindows = ["mon 09:00-17:00", "tue 9-17"]',
+            f"{W}.windows[1]: 'tue 9-17' is not like \"mon-fri 09:00-17:30\"",
+        ),
+        (
+            'zone = "UTC"\nwindows = ["mon 09:00-17:00", "sat 10:00-14:00", "tue 12:00-12:00"]',
+            f"{W}.windows[2]: 'tue 12:00-12:00' is empty: it starts and ends at the same time",
+        ),
+        (
+            'zone = "UTC"\nwindows = ["mon-fri 09:00-17:30", "wed 17:00-19:00"]',
+            f"{W}.windows[1]: 'wed 17:00-19:00' overlaps {W}.windows[0] ('mon-fri 09:00-17:30')",
+        ),
+        (
+            'zone = "UTC"\nwindows = ["sat 10:00-14:00", "fri 22:00-02:00", "sat 01:00-03:00"]',
+            f"{W}.windows[2]: 'sat 01:00-03:00' overlaps {W}.windows[1] ('fri 22:00-02:00')",
+        ),
+        (
+            'zone = "UTC"\nwindows = ["mon 00:00-08:00", "sun 20:00-01:00"]',
+            f"{W}.windows[1]: 'sun 20:00-01:00' overlaps {W}.windows[0] ('mon 00:00-08:00')",
+        ),
+        (
+            HOURS + '\nclosed_dates = ["2026-12-25", "2026-02-30"]',
+            f"{W}.closed_dates[1] must be a date like 2026-12-25",
+        ),
+        (
+            HOURS + '\nclosed_dates = ["2026-12-25", "20261226"]',
+            f"{W}.closed_dates[1] must be a date like 2026-12-25",
+        ),
+        (
+            HOURS + "\nclosed_dates = [2026-12-25T10:00:00]",
+            f"{W}.closed_dates[0] must be a date like 2026-12-25",
+        ),
+        (
+            HOURS + '\nclosed_dates = "2026-12-25"',
+            f'{W}.closed_dates must be a list of dates like ["2026-12-25"]',
+        ),
+        (HOURS + '\nopen = "always"', f"{W}: unknown key(s) open"),
+        (
+            HOURS + '\nclosed = { action = "return", text = "Bye" }',
+            f"{W}.closed: unknown key(s) text",
+        ),
+        (
+            HOURS + '\nclosed = { action = "dial" }',
+            f"{W}.closed.action must be voicemail, hangup, redirect or return",
+        ),
+        (
+            HOURS + '\nclosed = { action = "redirect" }',
+            f"{W}.closed: a redirect fallback needs url",
+        ),
+        (HOURS + '\nclosed = { action = "hangup", txt = "x" }', f"{W}.closed: unknown key(s) txt"),
+        (HOURS + '\nclosed = "voicemail"', f"{W}.closed must be a table"),
+    ],
+)
+def test_bad_hours_are_refused_naming_the_key(tmp_path: Path, body: str, message: str) -> None:
+    assert error(tmp_path, hours_toml(body)) == message
+
+
+def test_hours_must_be_a_table(tmp_path: Path) -> None:
+    text = voice_toml(group='strategy = "simultaneous"\nagents = ["a"]\nhours = "9-5"')
+    assert error(tmp_path, text) == "groups.g.hours must be a table"
+
+
+def test_a_closed_message_plivo_would_refuse_is_refused(tmp_path: Path) -> None:
+    body = HOURS + '\nclosed = { action = "hangup", text = "x", voice = "ROBOT" }'
+    assert error(tmp_path, hours_toml(body)).startswith(f"{W}.closed: ")
+
+
+def test_the_sample_hours_example_loads_uncommented() -> None:
+    """The sample's commented hours table works once uncommented, and the demo's groups stay
+    without hours (always open whenever the demo runs)."""
+    text = SAMPLE.read_text(encoding="utf-8")
+    assert all(
+        group.hours is None for group in load_voice_config(SAMPLE, SAMPLE_ENV).groups.values()
+    )
+    start = text.index("# [groups.support.hours]")
+    block = text[start : text.index("\n\n", start)]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    group = load_voice_config_text(text.replace(block, uncommented)).groups["support"]
+    assert group.hours is not None and len(group.hours.windows) == 7
+    assert group.hours.closed_dates == {date(2026, 12, 25), date(2026, 12, 26)}
+    assert group.closed is not None and group.closed.plan.kind == "voicemail"

@@ -31,7 +31,7 @@ def test_groups_lists_every_group_with_agents_strategy_and_fallback(
     response = _get(client, "/api/v1/groups", auth)
     assert response.status_code == 200
     groups = {group["name"]: group for group in response.get_json()["groups"]}
-    assert set(groups) == {"support", "oncall", "solo"}
+    assert set(groups) == {"support", "oncall", "solo", "daytime", "weekend"}
     assert groups["support"] == {
         "name": "support",
         "strategy": "sequential",
