@@ -17,8 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, jsonify, request, url_for
 
 from sipguard.calls.agents import AgentGroup
+from sipguard.calls.hours import iso_utc
 from sipguard.errors import UnknownHandoff, ValidationError
-from sipguard.handoffs import TransferRefused, parse_request, request_handoff
+from sipguard.handoffs import GroupClosed, TransferRefused, parse_request, request_handoff
 from sipguard.handoffs.openapi import document
 from sipguard.plivo.outbound import Outbound
 from sipguard.store import ApiKey, Handoff
@@ -79,6 +80,7 @@ def api_key() -> ApiKey:
 
 def _group(group: AgentGroup) -> dict[str, Any]:
     """Describe a group for the AI: never an agent's URI or password."""
+    hours = group.status(runtime().clock())
     return {
         "name": group.name,
         "strategy": group.strategy,
@@ -92,9 +94,13 @@ def _group(group: AgentGroup) -> dict[str, Any]:
             for agent in group.agents
         ],
         "fallback": group.fallback.kind,
-        # Business hours and agent quarantine come with their own issue and fill these in;
-        # until then null means "unknown", never "closed".
-        "availability": {"open": None, "agents_available": None},
+        # Agent quarantine comes with its own issue and fills agents_available in; until then
+        # null means "unknown".
+        "availability": {
+            "open": hours.open,
+            "until": _time(hours.until),
+            "agents_available": None,
+        },
     }
 
 
@@ -131,6 +137,14 @@ def _invalid(exc: ValidationError) -> Response:
     return response
 
 
+@bp.errorhandler(GroupClosed)
+def _closed(exc: GroupClosed) -> Response:
+    """Answer 409 naming the closed group and when it opens."""
+    response = jsonify(error=exc.message, group=exc.group, closed=True, until=_time(exc.until))
+    response.status_code = exc.status
+    return response
+
+
 @bp.errorhandler(TransferRefused)
 def _refused(exc: TransferRefused) -> Response:
     response = jsonify(error=exc.message, id=exc.handoff.id, plivo=exc.plivo())
@@ -143,7 +157,7 @@ def _time(moment: datetime | None) -> str | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # the store keeps UTC
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return iso_utc(moment)
 
 
 def _handoff(handoff: Handoff) -> dict[str, Any]:
@@ -201,7 +215,7 @@ def create_handoff() -> Response:
     parsed = parse_request(
         _json_body(), api_key_id=key.id, idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
     )
-    handoff, replayed = request_handoff(runtime().store, outbound(), parsed)
+    handoff, replayed = request_handoff(runtime().store, outbound(), parsed, now=runtime().clock())
     response = jsonify(_handoff(handoff))
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_handoff", handoff_id=handoff.id)

@@ -54,6 +54,11 @@ class Status:
 ALWAYS_OPEN = Status(open=True, until=None)
 
 
+def iso_utc(moment: datetime) -> str:
+    """Write an aware instant as ISO 8601 in UTC with a Z, as the API answers times."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _clock_time(text: str, *, end: bool) -> int:
     hours, minutes = int(text[:2]), int(text[3:])
     if (hours, minutes) == (24, 0) and end:

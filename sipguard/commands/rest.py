@@ -657,7 +657,7 @@ def handoff(
         api=rt.plivo(), handoff=rt.handoff, groups=rt.voice.groups, url_for=external_url
     )
     try:
-        found, replayed = request_handoff(rt.store, outbound, request)
+        found, replayed = request_handoff(rt.store, outbound, request, now=rt.clock())
     except TransferRefused as exc:
         raise exc.error from None
     data = {

@@ -7,6 +7,6 @@ Plain Python (no Flask): the HTTP API (webhooks.api) and `sipguard handoff` both
 from __future__ import annotations
 
 from sipguard.handoffs.request import parse_request
-from sipguard.handoffs.service import TransferRefused, request_handoff
+from sipguard.handoffs.service import GroupClosed, TransferRefused, request_handoff
 
-__all__ = ["TransferRefused", "parse_request", "request_handoff"]
+__all__ = ["GroupClosed", "TransferRefused", "parse_request", "request_handoff"]

@@ -268,13 +268,22 @@ def _schemas() -> dict[str, Any]:
                 "fallback": {"type": "string", "enum": list(get_args(FallbackKind))},
                 "availability": {
                     "type": "object",
-                    "required": ["open", "agents_available"],
+                    "required": ["open", "until", "agents_available"],
                     "properties": {
-                        "open": {"type": ["boolean", "null"]},
+                        "open": {
+                            "type": ["boolean", "null"],
+                            "description": "Inside the group's business hours now (a group"
+                            " without hours is always open); null means unknown, never closed.",
+                        },
+                        "until": {
+                            **_nullable_time(),
+                            "description": "When `open` next changes, in UTC: the closing"
+                            " time when open, the next opening when closed; null when it"
+                            " never changes.",
+                        },
                         "agents_available": {"type": ["integer", "null"], "minimum": 0},
                     },
                     "additionalProperties": False,
-                    "description": "null means unknown, never closed.",
                 },
             },
             "additionalProperties": False,
@@ -309,6 +318,27 @@ def _schemas() -> dict[str, Any]:
             "oneOf": [_ref("FieldError"), _ref("Error")],
             "description": "A rule refused a field ({error, field}), or the Idempotency-Key"
             " came with another body ({error}).",
+        },
+        "GroupClosed": {
+            "type": "object",
+            "required": ["error", "group", "closed", "until"],
+            "properties": {
+                "error": {"type": "string"},
+                "group": {"type": "string"},
+                "closed": {"type": "boolean", "const": True},
+                "until": {
+                    **_nullable_time(),
+                    "description": "When the group opens next, in UTC.",
+                },
+            },
+            "additionalProperties": False,
+            "description": "The group is outside its business hours: nothing was stored or"
+            " transferred. Hand the call over after `until`, or keep it with the AI.",
+        },
+        "Conflict": {
+            "oneOf": [_ref("GroupClosed"), _ref("Error")],
+            "description": "The group is closed ({error, group, closed, until}), or the call"
+            " has a live handoff already ({error}).",
         },
         "TransferRefused": {
             "type": "object",
@@ -458,7 +488,11 @@ def _paths() -> dict[str, Any]:
                             "FieldError",
                         ),
                         "404": _answer("No agent group by that name.", "Error"),
-                        "409": _answer("The call has a live handoff already.", "Error"),
+                        "409": _answer(
+                            "The group is outside its business hours, or the call has a live"
+                            " handoff already.",
+                            "Conflict",
+                        ),
                         "413": _answer("The body is over the size limit.", "Error"),
                         "415": _answer(f"The body is not {JSON}.", "Error"),
                         "422": _answer("Well-formed, but refused by a rule.", "Unprocessable"),

@@ -9,8 +9,10 @@ never transfers again. Each outcome moves the handoff and queues its webhook in 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
+from sipguard.calls.hours import iso_utc
 from sipguard.errors import AppError, PlivoAPIError, StoreUnavailable, UnknownGroup
 from sipguard.plivo.outbound import Outbound
 from sipguard.store import Handoff, HandoffRequest, Store
@@ -37,17 +39,34 @@ class TransferRefused(AppError):
         }
 
 
+class GroupClosed(AppError):
+    """The group is outside its business hours at the moment of the request."""
+
+    status = 409
+
+    def __init__(self, group: str, until: datetime | None) -> None:
+        when = f" until {iso_utc(until)}" if until is not None else ""
+        super().__init__(f"group {group!r} is closed{when}")
+        self.group = group
+        self.until = until
+
+
 def request_handoff(
-    store: Store, outbound: Outbound, request: HandoffRequest
+    store: Store, outbound: Outbound, request: HandoffRequest, *, now: datetime
 ) -> tuple[Handoff, bool]:
     """Hand `request.call_uuid` to its group; return the handoff and whether it is a replay.
 
-    Raises UnknownGroup (404) and the store's HandoffConflict (409), IdempotencyMismatch (422)
-    and StoreUnavailable (503) before anything is sent to Plivo; TransferRefused (502) when
-    Plivo refuses, the handoff then being `failed` with a handoff.failed webhook queued.
+    Raises UnknownGroup (404), GroupClosed (409: outside the group's hours at `now`; nothing
+    is stored) and the store's HandoffConflict (409), IdempotencyMismatch (422) and
+    StoreUnavailable (503) before anything is sent to Plivo; TransferRefused (502) when Plivo
+    refuses, the handoff then being `failed` with a handoff.failed webhook queued.
     """
-    if request.group_name not in outbound.groups:
+    group = outbound.groups.get(request.group_name)
+    if group is None:
         raise UnknownGroup(f"no agent group named {request.group_name!r}")
+    status = group.status(now)
+    if not status.open:
+        raise GroupClosed(group.name, status.until)
     created = store.create_handoff(request)
     handoff = created.handoff
     if created.replayed:

@@ -6,9 +6,11 @@ playing Plivo for it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,17 @@ def break_database() -> Callable[[Flask], Any]:
             store.engine = healthy
 
     return broken
+
+
+@pytest.fixture
+def set_clock(app: Flask) -> Callable[[datetime], None]:
+    """Return a function that fixes the moment the app reads business hours at."""
+
+    def set_to(moment: datetime) -> None:
+        runtime = app.extensions["sipguard"]
+        app.extensions["sipguard"] = dataclasses.replace(runtime, clock=lambda: moment)
+
+    return set_to
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from tests.support.config import ALL_CANARIES
 
-UNKNOWN = {"open": None, "agents_available": None}
+UNKNOWN = {"open": True, "until": None, "agents_available": None}  # no hours: always open
 
 
 @pytest.fixture
