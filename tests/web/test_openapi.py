@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 import pytest
@@ -357,6 +358,26 @@ def test_the_handoff_answers_conform(
         shown = client.get(f"/api/v1/handoffs/{handoff_id}", headers=auth)
         assert shown.status_code == 200
         _conforms(document, "/handoffs/{handoff_id}", "get", shown)
+
+
+def test_business_hours_answers_conform(
+    client: FlaskClient,
+    document: dict[str, Any],
+    auth: dict[str, str],
+    set_clock: Callable[[datetime], None],
+    rsps: responses.RequestsMock,
+) -> None:
+    """Open with a closing time, closed with an opening, always open; and the 409 refusal."""
+    set_clock(datetime(2026, 12, 2, 23, tzinfo=UTC))  # Wednesday 18:00 in New York
+    for name in ("daytime", "weekend", "support"):
+        _conforms(
+            document, "/groups/{name}", "get", client.get(f"/api/v1/groups/{name}", headers=auth)
+        )
+    _conforms(document, "/groups", "get", client.get("/api/v1/groups", headers=auth))
+    closed = client.post("/api/v1/handoffs", json=_body(group="daytime"), headers=auth)
+    assert closed.status_code == 409 and closed.get_json()["closed"] is True
+    _conforms(document, "/handoffs", "post", closed)
+    assert len(rsps.calls) == 0
 
 
 def test_a_handoff_with_attempts_conforms(
