@@ -107,6 +107,14 @@ class Hours:
     zone: ZoneInfo
     windows: tuple[Window, ...]
     closed_dates: frozenset[date] = frozenset()
+    written: tuple[str, ...] = ()  # the windows as the config wrote them, to show people
+
+    def describe(self) -> str:
+        """Say the hours in one line: zone, windows, closed dates."""
+        text = f"{self.zone.key}: {', '.join(self.written)}"
+        if self.closed_dates:
+            text += f"; closed {', '.join(d.isoformat() for d in sorted(self.closed_dates))}"
+        return text
 
     def open_at(self, moment: datetime) -> bool:
         """Tell whether the group is open at `moment` (an aware datetime)."""

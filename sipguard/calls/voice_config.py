@@ -277,6 +277,7 @@ def _hours(where: str, spec: Any, fallback: Fallback) -> tuple[Hours, Closed]:
         zone=zone,
         windows=tuple(window for _, window in windows),
         closed_dates=frozenset(_dates(f"{where}.closed_dates", spec.get("closed_dates", []))),
+        written=tuple(text.strip() for text in raw_windows),
     )
     return hours, _closed(f"{where}.closed", spec.get("closed"), fallback)
 

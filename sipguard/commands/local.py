@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import shlex
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
+from sipguard.calls.agents import AgentGroup
 from sipguard.calls.forms import InboundCall
+from sipguard.calls.hours import iso_utc
 from sipguard.calls.routing import decide
 from sipguard.calls.signature import signed_headers
 from sipguard.commands import keys, rest
@@ -146,14 +148,47 @@ def sign_request(path: str, fields: tuple[str, ...]) -> None:
     click.echo(" \\\n  ".join(parts))
 
 
+def _moment(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time like 2026-12-05T09:00-05:00", param_hint="--at"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _availability(group: AgentGroup, now: datetime) -> str:
+    """Say whether `group` takes calls at `now` and until when, in its zone and in UTC."""
+    if group.hours is None:
+        return "always open (no hours)"
+    status = group.status(now)
+    state = "open" if status.open else "closed"
+    if status.until is None:
+        return f"{state}, and stays so"
+    local = status.until.astimezone(group.hours.zone)
+    return f"{state} until {local:%a %Y-%m-%d %H:%M %Z} ({iso_utc(status.until)})"
+
+
 @voice.command("explain")
 @click.argument("fields", nargs=-1)
-def explain(fields: tuple[str, ...]) -> None:
-    """Show how an answer_url call with FIELDS (KEY=VALUE, Plivo's names) would be routed.
+@click.option(
+    "--at",
+    "at",
+    metavar="ISO-TIME",
+    help="Read business hours at this moment, e.g. 2026-12-05T09:00-05:00 (no offset: UTC);"
+    " default now.",
+)
+def explain(fields: tuple[str, ...], at: str | None) -> None:
+    """Show how an answer_url call with FIELDS (KEY=VALUE, Plivo's names) would be routed,
+    and which groups are open.
 
     Example: sipguard voice explain From=sip:pbx@203.0.113.7 SIPAuthType=ip_acl
-    SIPSourceIP=203.0.113.7
+    SIPSourceIP=203.0.113.7 --at 2026-12-05T09:00-05:00
     """
+    moment = _moment(at)
     form = {key: values[0] for key, values in _pairs(fields).items()}
     form.setdefault("CallUUID", "explain")
     try:
@@ -161,15 +196,29 @@ def explain(fields: tuple[str, ...]) -> None:
     except ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint="FIELDS") from None
     rt = runtime()
+    now = moment or rt.clock()
     decision = decide(call, rt.voice.policy)
     click.echo(f"rule:   {decision.rule}")
     click.echo(f"reason: {decision.reason}")
     click.echo(f"action: {decision.action.describe()}")
     group_name = decision.action.group or decision.action.handoff_group
     group = rt.voice.groups.get(group_name or "")
-    if group is None:
-        return
+    if group is not None:
+        _explain_group(group, now)
+    click.echo(f"\ngroups at {iso_utc(now)}")
+    width = max(len(name) for name in rt.voice.groups) if rt.voice.groups else 0
+    for each in rt.voice.groups.values():
+        click.echo(f"  {each.name.ljust(width)}  {_availability(each, now)}")
+        if each.hours is not None:
+            click.echo(f"  {''.ljust(width)}  hours {each.hours.describe()}")
+
+
+def _explain_group(group: AgentGroup, now: datetime) -> None:
     click.echo(f"group:  {group.name} ({group.strategy}, {group.timeout} s per dial)")
+    click.echo(f"  now:    {_availability(group, now)}")
+    if group.closed is not None and not group.open_at(now):
+        instead = "return to the AI" if group.closed.return_to_ai else group.closed.plan.kind
+        click.echo(f"  closed: {instead} instead of ringing; when open:")
     for attempt in range(group.attempts()):
         for agent in group.agents_for(attempt):
             digest = f"digest user {agent.username}" if agent.username else "no digest credentials"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from datetime import UTC, datetime
 
 from tests.support.config import ALL_CANARIES, BASE_URL, TOKEN
 
@@ -23,7 +24,7 @@ def test_voice_explain_shows_rule_agents_and_fallback_without_passwords(runner) 
     assert lines[:3] == ["rule:   pbx-both", "reason: rule pbx-both", "action: dial:support"]
     assert "dial 0: alice" in result.output and "(digest user alice)" in result.output
     assert "dial 1: bob" in result.output
-    assert lines[-1].strip() == "then:   fallback voicemail"
+    assert lines[lines.index("") - 1].strip() == "then:   fallback voicemail"
     for secret in ALL_CANARIES:
         assert secret not in result.output
 
@@ -34,6 +35,53 @@ def test_voice_explain_names_the_auth_not_running_case(runner) -> None:
     assert "rule:   unauthenticated-sip" in result.output
     assert "sip:{app_id}@app.plivo.com" in result.output
     assert "action: reject" in result.output
+
+
+DAY_DESK = ["voice", "explain", "SIPAuthType=credential", "SIPAuthUser=day"]
+
+
+def test_voice_explain_at_a_closed_time_says_what_plays_and_when_it_opens(runner) -> None:
+    result = runner.invoke(args=[*DAY_DESK, "--at", "2026-12-05T09:00-05:00"])  # Saturday
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[3:6] == [
+        "group:  daytime (simultaneous, 20 s per dial)",
+        "  now:    closed until Mon 2026-12-07 09:00 EST (2026-12-07T14:00:00Z)",
+        "  closed: voicemail instead of ringing; when open:",
+    ]
+    groups = lines[lines.index("groups at 2026-12-05T14:00:00Z") + 1 :]
+    assert groups == [
+        "  support  always open (no hours)",
+        "  oncall   always open (no hours)",
+        "  solo     always open (no hours)",
+        "  daytime  closed until Mon 2026-12-07 09:00 EST (2026-12-07T14:00:00Z)",
+        "           hours America/New_York: mon-fri 09:00-17:30, fri 22:00-02:00;"
+        " closed 2026-12-25",
+        "  weekend  open until Sat 2026-12-05 16:00 GMT (2026-12-05T16:00:00Z)",
+        "           hours Europe/London: sat,sun 10:00-16:00",
+    ]
+
+
+def test_voice_explain_at_an_open_time_and_in_utc_without_an_offset(runner) -> None:
+    result = runner.invoke(args=[*DAY_DESK, "--at", "2026-12-04T14:00"])  # Friday 09:00 EST
+    assert result.exit_code == 0, result.output
+    assert "  now:    open until Fri 2026-12-04 17:30 EST (2026-12-04T22:30:00Z)" in result.output
+    assert "closed:" not in result.output
+    assert "groups at 2026-12-04T14:00:00Z" in result.output
+
+
+def test_voice_explain_refuses_a_bad_time(runner) -> None:
+    result = runner.invoke(args=[*DAY_DESK, "--at", "saturday 9am"])
+    assert result.exit_code == 2
+    assert "is not an ISO 8601 time" in result.output
+
+
+def test_voice_explain_reads_the_app_clock_without_at(runner, set_clock) -> None:
+    set_clock(datetime(2026, 11, 1, 5, 30, tzinfo=UTC))  # Sunday 01:30 EDT, before the clocks go back
+    result = runner.invoke(args=DAY_DESK)
+    assert result.exit_code == 0, result.output
+    assert "groups at 2026-11-01T05:30:00Z" in result.output
+    assert "closed until Mon 2026-11-02 09:00 EST (2026-11-02T14:00:00Z)" in result.output
 
 
 def test_voice_explain_refuses_malformed_fields(runner) -> None:
