@@ -77,7 +77,7 @@ def test_voice_explain_refuses_a_bad_time(runner) -> None:
 
 
 def test_voice_explain_reads_the_app_clock_without_at(runner, set_clock) -> None:
-    set_clock(datetime(2026, 11, 1, 5, 30, tzinfo=UTC))  # Sunday 01:30 EDT, before the clocks go back
+    set_clock(datetime(2026, 11, 1, 5, 30, tzinfo=UTC))  # Sunday 01:30 EDT
     result = runner.invoke(args=DAY_DESK)
     assert result.exit_code == 0, result.output
     assert "groups at 2026-11-01T05:30:00Z" in result.output

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import responses
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine
@@ -104,6 +105,21 @@ def break_database() -> Callable[[Flask], Any]:
             store.engine = healthy
 
     return broken
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Plivo's REST API, mocked: a request nobody registered fails the test."""
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+@pytest.fixture
+def flow(app: Flask, client: FlaskClient, rsps: responses.RequestsMock) -> Any:
+    """One call handed over by the AI, driven as Plivo would (tests/support/handoffs.py)."""
+    from tests.support.handoffs import Flow
+
+    return Flow(app, client, rsps)
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ driven through the signed callbacks Plivo makes (/handoff, /dial-action, /dial-e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import responses
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from app import create_app
@@ -23,17 +22,6 @@ from tests.support.queries import stored_hangup
 
 RETURN_HTTPS = "https://ai.example.test/plivo/return?tenant=acme"
 RETURN_WSS = "wss://ai.example.test/stream/return"
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
-def flow(app: Flask, client: FlaskClient, rsps: responses.RequestsMock) -> Flow:
-    return Flow(app, client, rsps)
 
 
 def _attempts(flow: Flow) -> list[tuple[int, tuple[str, ...], str | None, int | None]]:

@@ -7,7 +7,7 @@ returns the caller to the AI. The app's clock is fixed by `set_clock`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,12 +29,6 @@ SATURDAY_11AM = datetime(2026, 12, 5, 11, tzinfo=UTC)  # 11:00 in London
 SATURDAY_5PM = datetime(2026, 12, 5, 17, tzinfo=UTC)
 RETURN_URL = "https://ai.example.test/plivo/back"
 VOICEMAIL = "We are closed. Please leave a message."
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock() as mock:
-        yield mock
 
 
 @pytest.fixture
@@ -162,28 +156,46 @@ def test_a_handoff_to_a_closed_group_is_refused_before_any_transfer(
     assert app.extensions["sipguard"].store.recent_handoffs() == []
 
 
-def test_a_transfer_fetched_after_closing_plays_the_closed_action_and_fails_the_handoff(
-    app: Flask, client: FlaskClient, rsps: responses.RequestsMock, set_clock: SetClock
-) -> None:
-    set_clock(datetime(2026, 12, 2, 22, 29, 59, tzinfo=UTC))  # 17:29:59 in New York
-    flow = Flow(app, client, rsps)
-    flow.create(group="daytime")
-    set_clock(datetime(2026, 12, 2, 22, 30, tzinfo=UTC))  # Plivo fetches the URL at 17:30
-    response = flow.transferred()
-    _is_closed_voicemail(parse_xml(response))
-    assert flow.handoff().state == "failed"
+def _after_closing(
+    flow: Flow, set_clock: SetClock, opened: datetime, closed: datetime, **body: str
+) -> Any:
+    """Hand the call over while the group is open; Plivo fetches the Transfer once it closed."""
+    set_clock(opened)
+    flow.create(**body)
+    set_clock(closed)
+    return parse_xml(flow.transferred())
+
+
+def _ended(flow: Flow, state: str) -> None:
+    assert flow.handoff().state == state
     event_type, data = flow.events()[-1]
-    assert (event_type, data["attempts"], data["outcome"]) == ("handoff.failed", 0, "closed")
+    assert (event_type, data["attempts"], data["outcome"]) == (f"handoff.{state}", 0, "closed")
+
+
+def test_a_transfer_fetched_after_closing_plays_the_closed_action_and_fails_the_handoff(
+    flow: Flow, set_clock: SetClock
+) -> None:
+    # 17:29:59 in New York; Plivo fetches the URL at 17:30.
+    opened, closed = (
+        datetime(2026, 12, 2, 22, 29, 59, tzinfo=UTC),
+        datetime(2026, 12, 2, 22, 30, tzinfo=UTC),
+    )
+    _is_closed_voicemail(_after_closing(flow, set_clock, opened, closed, group="daytime"))
+    _ended(flow, "failed")
 
 
 def test_a_closed_group_that_returns_gives_the_caller_back_at_the_return_url(
-    app: Flask, client: FlaskClient, rsps: responses.RequestsMock, set_clock: SetClock
+    flow: Flow, set_clock: SetClock
 ) -> None:
-    set_clock(SATURDAY_11AM)
-    flow = Flow(app, client, rsps)
-    flow.create(group="weekend", on_failure="return", return_url=RETURN_URL)
-    set_clock(SATURDAY_5PM)
-    root = parse_xml(flow.transferred())
+    root = _after_closing(
+        flow,
+        set_clock,
+        SATURDAY_11AM,
+        SATURDAY_5PM,
+        group="weekend",
+        on_failure="return",
+        return_url=RETURN_URL,
+    )
     assert [child.tag for child in root] == ["Redirect"]
     target = urlsplit(root.find("Redirect").text)
     assert target._replace(query="").geturl() == RETURN_URL
@@ -192,19 +204,13 @@ def test_a_closed_group_that_returns_gives_the_caller_back_at_the_return_url(
         "outcome": ["closed"],
         "call_uuid": [flow.call],
     }
-    assert flow.handoff().state == "returned"
-    event_type, data = flow.events()[-1]
-    assert (event_type, data["attempts"], data["outcome"]) == ("handoff.returned", 0, "closed")
+    _ended(flow, "returned")
 
 
 def test_a_return_without_a_return_url_plays_the_groups_fallback(
-    app: Flask, client: FlaskClient, rsps: responses.RequestsMock, set_clock: SetClock
+    flow: Flow, set_clock: SetClock
 ) -> None:
-    set_clock(SATURDAY_11AM)
-    flow = Flow(app, client, rsps)
-    flow.create(group="weekend")
-    set_clock(SATURDAY_5PM)
-    root = parse_xml(flow.transferred())
+    root = _after_closing(flow, set_clock, SATURDAY_11AM, SATURDAY_5PM, group="weekend")
     assert [child.tag for child in root] == ["Speak", "Hangup"]
     assert root.find("Speak").text == "Nobody is in. Goodbye."
-    assert flow.handoff().state == "failed"
+    _ended(flow, "failed")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import responses
 from flask import Flask
 from flask.testing import FlaskClient
 from lxml import etree
@@ -51,17 +50,6 @@ def app(app_config: dict[str, str], tmp_path: Path) -> Iterator[Flask]:
     )
     yield application
     application.extensions["sipguard"].store.dispose()
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
-def flow(app: Flask, client: FlaskClient, rsps: responses.RequestsMock) -> Flow:
-    return Flow(app, client, rsps)
 
 
 def _whisper(flow: Flow, dialled: Dialled, **form: str) -> Any:
