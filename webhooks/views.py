@@ -417,10 +417,10 @@ def _end_handoff(
     try:
         found = runtime().store.get_handoff(handoff_id)
     except StoreUnavailable as exc:
-        log.error("handoff=%s not loaded, the group's fallback runs: %s", handoff_id, exc.message)
+        log.error("handoff=%s not loaded, %s runs: %s", handoff_id, plan.kind, exc.message)
         return fallback
     if found is None:
-        log.warning("handoff=%s is unknown: the group's fallback runs", handoff_id)
+        log.warning("handoff=%s is unknown: %s runs", handoff_id, plan.kind)
         return fallback
     if returns(found) and found.return_url is not None:
         _move(handoff_id, "returned", "handoff.returned", data)

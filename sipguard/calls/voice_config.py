@@ -268,11 +268,13 @@ def _hours(where: str, spec: Any, fallback: Fallback) -> tuple[Hours, Closed]:
         for window in parsed:
             for other_index, other in windows:
                 if overlap(window, other):
+                    other_key = f"{where}.windows[{other_index}]"
                     raise ConfigError(
-                        f"{key}: {text!r} overlaps {where}.windows[{other_index}] "
-                        f"({raw_windows[other_index]!r})"
+                        f"{key}: {text!r} overlaps itself"
+                        if other_index == index
+                        else f"{key}: {text!r} overlaps {other_key} ({raw_windows[other_index]!r})"
                     )
-        windows += [(index, window) for window in parsed]
+            windows.append((index, window))
     hours = Hours(
         zone=zone,
         windows=tuple(window for _, window in windows),

@@ -1072,6 +1072,10 @@ W = "groups.g.hours"
             f"{W}.windows[1]: 'sun 20:00-01:00' overlaps {W}.windows[0] ('mon 00:00-08:00')",
         ),
         (
+            'zone = "UTC"\nwindows = ["sat 10:00-14:00", "mon,tue,mon 09:00-10:00"]',
+            f"{W}.windows[1]: 'mon,tue,mon 09:00-10:00' overlaps itself",
+        ),
+        (
             HOURS + '\nclosed_dates = ["2026-12-25", "2026-02-30"]',
             f"{W}.closed_dates[1] must be a date like 2026-12-25",
         ),
