@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +380,14 @@ def test_invalid_input_in_json_mode_is_a_json_error_on_stderr(
     assert len(rsps.calls) == 0
     assert result.stdout == ""
     assert message in json.loads(result.stderr)["error"]
+
+
+def test_a_handoff_to_a_closed_group_exits_2_and_transfers_nothing(runner, rsps, set_clock) -> None:
+    set_clock(datetime(2026, 12, 2, 23, tzinfo=UTC))  # Wednesday 18:00 in New York
+    result = runner.invoke(args=["handoff", CALL_UUID, "daytime"])
+    assert result.exit_code == rest.EXIT_INVALID, result.output
+    assert len(rsps.calls) == 0
+    assert result.stderr == "error: group 'daytime' is closed until 2026-12-03T14:00:00Z\n"
 
 
 def test_hostname_error_names_the_field(runner, rsps) -> None:
