@@ -19,13 +19,15 @@ from zoneinfo import ZoneInfo
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY = 24 * 3600
 WEEK = 7 * DAY
-_WINDOW = re.compile(r"^(?P<days>[a-z,-]+)\s+(?P<start>\d\d:\d\d)-(?P<end>\d\d:\d\d)$")
+_WINDOW = re.compile(
+    r"^(?P<days>[a-z,-]+) +(?P<start>[0-9]{2}:[0-9]{2})-(?P<end>[0-9]{2}:[0-9]{2})$"
+)
 _SETTLED_DAYS = 8  # a week and a day past the last closure, the weekly pattern just repeats
 
 
 @dataclass(frozen=True)
 class Window:
-    """Open on `day` (0 is Monday) from `start` for as long as `end`, in seconds after 00:00.
+    """Open on `day` (0 is Monday) from `start` up to `end`, in seconds after that day's 00:00.
 
     `end` is past 24 hours for a window that runs over midnight.
     """
