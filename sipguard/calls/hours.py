@@ -10,6 +10,7 @@ outside) a window both times. A closed date closes the whole local calendar day,
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -134,43 +135,49 @@ class Hours:
         """Say whether the group is open at `now` (an aware datetime) and until when."""
         is_open = self.open_at(now)
         today = now.astimezone(self.zone).date()
-        first = today - timedelta(days=2)
         last = max([today, *self.closed_dates]) + timedelta(days=_SETTLED_DAYS)
-        days = 8
-        while True:
-            end = first + timedelta(days=days)
-            # A change found on an earlier day comes before anything a later day can add.
-            settled = self._instant(datetime.combine(end - timedelta(days=1), time()), 0)
-            for change in sorted(c for d in _dates(first, end) for c in self._changes(d)):
-                if now < change <= settled and self.open_at(change) != is_open:
+        pending: list[datetime] = []  # a heap of the instants where the status might change
+        day = today - timedelta(days=2)  # earlier days' windows all end before `now`
+        while day <= last:
+            for change in self._changes(day):
+                heapq.heappush(pending, change)
+            # Every later day's instants come after this day's start: those before it are final.
+            settled = self._instant(datetime.combine(day, time()), 0)
+            while pending and pending[0] <= settled:
+                change = heapq.heappop(pending)
+                if change > now and self.open_at(change) != is_open:
                     return Status(is_open, change)
-            if end > last:
-                return Status(is_open, None)
-            days *= 2
+            day += timedelta(days=1)
+        return Status(is_open, None)
 
     def _changes(self, day: date) -> Iterator[datetime]:
         """Yield every instant where the status might change because of `day`: its midnight,
-        its windows' starts and ends (both readings of a repeated wall time), its clock change."""
+        its windows' starts and ends (both readings of a repeated wall time), its clock change.
+
+        A closed day changes nothing after its midnight but where a window runs past it.
+        """
         midnight = datetime.combine(day, time())
+        closed = day in self.closed_dates
         walls = [midnight]
         for window in self.windows:
             if window.day == day.weekday():
-                walls += [midnight + timedelta(seconds=window.start)]
-                walls += [midnight + timedelta(seconds=window.end)]
+                if not closed:
+                    walls += [midnight + timedelta(seconds=window.start)]
+                if not closed or window.end > DAY:
+                    walls += [midnight + timedelta(seconds=window.end)]
         for wall in walls:
             yield self._instant(wall, 0)
             yield self._instant(wall, 1)
         # Where the clocks jump, a window may open or close without its wall time ever showing.
         low, high = self._instant(midnight, 0), self._instant(midnight + timedelta(days=1), 0)
-        if low.astimezone(self.zone).utcoffset() != high.astimezone(self.zone).utcoffset():
+        if (
+            not closed
+            and low.astimezone(self.zone).utcoffset() != high.astimezone(self.zone).utcoffset()
+        ):
             yield _jump(self.zone, low, high)
 
     def _instant(self, wall: datetime, fold: int) -> datetime:
         return wall.replace(tzinfo=self.zone, fold=fold).astimezone(UTC)
-
-
-def _dates(first: date, end: date) -> Iterator[date]:
-    return (first + timedelta(days=n) for n in range((end - first).days))
 
 
 def _jump(zone: ZoneInfo, low: datetime, high: datetime) -> datetime:
