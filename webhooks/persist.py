@@ -60,6 +60,35 @@ def note_outcome(call_uuid: str, decision: str, reason: str) -> None:
     state.outcome = (decision, reason)
 
 
+def note_agent(agent: str, auth_failure: str | None) -> None:
+    """Queue an agent's SIP-auth result (None: it took the call) for its quarantine count."""
+    _current().agent_results.append((agent, auth_failure))
+
+
+def _count_agents(results: list[tuple[str, str | None]]) -> None:
+    """Count agents' results once their callback is stored; a failure here is only logged."""
+    rt = runtime()
+    policy = rt.voice.quarantine
+    for agent, cause in results:
+        try:
+            if cause is None:
+                if rt.store.agent_succeeded(agent):
+                    log.warning("agent=%s quarantine ended: it took a call", agent)
+                continue
+            failed = rt.store.agent_failed(agent, cause, policy)
+        except StoreUnavailable as exc:
+            log.error("agent=%s result not counted: %s", agent, exc.message)
+            continue
+        if failed.started:
+            log.warning(
+                "agent=%s quarantined until %s: %d %s in a row",
+                agent,
+                failed.health.quarantined_until,
+                failed.health.failures,
+                cause,
+            )
+
+
 def handoff_step(handoff_id: str, step: str, work: Callable[[Store], T]) -> T | None:
     """Run one piece of a handoff's bookkeeping against the store; None when it failed.
 
@@ -91,6 +120,7 @@ def commit(response: Response) -> Response:
                 events=state.events,
                 hangup=hangup,
             )
+            _count_agents(state.agent_results)
         except Replayed as exc:
             state.outcome = ("refused", exc.message)
             state.rejection = exc.message

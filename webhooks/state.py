@@ -31,6 +31,9 @@ class CallbackState:
     events: list[CallEvent] = field(default_factory=list)
     hangup: Hangup | None = None
     rejection: str | None = None  # why a signature or nonce was refused, counted in the store
+    # (agent, sip_auth_failed / sip_auth_timeout, or None for a call it took), counted once the
+    # nonce is spent, so a replayed Dial action never counts twice
+    agent_results: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 def begin(route: str) -> CallbackState:

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from flask import Blueprint, Response, abort, request
 
 from sipguard.calls import documents
-from sipguard.calls.agents import AgentGroup
+from sipguard.calls.agents import Agent, AgentGroup
 from sipguard.calls.causes import SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT
 from sipguard.calls.forms import (
     DialEvent,
@@ -94,7 +94,11 @@ def _perform(action: Action, call: InboundCall) -> Element:
     groups = runtime().voice.groups
     if action.kind == "dial":
         group = groups[str(action.group)]
-        return documents.dial_group(group, 0, _dial_action_url(group, 0))
+        ring = _ringable(group, 0)
+        if ring is None:
+            return documents.fallback(group.fallback)
+        attempt, agents = ring
+        return documents.dial_group(group, attempt, _dial_action_url(group, attempt), agents=agents)
     if action.kind == "redirect":
         url = str(action.url)
         if action.handoff_group is not None:
@@ -179,7 +183,11 @@ def handoff(group: str) -> Response:
         abort(404, description=f"no agent group named {group!r}")
     handoff_id = request.args.get(HANDOFF_PARAM) or None
     runtime().handoff.check(request.args.get(TOKEN_PARAM), call.call_uuid, group, handoff_id)
-    root, reason = _dial(target, 0, handoff_id)
+    ring = _ringable(target, 0)
+    if ring is None:
+        reason, root = _last_attempt_failed(target, -1, handoff_id, QUARANTINED)
+    else:
+        root, reason = _dial(target, ring, handoff_id)
     persist.note(
         _call_event("handoff", call, f"dial:{group}", reason=reason, group_name=group, attempt=0)
     )
@@ -192,19 +200,50 @@ def _no_store(response: Response) -> Response:
     return response
 
 
-def _dial(group: AgentGroup, attempt: int, handoff_id: str | None) -> tuple[Element, str]:
-    """Dial `attempt` of `group`, for the API handoff `handoff_id` if any; say how.
+Ring = tuple[int, tuple[Agent, ...]]
+# A handoff's outcome when its group had nobody to ring: every agent is quarantined.
+QUARANTINED = "quarantined"
+
+
+def _ringable(group: AgentGroup, attempt: int) -> Ring | None:
+    """Return the first attempt from `attempt` on with agents not quarantined, and those agents.
+
+    None when every remaining agent is quarantined. One read of the store per dial; a store
+    that cannot answer skips nobody (a healthy agent is never skipped).
+    """
+    try:
+        skipped = runtime().store.quarantined_agents({agent.name for agent in group.agents})
+    except StoreUnavailable as exc:
+        log.error("group=%s quarantines not read, nobody skipped: %s", group.name, exc.message)
+        skipped = {}
+    for number in range(attempt, group.attempts()):
+        agents = tuple(agent for agent in group.agents_for(number) if agent.name not in skipped)
+        if agents:
+            return number, agents
+    log.warning(
+        "group=%s every agent left to ring is quarantined (%s): not ringing",
+        group.name,
+        ", ".join(sorted(skipped)),
+    )
+    return None
+
+
+def _dial(group: AgentGroup, ring: Ring, handoff_id: str | None) -> tuple[Element, str]:
+    """Dial `ring` (an attempt of `group` and its agents), for the API handoff `handoff_id` if
+    any; say how.
 
     A handoff the database cannot load now is dialled with its id alone (its bookkeeping goes on
     when the database is back); an unknown or finished one is dialled plainly, without it.
     """
+    attempt, agents = ring
+    plain = documents.dial_group(group, attempt, _dial_action_url(group, attempt), agents=agents)
     if handoff_id is None:
-        return documents.dial_group(group, attempt, _dial_action_url(group, attempt)), "handoff"
+        return plain, "handoff"
     try:
         found = runtime().store.get_handoff(handoff_id)
     except StoreUnavailable as exc:
         log.error("handoff=%s not loaded, dialled by its id only: %s", handoff_id, exc.message)
-        return _handoff_dial(group, attempt, handoff_id, {}, None), "handoff-unavailable"
+        return _handoff_dial(group, ring, handoff_id, {}, None), "handoff-unavailable"
     if found is None or not found.live:
         log.warning(
             "handoff=%s is %s: group %s dialled without it",
@@ -212,16 +251,14 @@ def _dial(group: AgentGroup, attempt: int, handoff_id: str | None) -> tuple[Elem
             "unknown" if found is None else f"already {found.state}",
             group.name,
         )
-        return documents.dial_group(group, attempt, _dial_action_url(group, attempt)), (
-            "handoff-gone"
-        )
-    agents = [agent.name for agent in group.agents_for(attempt)]
+        return plain, "handoff-gone"
+    names = [agent.name for agent in agents]
     persist.handoff_step(
         handoff_id,
         f"attempt {attempt}",
-        lambda store: store.start_attempt(handoff_id, attempt, agents, ringing=True),
+        lambda store: store.start_attempt(handoff_id, attempt, names, ringing=True),
     )
-    return _handoff_dial(group, attempt, handoff_id, found.fields, _whisper_url(found)), "handoff"
+    return _handoff_dial(group, ring, handoff_id, found.fields, _whisper_url(found)), "handoff"
 
 
 def _whisper_url(found: Handoff) -> str | None:
@@ -233,11 +270,12 @@ def _whisper_url(found: Handoff) -> str | None:
 
 def _handoff_dial(
     group: AgentGroup,
-    attempt: int,
+    ring: Ring,
     handoff_id: str,
     fields: Mapping[str, str],
     whisper_url: str | None,
 ) -> Element:
+    attempt, agents = ring
     events = public_url(
         "webhooks.dial_event", group=group.name, attempt=attempt, **{HANDOFF_PARAM: handoff_id}
     )
@@ -248,6 +286,7 @@ def _handoff_dial(
         sip_headers=handoff_sip_headers(fields, handoff_id),
         callback_url=events,
         confirm_sound=whisper_url,
+        agents=agents,
     )
 
 
@@ -291,6 +330,7 @@ def dial_action() -> Response:
             group.name,
             agents,
         )
+    _note_agent_result(group, attempt, result)
     if handoff_id is not None:
         _end_attempt(handoff_id, attempt, result)
     if result.answered or result.dial_status == "cancel":
@@ -298,12 +338,12 @@ def dial_action() -> Response:
         if handoff_id is not None and result.answered:
             _connected(handoff_id, group, attempt, None)
         elif handoff_id is not None:
-            _finish(handoff_id, "caller_hung_up", "handoff.caller_hung_up", result, attempt)
-    elif attempt + 1 < group.attempts():
-        decision = f"dial:{group.name}:{attempt + 1}"
-        root, _ = _dial(group, attempt + 1, handoff_id)
+            _finish(handoff_id, "caller_hung_up", "handoff.caller_hung_up", None, attempt)
+    elif attempt + 1 < group.attempts() and (ring := _ringable(group, attempt + 1)) is not None:
+        decision = f"dial:{group.name}:{ring[0]}"
+        root, _ = _dial(group, ring, handoff_id)
     else:
-        decision, root = _last_attempt_failed(group, attempt, handoff_id, result)
+        decision, root = _last_attempt_failed(group, attempt, handoff_id, result.outcome)
     persist.note(
         CallEvent(
             route="dial_action",
@@ -323,6 +363,22 @@ def dial_action() -> Response:
     return _no_store(response) if handoff_id is not None else response
 
 
+def _note_agent_result(group: AgentGroup, attempt: int, result: DialResult) -> None:
+    """Count the attempt's SIP-auth result for its agent, when Plivo's report names one.
+
+    The Dial action names no leg: only an attempt that rang one agent is attributed (a
+    sequential group's; a simultaneous group's legs are counted from its Dial events).
+    Busy, no answer and the caller leaving say nothing about our credentials.
+    """
+    agents = group.agents_for(attempt)
+    if len(agents) != 1:
+        return
+    if result.answered:
+        persist.note_agent(agents[0].name, None)
+    elif result.auth_failure is not None:
+        persist.note_agent(agents[0].name, result.auth_failure)
+
+
 def _end_attempt(handoff_id: str, attempt: int, result: DialResult) -> None:
     persist.handoff_step(
         handoff_id,
@@ -331,14 +387,16 @@ def _end_attempt(handoff_id: str, attempt: int, result: DialResult) -> None:
     )
 
 
-def _finish(handoff_id: str, state: str, event_type: str, result: DialResult, attempt: int) -> None:
+def _finish(
+    handoff_id: str, state: str, event_type: str, outcome: str | None, attempt: int
+) -> None:
     """End a waiting handoff in `state`, reporting the last attempt's outcome and their count.
 
-    The caller leaving is its own outcome: only the count is reported then.
+    The caller leaving is its own outcome: only the count is reported then (`outcome` None).
     """
     data: dict[str, object] = {"attempts": attempt + 1}
-    if state != "caller_hung_up":
-        data["outcome"] = result.outcome
+    if outcome is not None:
+        data["outcome"] = outcome
     persist.handoff_step(
         handoff_id,
         state,
@@ -380,9 +438,12 @@ def _bare_uri(uri: str) -> str:
 
 
 def _last_attempt_failed(
-    group: AgentGroup, attempt: int, handoff_id: str | None, result: DialResult
+    group: AgentGroup, attempt: int, handoff_id: str | None, outcome: str
 ) -> tuple[str, Element]:
-    """Return the caller to the AI (a handoff with on_failure "return"), else run the fallback."""
+    """Return the caller to the AI (a handoff with on_failure "return"), else run the fallback.
+
+    `attempt` is the last one made (-1: none, every agent being quarantined).
+    """
     fallback = f"fallback:{group.fallback.kind}", documents.fallback(group.fallback)
     if handoff_id is None:
         return fallback
@@ -395,10 +456,10 @@ def _last_attempt_failed(
         log.warning("handoff=%s is unknown: the group's fallback runs", handoff_id)
         return fallback
     if found.on_failure == "return" and found.return_url is not None:
-        _finish(handoff_id, "returned", "handoff.returned", result, attempt)
-        root = documents.return_to_ai(found.return_url, found.id, result.outcome, found.call_uuid)
+        _finish(handoff_id, "returned", "handoff.returned", outcome, attempt)
+        root = documents.return_to_ai(found.return_url, found.id, outcome, found.call_uuid)
         return "return", root
-    _finish(handoff_id, "failed", "handoff.failed", result, attempt)
+    _finish(handoff_id, "failed", "handoff.failed", outcome, attempt)
     return fallback
 
 
@@ -418,6 +479,7 @@ def dial_event() -> Response:
     if not handoff_id:
         raise ValidationError(HANDOFF_PARAM, "is required")
     taken = "connected" if group.confirm_key is not None else "answer"
+    _note_leg_result(group, attempt, event, taken)
     if event.action in (taken, "connected"):
         _connected(handoff_id, group, attempt, event.b_leg_to)
         decision = "connected"
@@ -425,6 +487,22 @@ def dial_event() -> Response:
         decision = "noted"
     persist.note_outcome(event.a_leg_uuid or "-", decision, event.action or "-")
     return xml_response(documents.empty())
+
+
+def _note_leg_result(group: AgentGroup, attempt: int, event: DialEvent, taken: str) -> None:
+    """Count one leg's SIP-auth result when the attempt rang several agents and the leg's To
+    names one of them (a one-agent attempt is counted from its Dial action instead)."""
+    agents = group.agents_for(attempt)
+    if len(agents) < 2 or not event.b_leg_to:
+        return
+    wanted = _bare_uri(event.b_leg_to)
+    named = [agent.name for agent in agents if _bare_uri(agent.uri) == wanted]
+    if len(named) != 1:
+        return
+    if event.action == taken:
+        persist.note_agent(named[0], None)
+    elif event.auth_failure is not None:
+        persist.note_agent(named[0], event.auth_failure)
 
 
 @bp.post("/whisper/<handoff_id>")

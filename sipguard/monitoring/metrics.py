@@ -9,8 +9,9 @@ signature-rejection reasons. Never a number, a user or an address.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +22,12 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sipguard.errors import StoreUnavailable
+
+log = logging.getLogger("sipguard.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -66,10 +73,43 @@ def observe(
         SIGNATURE_REJECTIONS.labels(rejection).inc()
 
 
-def render() -> tuple[bytes, str]:
-    """Return the exposition text and its content type, summed over workers when needed."""
+class QuarantineCollector(Collector):
+    """`sipguard_agent_quarantined{agent}`, 0 or 1 for each configured agent, read at scrape
+    time from the store (shared by every worker and instance, so never summed over workers).
+
+    Bounded: the label takes the voice config's agent names only. When the store cannot answer,
+    the gauge is left out of that scrape rather than reported as 0.
+    """
+
+    def __init__(self, agents: Sequence[str], quarantined: Callable[[], Collection[str]]) -> None:
+        self.agents = agents
+        self.quarantined = quarantined
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            now = self.quarantined()
+        except StoreUnavailable as exc:
+            log.warning("agent quarantines not read for /metrics: %s", exc.message)
+            return
+        gauge = GaugeMetricFamily(
+            "sipguard_agent_quarantined",
+            "1 while the agent is skipped after consecutive SIP-auth failures (4240/4250).",
+            labels=["agent"],
+        )
+        for agent in self.agents:
+            gauge.add_metric([agent], 1.0 if agent in now else 0.0)
+        yield gauge
+
+
+def render(extra: Sequence[Collector] = ()) -> tuple[bytes, str]:
+    """Return the exposition text and its content type, summed over workers when needed.
+
+    `extra` collectors (read at scrape time, e.g. from the store) are added as they are.
+    """
+    own = CollectorRegistry()
+    for collector in extra:
+        own.register(collector)
     if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        multiprocess.MultiProcessCollector(own)
+        return generate_latest(own), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY) + generate_latest(own), CONTENT_TYPE_LATEST

@@ -6,6 +6,7 @@ ledger    callbacks with their nonce claims, rejection counts, purging (`Ledger`
 admin     monitor login failures and admin sessions (`AdminAccess`)
 api_keys  the AI side's API keys, kept as hashes (`ApiKeys`)
 handoffs  handoffs with their idempotency, states and attempts (`Handoffs`)
+agent_health  agents' SIP-auth failure runs and quarantines (`AgentHealthStore`)
 outbox    outcome webhooks waiting for delivery, claimed under a lease (`OutboxStore`)
 migrate   Alembic upgrades under a migration lock (`Migrations`)
 """
@@ -13,6 +14,7 @@ migrate   Alembic upgrades under a migration lock (`Migrations`)
 from __future__ import annotations
 
 from sipguard.store.admin import AdminAccess
+from sipguard.store.agent_health import AgentHealth, AgentHealthStore
 from sipguard.store.api_keys import ApiKey, ApiKeys, NewApiKey, Revocation
 from sipguard.store.database import UtcClock, normalise_url, now_utc
 from sipguard.store.handoffs import (
@@ -28,6 +30,7 @@ from sipguard.store.migrate import Migrations
 from sipguard.store.outbox import OutboxStore
 from sipguard.store.schema import (
     admin_sessions,
+    agent_health,
     api_keys,
     call_events,
     handoff_attempts,
@@ -41,7 +44,7 @@ from sipguard.store.schema import (
 )
 
 
-class Store(Ledger, AdminAccess, ApiKeys, Handoffs, OutboxStore, Migrations):
+class Store(Ledger, AdminAccess, ApiKeys, Handoffs, AgentHealthStore, OutboxStore, Migrations):
     """The app's one handle on its database: every part shares one engine and one clock.
 
     The parts are mixed in, not held as attributes, so callers write `store.record(...)` and a
@@ -50,6 +53,7 @@ class Store(Ledger, AdminAccess, ApiKeys, Handoffs, OutboxStore, Migrations):
 
 
 __all__ = [
+    "AgentHealth",
     "ApiKey",
     "Attempt",
     "CallEvent",
@@ -63,6 +67,7 @@ __all__ = [
     "Transition",
     "UtcClock",
     "admin_sessions",
+    "agent_health",
     "api_keys",
     "call_events",
     "handoff_attempts",

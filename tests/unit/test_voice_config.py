@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -970,3 +971,43 @@ def test_config_errors_do_not_contain_any_configured_password(tmp_path: Path) ->
     message = error(tmp_path, text)
     assert "dial needs group" in message
     assert PASSWORD not in message
+
+
+# -- [quarantine] -------------------------------------------------------------------------------
+
+
+def test_quarantine_defaults_to_three_failures_and_fifteen_minutes(tmp_path: Path) -> None:
+    quarantine = load(tmp_path, voice_toml()).quarantine
+    assert (quarantine.after, quarantine.cool_down) == (3, timedelta(minutes=15))
+
+
+def test_quarantine_reads_after_and_cool_down(tmp_path: Path) -> None:
+    text = voice_toml(top='[quarantine]\nafter = 5\ncool_down = "1h"')
+    quarantine = load(tmp_path, text).quarantine
+    assert (quarantine.after, quarantine.cool_down) == (5, timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("after = 0", "quarantine.after must be 1-100"),
+        ("after = 101", "quarantine.after must be 1-100"),
+        ('after = "3"', "quarantine.after must be a whole number"),
+        ("after = true", "quarantine.after must be a whole number"),
+        ('cool_down = "15"', "quarantine.cool_down must be a duration"),
+        ('cool_down = "0m"', "quarantine.cool_down must be a duration"),
+        ("cool_down = 900", "quarantine.cool_down must be a duration"),
+        ("after = 3\nforever = true", "quarantine: unknown key(s) forever"),
+    ],
+)
+def test_a_bad_quarantine_is_refused_naming_the_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    assert message in error(tmp_path, voice_toml(top=f"[quarantine]\n{body}"))
+
+
+def test_agent_names_lists_each_grouped_agent_once(tmp_path: Path) -> None:
+    config = load_voice_config(SAMPLE, SAMPLE_ENV)
+    names = config.agent_names()
+    assert len(names) == len(set(names))
+    assert set(names) == {agent.name for g in config.groups.values() for agent in g.agents}
