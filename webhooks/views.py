@@ -25,7 +25,13 @@ from sipguard.calls.forms import (
     whole_number,
 )
 from sipguard.calls.handoff import HANDOFF_PARAM, TOKEN_PARAM, WHISPER, handoff_sip_headers
-from sipguard.calls.routing import AUTH_NOT_RUNNING, Action, decide, stream_call_headers
+from sipguard.calls.routing import (
+    AUTH_NOT_RUNNING,
+    UNAUTHENTICATED_SIP,
+    Action,
+    decide,
+    stream_call_headers,
+)
 from sipguard.errors import StoreUnavailable, ValidationError
 from sipguard.store import CallEvent
 from sipguard.store.handoffs import WAITING_STATES, Handoff
@@ -153,6 +159,9 @@ def answer() -> Response:
     decision = decide(call, runtime().voice.policy)
     if decision.auth_not_running:
         log.warning("call=%s %s", call.call_uuid, AUTH_NOT_RUNNING)
+        # A rule that takes such calls on purpose ("none") is counted, not alerted.
+        on_purpose = decision.rule != UNAUTHENTICATED_SIP
+        persist.note_auth_not_running(None if on_purpose else f"/answer ({decision.rule})")
     root = _perform(decision.action, call)
     persist.note(
         _call_event(

@@ -47,12 +47,30 @@ SIGNATURE_REJECTIONS = Counter(
     "Callbacks refused because their Plivo signature was missing, wrong or replayed.",
     ["reason"],
 )
+SIP_AUTH_NOT_RUNNING = Counter(
+    "sipguard_sip_auth_not_running",
+    "SIP calls that reached /answer without SIPAuthType: Plivo ran no SIP authentication.",
+)
 LATENCY = Histogram(
     "sipguard_callback_seconds",
     "Time to answer a callback, signature check and database write included.",
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+
+
+# The label sets the alerting rules read, created at 0 so rate() and increase() see the first
+# event (a series that appears at 1 has no earlier sample to count from).
+KNOWN_AUTH_FAILURES = (
+    ("sip_auth_failed", "4210"),
+    ("sip_auth_failed", "4240"),
+    ("sip_auth_timeout", "4250"),
+)
+KNOWN_REJECTIONS = ("no Plivo signature header", "V3 signature does not match", "replayed")
+for _cause, _code in KNOWN_AUTH_FAILURES:
+    AUTH_FAILURES.labels(_cause, _code)
+for _reason in KNOWN_REJECTIONS:
+    SIGNATURE_REJECTIONS.labels(_reason)
 
 
 def observe(
@@ -63,9 +81,13 @@ def observe(
     *,
     auth_failures: Sequence[tuple[str, int]] = (),
     rejection: str | None = None,
+    auth_not_running: bool = False,
 ) -> None:
-    """Count one answered callback, the auth failures it reported, and a refusal."""
+    """Count one answered callback, the auth failures it reported, a refusal, and a SIP call
+    without SIPAuthType."""
     CALLBACKS.labels(route, decision, str(status)).inc()
+    if auth_not_running:
+        SIP_AUTH_NOT_RUNNING.inc()
     LATENCY.labels(route).observe(seconds)
     for cause, code in auth_failures:
         AUTH_FAILURES.labels(cause, str(code)).inc()

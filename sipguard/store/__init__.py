@@ -6,6 +6,7 @@ ledger    callbacks with their nonce claims, rejection counts, purging (`Ledger`
 admin     monitor login failures and admin sessions (`AdminAccess`)
 api_keys  the AI side's API keys, kept as hashes (`ApiKeys`)
 handoffs  handoffs with their idempotency, states and attempts (`Handoffs`)
+alerts    alerts raised once per condition, subject and window, queued in the outbox
 agent_health  agents' SIP-auth failure runs and quarantines (`AgentHealthStore`)
 outbox    outcome webhooks waiting for delivery, claimed under a lease (`OutboxStore`)
 migrate   Alembic upgrades under a migration lock (`Migrations`)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from sipguard.store.admin import AdminAccess
 from sipguard.store.agent_health import AgentHealth, AgentHealthStore
+from sipguard.store.alerts import Alerting
 from sipguard.store.api_keys import ApiKey, ApiKeys, NewApiKey, Revocation
 from sipguard.store.database import UtcClock, normalise_url, now_utc
 from sipguard.store.handoffs import (
@@ -31,6 +33,7 @@ from sipguard.store.outbox import OutboxStore
 from sipguard.store.schema import (
     admin_sessions,
     agent_health,
+    alerts,
     api_keys,
     call_events,
     handoff_attempts,
@@ -54,6 +57,7 @@ class Store(Ledger, AdminAccess, ApiKeys, Handoffs, AgentHealthStore, OutboxStor
 
 __all__ = [
     "AgentHealth",
+    "Alerting",
     "ApiKey",
     "Attempt",
     "CallEvent",
@@ -68,6 +72,7 @@ __all__ = [
     "UtcClock",
     "admin_sessions",
     "agent_health",
+    "alerts",
     "api_keys",
     "call_events",
     "handoff_attempts",

@@ -5,7 +5,8 @@ is one INSERT ... ON CONFLICT DO UPDATE ... RETURNING, so two instances on Postg
 a count or both start one quarantine. `after` consecutive failures (sip_auth_failed 4240,
 sip_auth_timeout 4250) quarantine the agent until `cool_down` has passed; a failure while the
 count is already there extends it. A success resets the count; the first success once the
-cool-down is over, or `release_agent`, ends the quarantine. Rows hold agent names only.
+cool-down is over, or `release_agent`, ends the quarantine. Rows hold agent names only. A
+quarantine starting or ending raises its alert in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any, Literal
 from sqlalchemy import Connection, DateTime, case, func, literal, select, update
 
 from sipguard.calls.agents import Quarantine
-from sipguard.store.database import Database
+from sipguard.notify import alerts
+from sipguard.store.alerts import AlertsStore
 from sipguard.store.schema import agent_health
 
 AgentState = Literal["healthy", "failing", "quarantined", "cooled_down"]
@@ -57,20 +59,13 @@ class Failed:
 
 
 def _health(row: Any) -> AgentHealth:
-    return AgentHealth(
-        agent=row.agent,
-        failures=row.failures,
-        last_cause=row.last_cause,
-        quarantined_since=row.quarantined_since,
-        quarantined_until=row.quarantined_until,
-        updated_at=row.updated_at,
-    )
+    return AgentHealth(**row._mapping)  # the columns are the fields, by name
 
 
 _CLEARED = {"failures": 0, "quarantined_since": None, "quarantined_until": None}
 
 
-class AgentHealthStore(Database):
+class AgentHealthStore(AlertsStore):
     """Count agents' SIP-auth results and say which agents are quarantined."""
 
     def agent_failed(self, agent: str, cause: str, policy: Quarantine) -> Failed:
@@ -108,7 +103,11 @@ class AgentHealthStore(Database):
 
         def write(conn: Connection) -> Failed:
             health = _health(conn.execute(statement).one())
-            return Failed(health, started=health.failures == policy.after)
+            started = health.failures == policy.after
+            if started and health.quarantined_until is not None:
+                alert = alerts.quarantined(agent, cause, health.failures, health.quarantined_until)
+                self._queue_alert(conn, now, alert)
+            return Failed(health, started)
 
         return self._run(write)
 
@@ -142,6 +141,7 @@ class AgentHealthStore(Database):
 
         def write(conn: Connection) -> bool:
             if conn.execute(release).first() is not None:
+                self._queue_alert(conn, now, alerts.released(name, "it took a call"))
                 return True
             conn.execute(reset)
             return False
@@ -159,7 +159,15 @@ class AgentHealthStore(Database):
             .values(**_CLEARED, updated_at=now)
             .returning(agent_health.c.agent)
         )
-        return self._run(lambda conn: conn.execute(statement).first() is not None)
+
+        def write(conn: Connection) -> bool:
+            if conn.execute(statement).first() is None:
+                return False
+            how = "released by sipguard agents release"
+            self._queue_alert(conn, now, alerts.released(agent[:64], how))
+            return True
+
+        return self._run(write)
 
     def quarantined_agents(self, agents: Collection[str]) -> dict[str, AgentHealth]:
         """Return those of `agents` quarantined now, by name: one read on the primary key."""

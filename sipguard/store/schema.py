@@ -223,3 +223,17 @@ agent_health = Table(
     Column("quarantined_until", DateTime()),
     Column("updated_at", DateTime(), nullable=False),
 )
+
+# Alerts raised: one row per condition, subject (an IP, an agent, a route) and window, so
+# concurrent workers and instances push each alert once (the primary key decides). Purged with
+# the events after RETENTION_DAYS (a subject may be a source IP).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("condition", String(32), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("window_start", DateTime(), nullable=False),
+    Column("raised_at", DateTime(), nullable=False),
+    PrimaryKeyConstraint("condition", "subject", "window_start"),
+    Index("ix_alerts_raised_at", "raised_at"),
+)

@@ -4,13 +4,14 @@ so two Stores (two instances) racing on one database agree on the count and on o
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
 from sipguard.calls.agents import Quarantine
 from sipguard.store import Store
+from tests.support.databases import opened_stores
 from tests.support.outbox import FakeClock
 
 POLICY = Quarantine(after=3, cool_down=timedelta(minutes=15))
@@ -23,24 +24,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def open_store(database_url: str, clock: FakeClock) -> Iterator[Callable[[], Store]]:
-    opened: list[Store] = []
-
-    def _open() -> Store:
-        store = Store(database_url, clock=clock)
-        opened.append(store)
-        return store
-
-    yield _open
-    for store in opened:
-        store.dispose()
-
-
-@pytest.fixture
-def store(open_store: Callable[[], Store]) -> Store:
-    first = open_store()
-    first.upgrade()
-    return first
+def store(database_url: str, clock: FakeClock) -> Iterator[Store]:
+    with opened_stores(database_url, clock) as opener:
+        migrated = opener()
+        migrated.upgrade()
+        yield migrated
 
 
 def _fail(store: Store, times: int, agent: str = "alice", cause: str = FAILED) -> None:
@@ -131,9 +119,8 @@ def test_after_one_quarantines_on_the_first_failure(store: Store) -> None:
 
 @pytest.mark.postgres
 def test_two_instances_on_postgresql_agree(postgres_url: str, clock: FakeClock) -> None:
-    first = Store(postgres_url, clock=clock)
-    second = Store(postgres_url, clock=clock)
-    try:
+    with opened_stores(postgres_url, clock) as opener:
+        first, second = opener(), opener()
         first.upgrade()
         threads, each = 8, 5
         barrier = threading.Barrier(threads)
@@ -159,6 +146,3 @@ def test_two_instances_on_postgresql_agree(postgres_url: str, clock: FakeClock) 
         assert "alice" in first.quarantined_agents(["alice"])
         assert second.release_agent("alice") is True
         assert first.quarantined_agents(["alice"]) == {}
-    finally:
-        first.dispose()
-        second.dispose()
