@@ -18,7 +18,7 @@ from sipguard.calls.voice_config import load_voice_config
 from sipguard.commands import local
 from sipguard.runtime import Runtime
 from sipguard.settings import load_settings, read_environment
-from sipguard.store import Store
+from sipguard.store import Alerting, Store
 from webhooks.context import EXTENSION
 
 log = logging.getLogger("sipguard")
@@ -31,6 +31,11 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     settings = load_settings(environ, Path(app.instance_path))
     voice = load_voice_config(settings.voice_config, environ)
     store = Store(settings.database_url)
+    store.alerting = Alerting(
+        receivers=tuple(settings.alert_receivers()),
+        window=settings.alert_window,
+        refused_per_minute=settings.alert_refused_per_minute,
+    )
     rt = Runtime(
         settings=settings,
         voice=voice,

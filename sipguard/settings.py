@@ -8,6 +8,7 @@ bench clear the same names, so a developer's shell never changes what they see.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from sipguard.errors import ConfigError
+from sipguard.notify.alerts import SLACK, WEBHOOK, Receiver
+from sipguard.notify.signing import check_secret
 
 MIN_SECRET_KEY_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 16
@@ -198,6 +201,36 @@ def _password_hash(name: str, raw: str) -> str:
     return raw
 
 
+def _receiver_url(name: str, raw: str) -> str:
+    """An alert receiver: https, or plain http to a loopback address (the URL is never echoed,
+    since a Slack webhook URL is itself a secret)."""
+    try:
+        parts = urlsplit(raw)
+        host, _port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        raise ConfigError(f"{name} must be an absolute https URL with a valid host") from None
+    if parts.scheme == "https" and host:
+        return raw
+    if parts.scheme == "http" and (host == "localhost" or _loopback(host)):
+        return raw
+    raise ConfigError(f"{name} must be an https URL (plain http only to a loopback address)")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _webhook_secret(name: str, raw: str) -> str:
+    try:
+        check_secret(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc} (e.g. whsec_ and 32 random bytes in base64)") from None
+    return raw
+
+
 def _table(*settings: Setting) -> dict[str, Setting]:
     return {setting.name: setting for setting in settings}
 
@@ -269,6 +302,13 @@ SETTINGS: Mapping[str, Setting] = _table(
         (5, 30, 120, 600, 1800, 3600, 10800, 21600),
         attribute="webhook_retry_seconds",
     ),
+    # Pushed alerts: a Slack-compatible incoming webhook and/or a generic signed JSON webhook,
+    # delivered by `sipguard worker`; one per condition and subject per window.
+    Setting("ALERT_SLACK_URL", _receiver_url, secret=True, attribute="alert_slack_url"),
+    Setting("ALERT_WEBHOOK_URL", _receiver_url, attribute="alert_webhook_url"),
+    Setting("ALERT_WEBHOOK_SECRET", _webhook_secret, secret=True, attribute="alert_webhook_secret"),
+    Setting("ALERT_WINDOW_SECONDS", _seconds(60), timedelta(minutes=15), attribute="alert_window"),
+    Setting("ALERT_REFUSED_PER_MINUTE", _whole(1), 20, attribute="alert_refused_per_minute"),
     # gunicorn.conf.py reads these (gunicorn itself GUNICORN_CMD_ARGS). BIND unset: 0.0.0.0:PORT.
     Setting("BIND", _text, reader=GUNICORN),
     Setting("PORT", _whole(1), 8000, reader=GUNICORN),
@@ -323,10 +363,30 @@ class Settings:
     webhook_timeout: int
     webhook_poll: int
     webhook_retry_seconds: tuple[int, ...]
+    alert_slack_url: str | None = field(repr=False)
+    alert_webhook_url: str | None
+    alert_webhook_secret: str | None = field(repr=False)
+    alert_window: timedelta
+    alert_refused_per_minute: int
+
+    def alert_receivers(self) -> dict[str, Receiver]:
+        """Return the configured alert receivers by their outbox owner id."""
+        found = {}
+        if self.alert_slack_url:
+            found[SLACK] = Receiver(self.alert_slack_url)
+        if self.alert_webhook_url and self.alert_webhook_secret:
+            found[WEBHOOK] = Receiver(self.alert_webhook_url, self.alert_webhook_secret)
+        return found
 
     def secrets(self) -> tuple[str, ...]:
         """Return every configured secret, for the log redaction filter."""
-        extra = tuple(s for s in (self.metrics_token, self.monitor_password_hash) if s)
+        optional = (
+            self.metrics_token,
+            self.monitor_password_hash,
+            self.alert_slack_url,
+            self.alert_webhook_secret,
+        )
+        extra = tuple(s for s in optional if s)
         return (*self.auth_tokens, *self.main_auth_tokens, self.secret_key, *extra)
 
 
@@ -337,4 +397,9 @@ def load_settings(environ: Mapping[str, str], instance_path: Path) -> Settings:
         if setting.attribute is not None:
             read[setting.attribute] = setting.read(environ, read)
     read["database_url"] = read["database_url"] or f"sqlite:///{instance_path / 'sipguard.db'}"
+    if bool(read["alert_webhook_url"]) != bool(read["alert_webhook_secret"]):
+        raise ConfigError(
+            "ALERT_WEBHOOK_URL and ALERT_WEBHOOK_SECRET go together: the secret (whsec_...) "
+            "signs every alert sent to the URL"
+        )
     return Settings(**read)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from sipguard.errors import UnknownHandoff, ValidationError
 from sipguard.handoffs import GroupClosed, TransferRefused, parse_request, request_handoff
 from sipguard.handoffs.openapi import document
 from sipguard.plivo.outbound import Outbound
-from sipguard.store import ApiKey, Handoff
+from sipguard.store import AgentHealth, ApiKey, Handoff
 from webhooks.context import public_root, public_url, runtime
 from webhooks.responses import error_response
 
@@ -78,7 +79,19 @@ def api_key() -> ApiKey:
     return key
 
 
-def _group(group: AgentGroup) -> dict[str, Any]:
+def _quarantines() -> dict[str, AgentHealth]:
+    """Return the agents quarantined now, by name (one read for the whole answer)."""
+    return runtime().store.quarantined_agents(runtime().voice.agent_names())
+
+
+def _quarantine(health: AgentHealth | None) -> dict[str, Any] | None:
+    if health is None:
+        return None
+    since, until = _time(health.quarantined_since), _time(health.quarantined_until)
+    return {"cause": health.last_cause, "since": since, "until": until}
+
+
+def _group(group: AgentGroup, quarantined: Mapping[str, AgentHealth]) -> dict[str, Any]:
     """Describe a group for the AI: never an agent's URI or password."""
     hours = group.status(runtime().clock())
     return {
@@ -90,16 +103,15 @@ def _group(group: AgentGroup) -> dict[str, Any]:
             {
                 "name": agent.name,
                 "digest_credentials": agent.username is not None and agent.password is not None,
+                "quarantined": _quarantine(quarantined.get(agent.name)),
             }
             for agent in group.agents
         ],
         "fallback": group.fallback.kind,
-        # Agent quarantine comes with its own issue and fills agents_available in; until then
-        # null means "unknown".
         "availability": {
             "open": hours.open,
             "until": _time(hours.until),
-            "agents_available": None,
+            "agents_available": sum(agent.name not in quarantined for agent in group.agents),
         },
     }
 
@@ -113,7 +125,8 @@ def openapi() -> Response:
 @bp.get("/groups")
 def groups() -> Response:
     """List the agent groups a call can be handed to."""
-    return jsonify(groups=[_group(group) for group in runtime().voice.groups.values()])
+    quarantined = _quarantines()
+    return jsonify(groups=[_group(group, quarantined) for group in runtime().voice.groups.values()])
 
 
 @bp.get("/groups/<name>")
@@ -122,7 +135,7 @@ def group(name: str) -> Response:
     found = runtime().voice.groups.get(name)
     if found is None:
         abort(404, description=f"no agent group named {name!r}")
-    return jsonify(_group(found))
+    return jsonify(_group(found, _quarantines()))
 
 
 JSON_TYPE = "application/json"

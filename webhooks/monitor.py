@@ -85,7 +85,12 @@ def metrics_endpoint() -> Response:
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    body, content_type = metrics.render()
+    rt = runtime()
+    agents = rt.voice.agent_names()
+    quarantine = metrics.QuarantineCollector(
+        agents, lambda: set(rt.store.quarantined_agents(agents))
+    )
+    body, content_type = metrics.render([quarantine])
     return Response(body, 200, content_type=content_type)
 
 
@@ -226,6 +231,10 @@ def page() -> Any:
         calls=analytics.recent_calls(rt.store),
         hangups=analytics.recent_hangups(rt.store),
         handoffs=[_handoff_row(handoff) for handoff in rt.store.recent_handoffs(RECENT_HANDOFFS)],
+        quarantined=sorted(
+            rt.store.quarantined_agents(rt.voice.agent_names()).values(),
+            key=lambda health: health.agent,
+        ),
         csrf=_csrf(),
         iso=lambda value: value.isoformat(sep=" ", timespec="seconds") if value else "",
     )

@@ -20,7 +20,7 @@ from flask import Response
 from sipguard.calls.causes import auth_failure_code
 from sipguard.calls.forms import Hangup, dial_failure_code
 from sipguard.errors import StoreUnavailable, UnknownHandoff
-from sipguard.monitoring import metrics
+from sipguard.monitoring import alerting, metrics
 from sipguard.store import CallEvent, Replayed, Store
 from webhooks.context import runtime
 from webhooks.responses import error_response
@@ -60,6 +60,54 @@ def note_outcome(call_uuid: str, decision: str, reason: str) -> None:
     state.outcome = (decision, reason)
 
 
+def note_auth_not_running(alert_subject: str | None) -> None:
+    """Note a SIP call without SIPAuthType; alert about `alert_subject` (a route) when set."""
+    state = _current()
+    state.auth_not_running = True
+    state.alert_auth_not_running = alert_subject
+
+
+def _alert(state: CallbackState) -> None:
+    """Raise the alerts a stored callback calls for; a failure here is only logged."""
+    store = runtime().store
+    try:
+        if state.alert_auth_not_running is not None:
+            alerting.after_auth_not_running(store, state.alert_auth_not_running)
+        if state.hangup is not None:
+            alerting.after_hangup(store, state.hangup)
+    except StoreUnavailable as exc:
+        log.error("call=%s alert not raised: %s", state.call_uuid, exc.message)
+
+
+def note_agent(agent: str, auth_failure: str | None) -> None:
+    """Queue an agent's SIP-auth result (None: it took the call) for its quarantine count."""
+    _current().agent_results.append((agent, auth_failure))
+
+
+def _count_agents(results: list[tuple[str, str | None]]) -> None:
+    """Count agents' results once their callback is stored; a failure here is only logged."""
+    rt = runtime()
+    policy = rt.voice.quarantine
+    for agent, cause in results:
+        try:
+            if cause is None:
+                if rt.store.agent_succeeded(agent):
+                    log.warning("agent=%s quarantine ended: it took a call", agent)
+                continue
+            failed = rt.store.agent_failed(agent, cause, policy)
+        except StoreUnavailable as exc:
+            log.error("agent=%s result not counted: %s", agent, exc.message)
+            continue
+        if failed.started:
+            log.warning(
+                "agent=%s quarantined until %s: %d %s in a row",
+                agent,
+                failed.health.quarantined_until,
+                failed.health.failures,
+                cause,
+            )
+
+
 def handoff_step(handoff_id: str, step: str, work: Callable[[Store], T]) -> T | None:
     """Run one piece of a handoff's bookkeeping against the store; None when it failed.
 
@@ -91,6 +139,8 @@ def commit(response: Response) -> Response:
                 events=state.events,
                 hangup=hangup,
             )
+            _count_agents(state.agent_results)
+            _alert(state)
         except Replayed as exc:
             state.outcome = ("refused", exc.message)
             state.rejection = exc.message
@@ -138,9 +188,12 @@ def _observe(state: CallbackState, status: int) -> None:
         time.perf_counter() - state.started,
         auth_failures=failures,
         rejection=rejection,
+        auth_not_running=state.auth_not_running and status < 400,
     )
     if rejection is not None:
+        store = runtime().store
         try:
-            runtime().store.count_rejection(route, rejection)
+            minute = store.count_rejection(route, rejection)
+            alerting.after_refusal(store, minute, rejection)
         except StoreUnavailable:
             log.warning("could not count a refused callback: database unavailable")

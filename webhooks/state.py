@@ -31,6 +31,13 @@ class CallbackState:
     events: list[CallEvent] = field(default_factory=list)
     hangup: Hangup | None = None
     rejection: str | None = None  # why a signature or nonce was refused, counted in the store
+    # (agent, sip_auth_failed / sip_auth_timeout, or None for a call it took), counted once the
+    # nonce is spent, so a replayed Dial action never counts twice
+    agent_results: list[tuple[str, str | None]] = field(default_factory=list)
+    # A SIP call without SIPAuthType: counted in the metrics; alerted (naming this route and
+    # rule, never the caller) when no rule took it on purpose.
+    auth_not_running: bool = False
+    alert_auth_not_running: str | None = None
 
 
 def begin(route: str) -> CallbackState:

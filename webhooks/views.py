@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from flask import Blueprint, Response, abort, request
 
 from sipguard.calls import documents
-from sipguard.calls.agents import AgentGroup, Closed, Fallback
+from sipguard.calls.agents import Agent, AgentGroup, Closed, Fallback
 from sipguard.calls.causes import SIP_AUTH_FAILED, SIP_AUTH_TIMEOUT
 from sipguard.calls.forms import (
     DialEvent,
@@ -25,7 +25,13 @@ from sipguard.calls.forms import (
     whole_number,
 )
 from sipguard.calls.handoff import HANDOFF_PARAM, TOKEN_PARAM, WHISPER, handoff_sip_headers
-from sipguard.calls.routing import AUTH_NOT_RUNNING, Action, decide, stream_call_headers
+from sipguard.calls.routing import (
+    AUTH_NOT_RUNNING,
+    UNAUTHENTICATED_SIP,
+    Action,
+    decide,
+    stream_call_headers,
+)
 from sipguard.errors import StoreUnavailable, ValidationError
 from sipguard.store import CallEvent
 from sipguard.store.handoffs import WAITING_STATES, Handoff
@@ -98,7 +104,12 @@ def _perform(action: Action, call: InboundCall) -> tuple[Element, str]:
         if not group.open_at(runtime().clock()):
             decision, root = _closed(group, None)
             return root, decision
-        return documents.dial_group(group, 0, _dial_action_url(group, 0)), action.describe()
+        ring = _ringable(group, 0)
+        if ring is None:  # every agent quarantined: the fallback, without ringing
+            return documents.fallback(group.fallback), f"quarantined:{action.describe()}"
+        attempt, agents = ring
+        url = _dial_action_url(group, attempt)
+        return documents.dial_group(group, attempt, url, agents=agents), action.describe()
     if action.kind == "redirect":
         url = str(action.url)
         if action.handoff_group is not None:
@@ -154,6 +165,9 @@ def answer() -> Response:
     decision = decide(call, runtime().voice.policy)
     if decision.auth_not_running:
         log.warning("call=%s %s", call.call_uuid, AUTH_NOT_RUNNING)
+        # A rule that takes such calls on purpose ("none") is counted, not alerted.
+        on_purpose = decision.rule != UNAUTHENTICATED_SIP
+        persist.note_auth_not_running(None if on_purpose else f"/answer ({decision.rule})")
     root, done = _perform(decision.action, call)
     persist.note(
         _call_event(
@@ -184,12 +198,14 @@ def handoff(group: str) -> Response:
         abort(404, description=f"no agent group named {group!r}")
     handoff_id = request.args.get(HANDOFF_PARAM) or None
     runtime().handoff.check(request.args.get(TOKEN_PARAM), call.call_uuid, group, handoff_id)
-    if target.open_at(runtime().clock()):
-        decision = f"dial:{group}"
-        root, reason = _dial(target, 0, handoff_id)
-    else:  # Plivo fetched this URL after the group closed
+    decision = f"dial:{group}"
+    if not target.open_at(runtime().clock()):  # Plivo fetched this URL after the group closed
         decision, root = _closed(target, handoff_id)
         reason = "closed"
+    elif (ring := _ringable(target, 0)) is None:
+        reason, root = _last_attempt_failed(target, -1, handoff_id, QUARANTINED)
+    else:
+        root, reason = _dial(target, ring, handoff_id)
     persist.note(_call_event("handoff", call, decision, reason=reason, group_name=group, attempt=0))
     return _no_store(xml_response(root)) if handoff_id else xml_response(root)
 
@@ -210,19 +226,50 @@ def _no_store(response: Response) -> Response:
     return response
 
 
-def _dial(group: AgentGroup, attempt: int, handoff_id: str | None) -> tuple[Element, str]:
-    """Dial `attempt` of `group`, for the API handoff `handoff_id` if any; say how.
+Ring = tuple[int, tuple[Agent, ...]]
+# A handoff's outcome when its group had nobody to ring: every agent is quarantined.
+QUARANTINED = "quarantined"
+
+
+def _ringable(group: AgentGroup, attempt: int) -> Ring | None:
+    """Return the first attempt from `attempt` on with agents not quarantined, and those agents.
+
+    None when every remaining agent is quarantined. One read of the store per dial; a store
+    that cannot answer skips nobody (a healthy agent is never skipped).
+    """
+    try:
+        skipped = runtime().store.quarantined_agents({agent.name for agent in group.agents})
+    except StoreUnavailable as exc:
+        log.error("group=%s quarantines not read, nobody skipped: %s", group.name, exc.message)
+        skipped = {}
+    for number in range(attempt, group.attempts()):
+        agents = tuple(agent for agent in group.agents_for(number) if agent.name not in skipped)
+        if agents:
+            return number, agents
+    log.warning(
+        "group=%s every agent left to ring is quarantined (%s): not ringing",
+        group.name,
+        ", ".join(sorted(skipped)),
+    )
+    return None
+
+
+def _dial(group: AgentGroup, ring: Ring, handoff_id: str | None) -> tuple[Element, str]:
+    """Dial `ring` (an attempt of `group` and its agents), for the API handoff `handoff_id` if
+    any; say how.
 
     A handoff the database cannot load now is dialled with its id alone (its bookkeeping goes on
     when the database is back); an unknown or finished one is dialled plainly, without it.
     """
+    attempt, agents = ring
+    plain = documents.dial_group(group, attempt, _dial_action_url(group, attempt), agents=agents)
     if handoff_id is None:
-        return documents.dial_group(group, attempt, _dial_action_url(group, attempt)), "handoff"
+        return plain, "handoff"
     try:
         found = runtime().store.get_handoff(handoff_id)
     except StoreUnavailable as exc:
         log.error("handoff=%s not loaded, dialled by its id only: %s", handoff_id, exc.message)
-        return _handoff_dial(group, attempt, handoff_id, {}, None), "handoff-unavailable"
+        return _handoff_dial(group, ring, handoff_id, {}, None), "handoff-unavailable"
     if found is None or not found.live:
         log.warning(
             "handoff=%s is %s: group %s dialled without it",
@@ -230,16 +277,14 @@ def _dial(group: AgentGroup, attempt: int, handoff_id: str | None) -> tuple[Elem
             "unknown" if found is None else f"already {found.state}",
             group.name,
         )
-        return documents.dial_group(group, attempt, _dial_action_url(group, attempt)), (
-            "handoff-gone"
-        )
-    agents = [agent.name for agent in group.agents_for(attempt)]
+        return plain, "handoff-gone"
+    names = [agent.name for agent in agents]
     persist.handoff_step(
         handoff_id,
         f"attempt {attempt}",
-        lambda store: store.start_attempt(handoff_id, attempt, agents, ringing=True),
+        lambda store: store.start_attempt(handoff_id, attempt, names, ringing=True),
     )
-    return _handoff_dial(group, attempt, handoff_id, found.fields, _whisper_url(found)), "handoff"
+    return _handoff_dial(group, ring, handoff_id, found.fields, _whisper_url(found)), "handoff"
 
 
 def _whisper_url(found: Handoff) -> str | None:
@@ -251,11 +296,12 @@ def _whisper_url(found: Handoff) -> str | None:
 
 def _handoff_dial(
     group: AgentGroup,
-    attempt: int,
+    ring: Ring,
     handoff_id: str,
     fields: Mapping[str, str],
     whisper_url: str | None,
 ) -> Element:
+    attempt, agents = ring
     events = public_url(
         "webhooks.dial_event", group=group.name, attempt=attempt, **{HANDOFF_PARAM: handoff_id}
     )
@@ -266,6 +312,7 @@ def _handoff_dial(
         sip_headers=handoff_sip_headers(fields, handoff_id),
         callback_url=events,
         confirm_sound=whisper_url,
+        agents=agents,
     )
 
 
@@ -309,6 +356,7 @@ def dial_action() -> Response:
             group.name,
             agents,
         )
+    _note_agent_result(group, attempt, result)
     if handoff_id is not None:
         _end_attempt(handoff_id, attempt, result)
     if result.answered or result.dial_status == "cancel":
@@ -319,11 +367,11 @@ def dial_action() -> Response:
             # The caller leaving is its own outcome: only the count of attempts is reported.
             data = {"attempts": attempt + 1}
             _move(handoff_id, "caller_hung_up", "handoff.caller_hung_up", data)
-    elif attempt + 1 < group.attempts():
-        decision = f"dial:{group.name}:{attempt + 1}"
-        root, _ = _dial(group, attempt + 1, handoff_id)
+    elif attempt + 1 < group.attempts() and (ring := _ringable(group, attempt + 1)) is not None:
+        decision = f"dial:{group.name}:{ring[0]}"
+        root, _ = _dial(group, ring, handoff_id)
     else:
-        decision, root = _last_attempt_failed(group, attempt, handoff_id, result)
+        decision, root = _last_attempt_failed(group, attempt, handoff_id, result.outcome)
     persist.note(
         CallEvent(
             route="dial_action",
@@ -341,6 +389,22 @@ def dial_action() -> Response:
     )
     response = xml_response(root)
     return _no_store(response) if handoff_id is not None else response
+
+
+def _note_agent_result(group: AgentGroup, attempt: int, result: DialResult) -> None:
+    """Count the attempt's SIP-auth result for its agent, when Plivo's report names one.
+
+    The Dial action names no leg: only an attempt that rang one agent is attributed (a
+    sequential group's; a simultaneous group's legs are counted from its Dial events).
+    Busy, no answer and the caller leaving say nothing about our credentials.
+    """
+    agents = group.agents_for(attempt)
+    if len(agents) != 1:
+        return
+    if result.answered:
+        persist.note_agent(agents[0].name, None)
+    elif result.auth_failure is not None:
+        persist.note_agent(agents[0].name, result.auth_failure)
 
 
 def _end_attempt(handoff_id: str, attempt: int, result: DialResult) -> None:
@@ -394,10 +458,13 @@ def _bare_uri(uri: str) -> str:
 
 
 def _last_attempt_failed(
-    group: AgentGroup, attempt: int, handoff_id: str | None, result: DialResult
+    group: AgentGroup, attempt: int, handoff_id: str | None, outcome: str
 ) -> tuple[str, Element]:
-    """Return the caller to the AI (a handoff with on_failure "return"), else run the fallback."""
-    data = {"attempts": attempt + 1, "outcome": result.outcome}
+    """Return the caller to the AI (a handoff with on_failure "return"), else run the fallback.
+
+    `attempt` is the last one made (-1: none, every agent being quarantined).
+    """
+    data = {"attempts": attempt + 1, "outcome": outcome}
     return _end_handoff(
         group.fallback, handoff_id, data, lambda found: found.on_failure == "return"
     )
@@ -447,6 +514,7 @@ def dial_event() -> Response:
     if not handoff_id:
         raise ValidationError(HANDOFF_PARAM, "is required")
     taken = "connected" if group.confirm_key is not None else "answer"
+    _note_leg_result(group, attempt, event, taken)
     if event.action in (taken, "connected"):
         _connected(handoff_id, group, attempt, event.b_leg_to)
         decision = "connected"
@@ -454,6 +522,22 @@ def dial_event() -> Response:
         decision = "noted"
     persist.note_outcome(event.a_leg_uuid or "-", decision, event.action or "-")
     return xml_response(documents.empty())
+
+
+def _note_leg_result(group: AgentGroup, attempt: int, event: DialEvent, taken: str) -> None:
+    """Count one leg's SIP-auth result when the attempt rang several agents and the leg's To
+    names one of them (a one-agent attempt is counted from its Dial action instead)."""
+    agents = group.agents_for(attempt)
+    if len(agents) < 2 or not event.b_leg_to:
+        return
+    wanted = _bare_uri(event.b_leg_to)
+    named = [agent.name for agent in agents if _bare_uri(agent.uri) == wanted]
+    if len(named) != 1:
+        return
+    if event.action == taken:
+        persist.note_agent(named[0], None)
+    elif event.auth_failure is not None:
+        persist.note_agent(named[0], event.auth_failure)
 
 
 @bp.post("/whisper/<handoff_id>")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sipguard.calls.hours import ALWAYS_OPEN, Hours, Status
@@ -24,6 +24,19 @@ class Agent:
     password: Secret | None = None
     send_digits: str | None = None
     sip_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """When an agent whose PBX keeps refusing our credentials is skipped, and for how long.
+
+    `after` consecutive sip_auth_failed (4240) / sip_auth_timeout (4250) results quarantine the
+    agent for `cool_down`; its first successful call after that, or `sipguard agents release`,
+    ends it.
+    """
+
+    after: int = 3
+    cool_down: timedelta = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)

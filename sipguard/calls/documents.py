@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
@@ -52,15 +52,17 @@ def dial_group(
     sip_headers: Mapping[str, str] | None = None,
     callback_url: str | None = None,
     confirm_sound: str | None = None,
+    agents: Sequence[Agent] | None = None,
 ) -> Element:
     """Ring the group's agents for `attempt`; Plivo reports the result to `action_url`.
 
-    A handoff's Dial adds `sip_headers` to every agent leg, asks Plivo to report the agent
+    `agents` rings only those of the attempt's agents (the quarantined ones left out). A
+    handoff's Dial adds `sip_headers` to every agent leg, asks Plivo to report the agent
     answering to `callback_url`, and plays its whisper (`confirm_sound`) instead of the group's.
     """
     return response(
         dial(
-            [agent_user(agent, sip_headers) for agent in group.agents_for(attempt)],
+            [agent_user(agent, sip_headers) for agent in agents or group.agents_for(attempt)],
             action=action_url,
             method="POST",
             timeout=group.timeout,

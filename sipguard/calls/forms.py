@@ -209,17 +209,29 @@ class DialEvent:
     a_leg_uuid: str | None
     b_leg_uuid: str | None
     b_leg_to: str | None
+    b_leg_hangup_cause: str | None = None
+    b_leg_hangup_code: int | None = None
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> DialEvent:
         """Parse a Dial callback; DialAction, else the older DialBLegStatus, says what happened."""
         action = _field(form, "DialAction") or _field(form, "DialBLegStatus")
+        cause = _field(form, "DialBLegHangupCauseName") or _field(form, "DialBLegHangupCause")
         return cls(
             action=action.lower() if action else None,
             a_leg_uuid=_field(form, "DialALegUUID"),
             b_leg_uuid=_field(form, "DialBLegUUID"),
             b_leg_to=_field(form, "DialBLegTo"),
+            b_leg_hangup_cause=cause,
+            b_leg_hangup_code=whole_number(_field(form, "DialBLegHangupCauseCode") or ""),
         )
+
+    @property
+    def auth_failure(self) -> str | None:
+        """Return sip_auth_failed / sip_auth_timeout when this agent leg's hangup says so."""
+        if self.action != "hangup":
+            return None
+        return auth_failure(self.b_leg_hangup_cause, self.b_leg_hangup_code)
 
 
 @dataclass(frozen=True)

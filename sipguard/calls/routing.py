@@ -19,6 +19,8 @@ AUTH_NOT_RUNNING = (
     "SIP auth is not running: the provider is probably putting a phone number in the "
     "Request-URI instead of sip:{app_id}@app.plivo.com"
 )
+# The rule name of a SIP call without SIPAuthType that no rule took on purpose.
+UNAUTHENTICATED_SIP = "unauthenticated-sip"
 # extraHeaders a stream carries for what Plivo's `start` WebSocket event lacks, in the order
 # they are fitted into its 512 bytes; then the name that tells the AI its handoff group.
 STREAM_CALL_HEADERS = ("from", "to", "sipauthtype", "sipauthuser", "sipsourceip")
@@ -138,7 +140,7 @@ def decide(call: InboundCall, policy: Policy) -> Decision:
         if rule.match.matches(call):
             return Decision(rule.action, rule.name, f"rule {rule.name}", auth_not_running)
     if auth_not_running:
-        return Decision(policy.unauthenticated_sip, "unauthenticated-sip", AUTH_NOT_RUNNING, True)
+        return Decision(policy.unauthenticated_sip, UNAUTHENTICATED_SIP, AUTH_NOT_RUNNING, True)
     if call.is_sip and call.sip_auth_type not in SIP_AUTH_TYPES:
         return Decision(policy.unauthenticated_sip, "unauthenticated-sip", UNKNOWN_SIP_AUTH)
     return Decision(policy.default, "default", "no rule matched")

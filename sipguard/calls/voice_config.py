@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sipguard.calls import documents
-from sipguard.calls.agents import Agent, AgentGroup, Closed, Fallback
+from sipguard.calls.agents import Agent, AgentGroup, Closed, Fallback, Quarantine
 from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
 from sipguard.calls.hours import Hours, Window, overlap, parse_window
 from sipguard.calls.routing import (
@@ -30,6 +30,7 @@ from sipguard.calls.routing import (
     Rule,
 )
 from sipguard.errors import ConfigError, ValidationError
+from sipguard.monitoring.analytics import parse_span
 from sipguard.secret import Secret
 from xml_builders.elements import STREAM_CONTENT_TYPES, STREAM_EXTRA_HEADERS_MAX
 
@@ -78,6 +79,8 @@ _FALLBACK_KEYS = {
 }
 _AGENT_KEYS = {"uri", "username", "password_env", "password_file", "send_digits", "sip_headers"}
 _ANSWER_KEYS = {"methods", "default", "unauthenticated_sip"}
+_QUARANTINE_KEYS = {"after", "cool_down"}
+_MAX_QUARANTINE_AFTER = 100
 _CHECK_URL = "https://config-check.invalid/dial-action"
 
 
@@ -88,6 +91,12 @@ class VoiceConfig:
     answer_methods: tuple[str, ...]
     policy: Policy
     groups: Mapping[str, AgentGroup]
+    quarantine: Quarantine = Quarantine()
+
+    def agent_names(self) -> tuple[str, ...]:
+        """Return the name of every agent some group dials, each once, in config order."""
+        names = (agent.name for group in self.groups.values() for agent in group.agents)
+        return tuple(dict.fromkeys(names))
 
     def secrets(self) -> tuple[str, ...]:
         """Return every agent password, for the log redaction filter."""
@@ -475,6 +484,26 @@ def _match(where: str, spec: Mapping[str, Any]) -> Match:
     )
 
 
+def _quarantine(spec: Any) -> Quarantine:
+    spec = check_table("quarantine", spec, _QUARANTINE_KEYS)
+    default = Quarantine()
+    after = spec.get("after", default.after)
+    if isinstance(after, bool) or not isinstance(after, int):
+        raise ConfigError("quarantine.after must be a whole number")
+    if not 1 <= after <= _MAX_QUARANTINE_AFTER:
+        raise ConfigError(f"quarantine.after must be 1-{_MAX_QUARANTINE_AFTER}")
+    cool_down = spec.get("cool_down")
+    if cool_down is None:
+        return Quarantine(after, default.cool_down)
+    try:
+        span = parse_span(cool_down)
+    except ValidationError:
+        raise ConfigError(
+            'quarantine.cool_down must be a duration like "90s", "15m", "1h" or "1d"'
+        ) from None
+    return Quarantine(after, span)
+
+
 def _check_xml(where: str, build: Callable[..., object], *args: Any) -> None:
     """Build the XML a config section will produce, turning a limit breach into ConfigError."""
     try:
@@ -486,7 +515,7 @@ def _check_xml(where: str, build: Callable[..., object], *args: Any) -> None:
 def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
     """Parse and check the voice config; every problem is a ConfigError naming its key."""
     raw = read_toml(path, "VOICE_CONFIG")
-    check_table("VOICE_CONFIG", raw, {"answer", "rules", "groups", "agents"})
+    check_table("VOICE_CONFIG", raw, {"answer", "rules", "groups", "agents", "quarantine"})
     base = path.resolve().parent
 
     agent_specs = _named_tables("agents", raw.get("agents", {}))
@@ -536,4 +565,5 @@ def load_voice_config(path: Path, environ: Mapping[str, str]) -> VoiceConfig:
         answer_methods=methods,
         policy=Policy(tuple(rules), defaults["default"], defaults["unauthenticated_sip"]),
         groups=groups,
+        quarantine=_quarantine(raw.get("quarantine", {})),
     )

@@ -22,7 +22,7 @@ T = TypeVar("T")
 api_key = AppGroup("api-key", help="API keys for the AI agent's calls to /api/v1.")
 
 
-def _stored(work: Callable[[], T]) -> T:
+def stored(work: Callable[[], T]) -> T:
     """Run a store call; a database that does not answer is one line, not a traceback."""
     try:
         return work()
@@ -30,7 +30,7 @@ def _stored(work: Callable[[], T]) -> T:
         raise click.ClickException(exc.message) from None
 
 
-def _when(value: object) -> str:
+def when(value: object) -> str:
     return "-" if value is None else str(value)[:19]
 
 
@@ -54,7 +54,7 @@ def create(name: str, callback_url: str | None) -> None:
             raise click.BadParameter(exc.message, param_hint="--callback-url") from None
     rt = runtime()
     try:
-        created = _stored(lambda: rt.store.create_api_key(name, callback_url))
+        created = stored(lambda: rt.store.create_api_key(name, callback_url))
     except ValidationError as exc:  # the name is taken
         raise click.BadParameter(exc.message, param_hint="NAME") from None
     key = created.key
@@ -71,7 +71,7 @@ def create(name: str, callback_url: str | None) -> None:
 @api_key.command("list")
 def list_keys() -> None:
     """List the API keys: name, id, created, revoked, callback URL (never a secret)."""
-    keys = _stored(runtime().store.list_api_keys)
+    keys = stored(runtime().store.list_api_keys)
     if not keys:
         click.echo("no API keys (create one: sipguard api-key create NAME)")
         return
@@ -79,8 +79,8 @@ def list_keys() -> None:
     click.echo(f"{'NAME'.ljust(width)}  {'ID':<20}  {'CREATED':<19}  {'REVOKED':<19}  CALLBACK URL")
     for key in keys:
         click.echo(
-            f"{key.name.ljust(width)}  {key.id:<20}  {_when(key.created_at):<19}  "
-            f"{_when(key.revoked_at):<19}  {key.callback_url or '-'}"
+            f"{key.name.ljust(width)}  {key.id:<20}  {when(key.created_at):<19}  "
+            f"{when(key.revoked_at):<19}  {key.callback_url or '-'}"
         )
 
 
@@ -88,13 +88,13 @@ def list_keys() -> None:
 @click.argument("name_or_id")
 def revoke(name_or_id: str) -> None:
     """Revoke the API key NAME_OR_ID at once, on every instance (revoking twice is harmless)."""
-    revocation = _stored(lambda: runtime().store.revoke_api_key(name_or_id))
+    revocation = stored(lambda: runtime().store.revoke_api_key(name_or_id))
     if revocation is None:
         raise click.BadParameter(
             f"no API key is named or has the id {name_or_id!r}", param_hint="NAME_OR_ID"
         )
     key = revocation.key
     if revocation.already:
-        click.echo(f"API key {key.name} ({key.id}) was revoked already, at {_when(key.revoked_at)}")
+        click.echo(f"API key {key.name} ({key.id}) was revoked already, at {when(key.revoked_at)}")
     else:
         click.echo(f"revoked API key {key.name} ({key.id})")

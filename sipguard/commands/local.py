@@ -1,4 +1,4 @@
-"""The commands that work on this app's own data: db, voice, report, monitor, api-key,
+"""The commands that work on this app's own data: db, voice, report, monitor, api-key, agents,
 sign-request, worker.
 
 `COMMANDS` (these and the Plivo REST ones in `rest`) is what `sipguard` offers and what
@@ -22,7 +22,7 @@ from sipguard.calls.forms import InboundCall
 from sipguard.calls.hours import iso_utc
 from sipguard.calls.routing import decide
 from sipguard.calls.signature import signed_headers
-from sipguard.commands import keys, rest
+from sipguard.commands import agents, keys, rest
 from sipguard.commands.plugins import plugins
 from sipguard.commands.worker import worker
 from sipguard.errors import ValidationError
@@ -235,6 +235,7 @@ COMMANDS: tuple[click.Command, ...] = (
     voice,
     monitor,
     keys.api_key,
+    agents.agents,
     sign_request,
     worker,
 )

@@ -2,8 +2,8 @@
 
 It offers the commands `flask --app app:create_app` has, without needing Flask's `--app`:
 `sipauth` and `call` read only the Plivo account from the environment; `handoff`, `report`,
-`db`, `voice`, `api-key`, `worker` and `sign-request` build the app from its settings first, as
-the server does. Commands installed packages add (the sandbox's) come through the
+`db`, `voice`, `api-key`, `agents`, `worker` and `sign-request` build the app from its settings
+first, as the server does. Commands installed packages add (the sandbox's) come through the
 "sipguard.commands" entry points. A missing or bad setting prints one line naming what to set
 and exits 2; a database that does not answer prints one line naming the error's type and exits 5.
 """

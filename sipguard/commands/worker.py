@@ -34,7 +34,8 @@ def schedule(pauses: Sequence[int]) -> Schedule:
     help="Events claimed at a time.",
 )
 def worker(once: bool, batch: int) -> None:
-    """Deliver the outcome webhooks in the outbox: signed, retried, until SIGTERM or Ctrl-C.
+    """Deliver the outcome webhooks and alerts in the outbox: signed, retried, until SIGTERM or
+    Ctrl-C.
 
     Several workers, on one host or many, may share a database: an event is leased to one of
     them at a time (WEBHOOK_TIMEOUT_SECONDS, WEBHOOK_POLL_SECONDS, WEBHOOK_RETRY_SECONDS).
@@ -50,6 +51,7 @@ def worker(once: bool, batch: int) -> None:
         functools.partial(webhook_secret, settings.secret_key),
         batch=batch,
         poll=settings.webhook_poll,
+        receivers=settings.alert_receivers(),
     )
     try:
         if once:

@@ -257,10 +257,16 @@ def _schemas() -> dict[str, Any]:
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "required": ["name", "digest_credentials"],
+                        "required": ["name", "digest_credentials", "quarantined"],
                         "properties": {
                             "name": {"type": "string"},
                             "digest_credentials": {"type": "boolean"},
+                            "quarantined": {
+                                "oneOf": [{"type": "null"}, _ref("Quarantine")],
+                                "description": "null: the agent is rung. Otherwise it is "
+                                "skipped until `until`, after consecutive SIP-auth failures "
+                                "towards its PBX.",
+                            },
                         },
                         "additionalProperties": False,
                     },
@@ -281,13 +287,29 @@ def _schemas() -> dict[str, Any]:
                             " time when open, the next opening when closed; null when it"
                             " never changes.",
                         },
-                        "agents_available": {"type": ["integer", "null"], "minimum": 0},
+                        "agents_available": {
+                            "type": ["integer", "null"],
+                            "minimum": 0,
+                            "description": "Agents not quarantined now.",
+                        },
                     },
                     "additionalProperties": False,
                 },
             },
             "additionalProperties": False,
             "description": "An agent group; never an agent's URI or password.",
+        },
+        "Quarantine": {
+            "type": "object",
+            "required": ["cause", "since", "until"],
+            "properties": {
+                "cause": {"type": "string", "enum": ["sip_auth_failed", "sip_auth_timeout"]},
+                "since": {"type": "string", "format": "date-time"},
+                "until": {"type": "string", "format": "date-time"},
+            },
+            "additionalProperties": False,
+            "description": "Why and since when an agent is skipped (4240: its PBX rejects our "
+            "credentials; 4250: it never answers the digest challenge).",
         },
         "Groups": {
             "type": "object",

@@ -1,2 +1,2 @@
-"""Outcome webhooks to the AI's receiver: the outbox contract, Standard Webhooks signing and
-delivery."""
+"""Outcome webhooks to the AI's receiver and alerts to the operator's: the outbox contract, Standard
+Webhooks signing, delivery and the alerts' bodies."""

@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 import requests
 
 from sipguard.notify.model import OutboxEvent
-from sipguard.notify.signing import headers
+from sipguard.notify.signing import CONTENT_TYPE, headers
 from sipguard.store.database import UtcClock, now_utc
 
 DEFAULT_TIMEOUT = 10.0  # seconds, WEBHOOK_TIMEOUT_SECONDS
@@ -130,12 +130,16 @@ class Delivery:
     random: Callable[[], float] = _random.random
     session: requests.Session = field(default_factory=requests.Session, repr=False)
 
-    def deliver(self, event: OutboxEvent, secret: str) -> Outcome:
-        """POST `event` to its URL, signed with `secret`, and return what to record."""
-        sent = {**headers(secret, event, self.clock()), "user-agent": USER_AGENT}
+    def deliver(self, event: OutboxEvent, secret: str | None, url: str | None = None) -> Outcome:
+        """POST `event` to `url` (else its own), signed with `secret`, and return what to record.
+
+        Without a secret it goes unsigned (a Slack incoming webhook checks no signature).
+        """
+        signed = headers(secret, event, self.clock()) if secret is not None else {}
+        sent = {"content-type": CONTENT_TYPE, **signed, "user-agent": USER_AGENT}
         try:
             response = self.session.post(
-                event.url,
+                url or event.url,
                 data=event.body,
                 headers=sent,
                 timeout=self.timeout,

@@ -33,6 +33,11 @@ def _key(secret: str) -> bytes:
     return key
 
 
+def check_secret(secret: str) -> None:
+    """Check a `whsec_` secret can sign (raises ValueError saying why, never echoing it)."""
+    _key(secret)
+
+
 def _timestamp(timestamp: int) -> str:
     # bool is an int, and a float or a numeric string with "." would break the signed layout.
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:

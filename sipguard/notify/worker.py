@@ -13,12 +13,13 @@ import logging
 import os
 import select
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from types import FrameType
 
 from sipguard.errors import StoreUnavailable
+from sipguard.notify.alerts import RECEIVERS, Receiver
 from sipguard.notify.delivery import Delivery, Outcome, Verdict
 from sipguard.notify.model import Outbox, OutboxEvent
 
@@ -51,10 +52,13 @@ class Worker:
         *,
         batch: int = DEFAULT_BATCH,
         poll: float = DEFAULT_POLL_SECONDS,
+        receivers: Mapping[str, Receiver] | None = None,
     ) -> None:
         self.outbox = outbox
         self.delivery = delivery
         self.secret_for = secret_for  # API key id -> its whsec_ secret
+        # Alert receivers by owner id, from the settings: an alert's URL is never stored.
+        self.receivers = dict(receivers or {})
         self.batch = batch
         self.poll = poll
         self.lease = lease_for(delivery.timeout)
@@ -127,7 +131,7 @@ class Worker:
 
     def _attempt(self, event: OutboxEvent) -> None:
         try:
-            outcome = self.delivery.deliver(event, self.secret_for(event.api_key_id))
+            outcome = self._deliver(event)
         except Exception as exc:  # a bug must not stop the loop: retried on the schedule
             log.exception("webhook=%s delivery failed: %s", event.id, type(exc).__name__)
             outcome = self._internal_error(event, exc)
@@ -151,6 +155,15 @@ class Worker:
             outcome.status if outcome.status is not None else "-",
             f" error={outcome.error!r}" if outcome.error else "",
         )
+
+    def _deliver(self, event: OutboxEvent) -> Outcome:
+        """Send a handoff webhook signed with its key's secret, an alert to its receiver."""
+        if event.api_key_id not in RECEIVERS:
+            return self.delivery.deliver(event, self.secret_for(event.api_key_id))
+        receiver = self.receivers.get(event.api_key_id)
+        if receiver is None:
+            return Outcome(Verdict.GIVE_UP, None, "its alert receiver is no longer configured")
+        return self.delivery.deliver(event, receiver.secret, receiver.url)
 
     def _internal_error(self, event: OutboxEvent, exc: Exception) -> Outcome:
         error = f"internal error ({type(exc).__name__})"

@@ -6,6 +6,8 @@ ledger    callbacks with their nonce claims, rejection counts, purging (`Ledger`
 admin     monitor login failures and admin sessions (`AdminAccess`)
 api_keys  the AI side's API keys, kept as hashes (`ApiKeys`)
 handoffs  handoffs with their idempotency, states and attempts (`Handoffs`)
+alerts    alerts raised once per condition, subject and window, queued in the outbox
+agent_health  agents' SIP-auth failure runs and quarantines (`AgentHealthStore`)
 outbox    outcome webhooks waiting for delivery, claimed under a lease (`OutboxStore`)
 migrate   Alembic upgrades under a migration lock (`Migrations`)
 """
@@ -13,6 +15,8 @@ migrate   Alembic upgrades under a migration lock (`Migrations`)
 from __future__ import annotations
 
 from sipguard.store.admin import AdminAccess
+from sipguard.store.agent_health import AgentHealth, AgentHealthStore
+from sipguard.store.alerts import Alerting
 from sipguard.store.api_keys import ApiKey, ApiKeys, NewApiKey, Revocation
 from sipguard.store.database import UtcClock, normalise_url, now_utc
 from sipguard.store.handoffs import (
@@ -28,6 +32,8 @@ from sipguard.store.migrate import Migrations
 from sipguard.store.outbox import OutboxStore
 from sipguard.store.schema import (
     admin_sessions,
+    agent_health,
+    alerts,
     api_keys,
     call_events,
     handoff_attempts,
@@ -41,7 +47,7 @@ from sipguard.store.schema import (
 )
 
 
-class Store(Ledger, AdminAccess, ApiKeys, Handoffs, OutboxStore, Migrations):
+class Store(Ledger, AdminAccess, ApiKeys, Handoffs, AgentHealthStore, OutboxStore, Migrations):
     """The app's one handle on its database: every part shares one engine and one clock.
 
     The parts are mixed in, not held as attributes, so callers write `store.record(...)` and a
@@ -50,6 +56,8 @@ class Store(Ledger, AdminAccess, ApiKeys, Handoffs, OutboxStore, Migrations):
 
 
 __all__ = [
+    "AgentHealth",
+    "Alerting",
     "ApiKey",
     "Attempt",
     "CallEvent",
@@ -63,6 +71,8 @@ __all__ = [
     "Transition",
     "UtcClock",
     "admin_sessions",
+    "agent_health",
+    "alerts",
     "api_keys",
     "call_events",
     "handoff_attempts",

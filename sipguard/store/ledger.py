@@ -21,6 +21,7 @@ from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
 from sipguard.store.database import Database, UtcClock, now_utc
 from sipguard.store.schema import (
+    alerts,
     call_events,
     handoff_attempts,
     handoffs,
@@ -178,8 +179,9 @@ class Ledger(Database):
 
         return self._run(purge)
 
-    def count_rejection(self, route: str, reason: str) -> None:
-        """Add one refused callback to its minute's count (raises StoreUnavailable)."""
+    def count_rejection(self, route: str, reason: str) -> datetime:
+        """Add one refused callback to its minute's count; return the minute (raises
+        StoreUnavailable)."""
         now = self._clock()
         minute = now.replace(second=0, microsecond=0)
         upsert = self._insert()(signature_rejections).values(
@@ -190,9 +192,11 @@ class Ledger(Database):
             set_={"count": signature_rejections.c["count"] + 1},
         )
         self._run(lambda conn: conn.execute(upsert))
+        return minute
 
     def purge_events(self, older_than: timedelta) -> dict[str, int]:
-        """Delete call events, hangups, rejection counts and handoffs older than `older_than`.
+        """Delete call events, hangups, rejection counts, alerts and handoffs older than
+        `older_than`.
 
         Handoffs go with their attempts (their summaries are personal data), and so do the
         outbox's delivered or given-up webhooks; one still waiting for delivery stays until it
@@ -215,6 +219,7 @@ class Ledger(Database):
                         signature_rejections.c.minute <= cutoff - timedelta(minutes=1)
                     )
                 ).rowcount,
+                "alerts": conn.execute(delete(alerts).where(alerts.c.raised_at < cutoff)).rowcount,
                 "handoff_attempts": conn.execute(
                     delete(handoff_attempts).where(handoff_attempts.c.handoff_id.in_(old_handoffs))
                 ).rowcount,

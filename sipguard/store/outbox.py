@@ -59,8 +59,13 @@ def enqueue(
     url: str,
     event_type: str,
     data: Mapping[str, Any],
+    body: bytes | None = None,
 ) -> str:
-    """Write one event to the outbox inside the caller's transaction; return its webhook-id."""
+    """Write one event to the outbox inside the caller's transaction; return its webhook-id.
+
+    The body is the event's JSON document, unless `body` gives other bytes to send (a Slack
+    alert's).
+    """
     event_id = random_id(EVENT_ID_PREFIX, EVENT_ID_LENGTH)
     conn.execute(
         insert(webhook_outbox).values(
@@ -69,7 +74,7 @@ def enqueue(
             handoff_id=handoff_id,
             url=url,
             event_type=event_type,
-            body=event_body(event_type, now, data),
+            body=body if body is not None else event_body(event_type, now, data),
             created_at=now,
             next_attempt_at=now,
             attempts=0,

@@ -209,3 +209,31 @@ webhook_outbox = Table(
         postgresql_where=_UNDELIVERED,
     ),
 )
+
+# Each agent's run of SIP-auth failures towards its PBX (4240/4250), and its quarantine. Agent
+# names from the voice config only, nothing personal: rows are kept (not purged) so a
+# quarantine outlives RETENTION_DAYS, and one row per agent bounds the table.
+agent_health = Table(
+    "agent_health",
+    metadata,
+    Column("agent", String(64), primary_key=True),
+    Column("failures", Integer(), nullable=False),  # consecutive, reset by a success
+    Column("last_cause", String(24)),  # sip_auth_failed | sip_auth_timeout
+    Column("quarantined_since", DateTime()),
+    Column("quarantined_until", DateTime()),
+    Column("updated_at", DateTime(), nullable=False),
+)
+
+# Alerts raised: one row per condition, subject (an IP, an agent, a route) and window, so
+# concurrent workers and instances push each alert once (the primary key decides). Purged with
+# the events after RETENTION_DAYS (a subject may be a source IP).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("condition", String(32), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("window_start", DateTime(), nullable=False),
+    Column("raised_at", DateTime(), nullable=False),
+    PrimaryKeyConstraint("condition", "subject", "window_start"),
+    Index("ix_alerts_raised_at", "raised_at"),
+)

@@ -117,6 +117,7 @@ def test_help_lists_every_command_and_the_exit_codes() -> None:
     assert shown.exit_code == 0
     commands = re.findall(r"^  ([a-z][a-z-]*)  ", shown.output, re.MULTILINE)
     assert commands == [
+        "agents",
         "api-key",
         "call",
         "db",

@@ -259,6 +259,7 @@ def _expected_counts(sent: dict[str, int]) -> dict[str, int]:
         'sum(sipguard_callbacks_total{route="hangup", status="200"})': inbound + sent["normal"],
         'sum(sipguard_callbacks_total{route="hangup", status="403"})': sent["unsigned"],
         'sum(sipguard_callbacks_total{route="answer", decision="reject"})': sent["not_running"],
+        "sum(sipguard_sip_auth_not_running_total)": sent["not_running"],
         'sum(sipguard_callbacks_total{route="dial_action", status="200"})': (
             sent["sip_auth_failed"] + sent["sip_auth_timeout"]
         ),

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
+
+from sipguard.store import Store, UtcClock
 
 PG_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -42,3 +44,21 @@ def fresh_postgres() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def opened_stores(url: str, clock: UtcClock) -> Iterator[Callable[[], Store]]:
+    """Yield a way to open Stores on `url` and `clock` (two are two instances); dispose of
+    them all afterwards."""
+    opened: list[Store] = []
+
+    def _open() -> Store:
+        store = Store(url, clock=clock)
+        opened.append(store)
+        return store
+
+    try:
+        yield _open
+    finally:
+        for store in opened:
+            store.dispose()

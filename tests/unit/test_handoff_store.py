@@ -36,6 +36,7 @@ from sipguard.store import (
     webhook_outbox,
 )
 from sipguard.store.handoffs import request_hash
+from tests.support.databases import opened_stores
 
 T0 = datetime(2024, 5, 1, 12, 0, 0)
 LEASE = timedelta(seconds=30)
@@ -62,16 +63,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def open_store(database_url: str, clock: FakeClock) -> Iterator[Callable[[], Store]]:
-    opened: list[Store] = []
-
-    def _open() -> Store:
-        store = Store(database_url, clock=clock)
-        opened.append(store)
-        return store
-
-    yield _open
-    for store in opened:
-        store.dispose()
+    with opened_stores(database_url, clock) as opener:
+        yield opener
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tempfile
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -1136,3 +1136,43 @@ def test_the_sample_hours_example_loads_uncommented() -> None:
     assert group.hours is not None and len(group.hours.windows) == 7
     assert group.hours.closed_dates == {date(2026, 12, 25), date(2026, 12, 26)}
     assert group.closed is not None and group.closed.plan.kind == "voicemail"
+
+
+# -- [quarantine] -------------------------------------------------------------------------------
+
+
+def test_quarantine_defaults_to_three_failures_and_fifteen_minutes(tmp_path: Path) -> None:
+    quarantine = load(tmp_path, voice_toml()).quarantine
+    assert (quarantine.after, quarantine.cool_down) == (3, timedelta(minutes=15))
+
+
+def test_quarantine_reads_after_and_cool_down(tmp_path: Path) -> None:
+    text = voice_toml(top='[quarantine]\nafter = 5\ncool_down = "1h"')
+    quarantine = load(tmp_path, text).quarantine
+    assert (quarantine.after, quarantine.cool_down) == (5, timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("after = 0", "quarantine.after must be 1-100"),
+        ("after = 101", "quarantine.after must be 1-100"),
+        ('after = "3"', "quarantine.after must be a whole number"),
+        ("after = true", "quarantine.after must be a whole number"),
+        ('cool_down = "15"', "quarantine.cool_down must be a duration"),
+        ('cool_down = "0m"', "quarantine.cool_down must be a duration"),
+        ("cool_down = 900", "quarantine.cool_down must be a duration"),
+        ("after = 3\nforever = true", "quarantine: unknown key(s) forever"),
+    ],
+)
+def test_a_bad_quarantine_is_refused_naming_the_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    assert message in error(tmp_path, voice_toml(top=f"[quarantine]\n{body}"))
+
+
+def test_agent_names_lists_each_grouped_agent_once(tmp_path: Path) -> None:
+    config = load_voice_config(SAMPLE, SAMPLE_ENV)
+    names = config.agent_names()
+    assert len(names) == len(set(names))
+    assert set(names) == {agent.name for g in config.groups.values() for agent in g.agents}

@@ -141,8 +141,8 @@ class Killed(BaseException):
 
 
 class DiesAfterSending(Delivery):
-    def deliver(self, event: OutboxEvent, secret: str) -> Outcome:
-        super().deliver(event, secret)  # the receiver got it...
+    def deliver(self, event: OutboxEvent, secret: str | None, url: str | None = None) -> Outcome:
+        super().deliver(event, secret, url)  # the receiver got it...
         raise Killed  # ...and the worker died before recording anything
 
 
@@ -197,8 +197,8 @@ class SlowDelivery(Delivery):
 
     takes = timedelta(seconds=15)
 
-    def deliver(self, event: OutboxEvent, secret: str) -> Outcome:
-        outcome = super().deliver(event, secret)
+    def deliver(self, event: OutboxEvent, secret: str | None, url: str | None = None) -> Outcome:
+        outcome = super().deliver(event, secret, url)
         self.clock.advance(self.takes)  # type: ignore[attr-defined]
         return outcome
 
@@ -324,11 +324,11 @@ def test_logs_name_the_event_never_its_body_secret_or_url(
 class SignalledMidDelivery(Delivery):
     """SIGTERM arrives while the first event is being delivered."""
 
-    def deliver(self, event: OutboxEvent, secret: str) -> Outcome:
+    def deliver(self, event: OutboxEvent, secret: str | None, url: str | None = None) -> Outcome:
         if not getattr(self, "signalled", False):
             self.signalled = True
             signal.raise_signal(signal.SIGTERM)
-        return super().deliver(event, secret)
+        return super().deliver(event, secret, url)
 
 
 def test_sigterm_stops_the_loop_after_the_event_in_hand(

@@ -113,17 +113,17 @@ def test_groups_say_open_or_closed_and_until_when(
     assert _availability(client, auth, "daytime") == {
         "open": True,
         "until": "2026-12-02T22:30:00Z",
-        "agents_available": None,
+        "agents_available": 1,
     }
     assert _availability(client, auth, "weekend") == {
         "open": False,
         "until": "2026-12-05T10:00:00Z",
-        "agents_available": None,
+        "agents_available": 1,
     }
     assert _availability(client, auth, "support") == {
         "open": True,
         "until": None,
-        "agents_available": None,
+        "agents_available": 2,
     }
     set_clock(WEDNESDAY_6PM)
     listed = client.get("/api/v1/groups", headers=auth).get_json()["groups"]

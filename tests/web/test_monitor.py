@@ -471,3 +471,50 @@ def test_gunicorn_start_clears_only_metric_files(
     spec.loader.exec_module(config)
     config.on_starting(None)
     assert sorted(p.name for p in shared.iterdir()) == ["sipguard.sqlite"]
+
+
+# -- agent quarantine ---------------------------------------------------------------------------
+
+
+def _quarantine(app: Flask, agent: str) -> None:
+    policy = app.extensions["sipguard"].voice.quarantine
+    for _ in range(policy.after):
+        app.extensions["sipguard"].store.agent_failed(agent, "sip_auth_failed", policy)
+
+
+def test_metrics_show_a_quarantine_gauge_for_every_configured_agent(monitored: Flask) -> None:
+    _quarantine(monitored, "alice")
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    text = monitored.test_client().get("/metrics", headers=headers).get_data(as_text=True)
+    gauges = dict(
+        re.findall(r'^sipguard_agent_quarantined\{agent="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+    )
+    assert gauges == {"alice": "1.0", "bob": "0.0", "carol": "0.0", "dave": "0.0", "erin": "0.0"}
+
+
+def test_monitor_lists_quarantined_agents_with_cause_and_since(monitored: Flask) -> None:
+    client = monitored.test_client()
+    _login(client)
+    assert "No agent is quarantined." in client.get("/monitor").get_data(as_text=True)
+    _quarantine(monitored, "bob")
+    page = client.get("/monitor").get_data(as_text=True)
+    section = page.split('<section id="quarantine">', 1)[1].split("</section>", 1)[0]
+    assert "bob skipped until" in section and "3 sip_auth_failed in a row since" in section
+    assert "alice" not in section
+
+
+def test_metrics_carry_the_rules_series_from_the_first_scrape(monitored: Flask) -> None:
+    """The label sets the alerting rules read exist at 0 before any event, so rate() sees the
+    first one; the not-running counter has no labels at all."""
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    text = monitored.test_client().get("/metrics", headers=headers).get_data(as_text=True)
+    for series in (
+        'sipguard_auth_failures_total{cause="sip_auth_failed",code="4210"}',
+        'sipguard_auth_failures_total{cause="sip_auth_failed",code="4240"}',
+        'sipguard_auth_failures_total{cause="sip_auth_timeout",code="4250"}',
+        'sipguard_signature_rejections_total{reason="no Plivo signature header"}',
+        'sipguard_signature_rejections_total{reason="V3 signature does not match"}',
+        'sipguard_signature_rejections_total{reason="replayed"}',
+        "sipguard_sip_auth_not_running_total",
+    ):
+        assert re.search(rf"^{re.escape(series)} \S+$", text, re.MULTILINE), series

@@ -1,0 +1,191 @@
+"""Agent health: each agent's run of SIP-auth failures towards its PBX, and its quarantine.
+
+Every worker and instance counts through the same row, each result in one statement: a failure
+is one INSERT ... ON CONFLICT DO UPDATE ... RETURNING, so two instances on PostgreSQL never lose
+a count or both start one quarantine. `after` consecutive failures (sip_auth_failed 4240,
+sip_auth_timeout 4250) quarantine the agent until `cool_down` has passed; a failure while the
+count is already there extends it. A success resets the count; the first success once the
+cool-down is over, or `release_agent`, ends the quarantine. Rows hold agent names only. A
+quarantine starting or ending raises its alert in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, DateTime, case, func, literal, select, update
+
+from sipguard.calls.agents import Quarantine
+from sipguard.notify import alerts
+from sipguard.store.alerts import AlertsStore
+from sipguard.store.schema import agent_health
+
+AgentState = Literal["healthy", "failing", "quarantined", "cooled_down"]
+
+
+@dataclass(frozen=True)
+class AgentHealth:
+    """One agent's row: its consecutive failures and, when quarantined, since and until when."""
+
+    agent: str
+    failures: int
+    last_cause: str | None
+    quarantined_since: datetime | None
+    quarantined_until: datetime | None
+    updated_at: datetime
+
+    def quarantined(self, now: datetime) -> bool:
+        """Tell whether the agent is skipped at `now`."""
+        return self.quarantined_until is not None and now < self.quarantined_until
+
+    def state(self, now: datetime) -> AgentState:
+        """Name the agent's state: cooled_down is rung again, its next success ends it."""
+        if self.quarantined(now):
+            return "quarantined"
+        if self.quarantined_since is not None:
+            return "cooled_down"
+        return "failing" if self.failures else "healthy"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """What one failure did: the row after it, and whether it started the quarantine."""
+
+    health: AgentHealth
+    started: bool
+
+
+def _health(row: Any) -> AgentHealth:
+    return AgentHealth(**row._mapping)  # the columns are the fields, by name
+
+
+_CLEARED = {"failures": 0, "quarantined_since": None, "quarantined_until": None}
+
+
+class AgentHealthStore(AlertsStore):
+    """Count agents' SIP-auth results and say which agents are quarantined."""
+
+    def agent_failed(self, agent: str, cause: str, policy: Quarantine) -> Failed:
+        """Count one sip_auth_failed / sip_auth_timeout towards `agent`, atomically."""
+        now = self._clock()
+        until = now + policy.cool_down
+        insert_ = self._insert()(agent_health)
+        first = insert_.values(
+            agent=agent[:64],
+            failures=1,
+            last_cause=cause[:24],
+            quarantined_since=now if policy.after <= 1 else None,
+            quarantined_until=until if policy.after <= 1 else None,
+            updated_at=now,
+        )
+        counted = agent_health.c.failures + 1
+        reached = counted >= policy.after
+        at = literal(now, DateTime())
+        statement = first.on_conflict_do_update(
+            index_elements=[agent_health.c.agent],
+            set_={
+                "failures": counted,
+                "last_cause": first.excluded.last_cause,
+                # An extension keeps the quarantine's start; a new run starts afresh.
+                "quarantined_since": case(
+                    (reached, func.coalesce(agent_health.c.quarantined_since, at)),
+                    else_=agent_health.c.quarantined_since,
+                ),
+                "quarantined_until": case(
+                    (reached, literal(until, DateTime())), else_=agent_health.c.quarantined_until
+                ),
+                "updated_at": now,
+            },
+        ).returning(*agent_health.c)
+
+        def write(conn: Connection) -> Failed:
+            health = _health(conn.execute(statement).one())
+            started = health.failures == policy.after
+            if started and health.quarantined_until is not None:
+                alert = alerts.quarantined(agent, cause, health.failures, health.quarantined_until)
+                self._queue_alert(conn, now, alert)
+            return Failed(health, started)
+
+        return self._run(write)
+
+    def agent_succeeded(self, agent: str) -> bool:
+        """Reset `agent`'s count after a call it took; True when that ended its quarantine.
+
+        A success during the cool-down (a call rung before the quarantine began) leaves the
+        quarantine in place: only one after it ends it.
+        """
+        now = self._clock()
+        name = agent[:64]
+        release = (
+            update(agent_health)
+            .where(
+                agent_health.c.agent == name,
+                agent_health.c.quarantined_since.is_not(None),
+                agent_health.c.quarantined_until <= now,
+            )
+            .values(**_CLEARED, updated_at=now)
+            .returning(agent_health.c.agent)
+        )
+        reset = (
+            update(agent_health)
+            .where(
+                agent_health.c.agent == name,
+                agent_health.c.failures > 0,
+                agent_health.c.quarantined_since.is_(None),
+            )
+            .values(failures=0, updated_at=now)
+        )
+
+        def write(conn: Connection) -> bool:
+            if conn.execute(release).first() is not None:
+                self._queue_alert(conn, now, alerts.released(name, "it took a call"))
+                return True
+            conn.execute(reset)
+            return False
+
+        return self._run(write)
+
+    def release_agent(self, agent: str) -> bool:
+        """End `agent`'s quarantine (and its count) now; False when it was not quarantined."""
+        now = self._clock()
+        statement = (
+            update(agent_health)
+            .where(
+                agent_health.c.agent == agent[:64], agent_health.c.quarantined_since.is_not(None)
+            )
+            .values(**_CLEARED, updated_at=now)
+            .returning(agent_health.c.agent)
+        )
+
+        def write(conn: Connection) -> bool:
+            if conn.execute(statement).first() is None:
+                return False
+            how = "released by sipguard agents release"
+            self._queue_alert(conn, now, alerts.released(agent[:64], how))
+            return True
+
+        return self._run(write)
+
+    def quarantined_agents(self, agents: Collection[str]) -> dict[str, AgentHealth]:
+        """Return those of `agents` quarantined now, by name: one read on the primary key."""
+        if not agents:
+            return {}
+        now = self._clock()
+        statement = select(agent_health).where(
+            agent_health.c.agent.in_(sorted(agents)), agent_health.c.quarantined_until > now
+        )
+        rows = self._run(lambda conn: conn.execute(statement).all(), write=False)
+        return {row.agent: _health(row) for row in rows}
+
+    def agent_health(self) -> list[AgentHealth]:
+        """Return every agent's row, by name."""
+        statement = select(agent_health).order_by(agent_health.c.agent)
+        rows = self._run(lambda conn: conn.execute(statement).all(), write=False)
+        return [_health(row) for row in rows]
+
+    def now(self) -> datetime:
+        """Return the store's time (naive UTC), the one quarantines are judged against."""
+        return self._clock()

@@ -1,0 +1,148 @@
+"""Agent quarantine in the store, on SQLite and PostgreSQL: counting is one statement per result,
+so two Stores (two instances) racing on one database agree on the count and on one start."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from sipguard.calls.agents import Quarantine
+from sipguard.store import Store
+from tests.support.databases import opened_stores
+from tests.support.outbox import FakeClock
+
+POLICY = Quarantine(after=3, cool_down=timedelta(minutes=15))
+FAILED = "sip_auth_failed"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(database_url: str, clock: FakeClock) -> Iterator[Store]:
+    with opened_stores(database_url, clock) as opener:
+        migrated = opener()
+        migrated.upgrade()
+        yield migrated
+
+
+def _fail(store: Store, times: int, agent: str = "alice", cause: str = FAILED) -> None:
+    for _ in range(times):
+        store.agent_failed(agent, cause, POLICY)
+
+
+def test_one_failure_short_of_the_threshold_does_not_quarantine(store: Store) -> None:
+    _fail(store, POLICY.after - 1)
+    assert store.quarantined_agents(["alice"]) == {}
+    (row,) = store.agent_health()
+    assert (row.failures, row.state(store.now())) == (POLICY.after - 1, "failing")
+
+
+def test_the_threshold_quarantines_for_the_cool_down(store: Store, clock: FakeClock) -> None:
+    _fail(store, POLICY.after - 1)
+    failed = store.agent_failed("alice", "sip_auth_timeout", POLICY)
+    assert failed.started
+    found = store.quarantined_agents(["alice", "bob"])
+    assert list(found) == ["alice"]
+    health = found["alice"]
+    assert health.last_cause == "sip_auth_timeout"
+    assert health.quarantined_since == clock()
+    assert health.quarantined_until == clock() + POLICY.cool_down
+
+
+def test_a_success_in_between_resets_the_count(store: Store) -> None:
+    _fail(store, POLICY.after - 1)
+    assert store.agent_succeeded("alice") is False
+    _fail(store, POLICY.after - 1)
+    assert store.quarantined_agents(["alice"]) == {}
+    assert store.agent_health()[0].failures == POLICY.after - 1
+
+
+def test_a_failure_while_quarantined_extends_it_and_keeps_its_start(
+    store: Store, clock: FakeClock
+) -> None:
+    _fail(store, POLICY.after)
+    since = clock()
+    clock.advance(timedelta(minutes=5))
+    assert store.agent_failed("alice", FAILED, POLICY).started is False
+    health = store.quarantined_agents(["alice"])["alice"]
+    assert (health.quarantined_since, health.quarantined_until) == (
+        since,
+        clock() + POLICY.cool_down,
+    )
+
+
+def test_the_first_success_after_the_cool_down_ends_it(store: Store, clock: FakeClock) -> None:
+    _fail(store, POLICY.after)
+    clock.advance(POLICY.cool_down - timedelta(seconds=1))
+    # A call rung before the quarantine began does not end it during the cool-down.
+    assert store.agent_succeeded("alice") is False
+    assert "alice" in store.quarantined_agents(["alice"])
+    clock.advance(timedelta(seconds=1))
+    assert store.quarantined_agents(["alice"]) == {}
+    assert store.agent_health()[0].state(clock()) == "cooled_down"
+    assert store.agent_succeeded("alice") is True
+    assert store.agent_health()[0].state(clock()) == "healthy"
+    assert store.agent_succeeded("alice") is False
+
+
+def test_a_failure_after_the_cool_down_quarantines_again_at_once(
+    store: Store, clock: FakeClock
+) -> None:
+    _fail(store, POLICY.after)
+    clock.advance(POLICY.cool_down)
+    assert store.agent_failed("alice", FAILED, POLICY).started is False  # the same quarantine
+    assert "alice" in store.quarantined_agents(["alice"])
+
+
+def test_release_ends_it_and_the_count(store: Store) -> None:
+    assert store.release_agent("alice") is False
+    _fail(store, POLICY.after)
+    assert store.release_agent("alice") is True
+    assert store.quarantined_agents(["alice"]) == {}
+    assert store.agent_health()[0].state(store.now()) == "healthy"
+    _fail(store, POLICY.after - 1)
+    assert store.quarantined_agents(["alice"]) == {}
+    assert store.agent_failed("alice", FAILED, POLICY).started
+
+
+def test_after_one_quarantines_on_the_first_failure(store: Store) -> None:
+    once = Quarantine(after=1, cool_down=timedelta(minutes=1))
+    assert store.agent_failed("carol", FAILED, once).started
+    assert "carol" in store.quarantined_agents(["carol"])
+
+
+@pytest.mark.postgres
+def test_two_instances_on_postgresql_agree(postgres_url: str, clock: FakeClock) -> None:
+    with opened_stores(postgres_url, clock) as opener:
+        first, second = opener(), opener()
+        first.upgrade()
+        threads, each = 8, 5
+        barrier = threading.Barrier(threads)
+        started: list[bool] = []
+        lock = threading.Lock()
+
+        def run(index: int) -> None:
+            store = first if index % 2 else second
+            barrier.wait()
+            for _ in range(each):
+                failed = store.agent_failed("alice", FAILED, POLICY)
+                with lock:
+                    started.append(failed.started)
+
+        workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert first.agent_health()[0].failures == threads * each
+        assert started.count(True) == 1
+        assert "alice" in second.quarantined_agents(["alice"])
+        assert "alice" in first.quarantined_agents(["alice"])
+        assert second.release_agent("alice") is True
+        assert first.quarantined_agents(["alice"]) == {}
