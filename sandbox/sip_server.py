@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sandbox.call import Call
@@ -259,6 +260,18 @@ class SipServer:
 
     def _invite(self, request: Request, peer: Peer) -> None:
         key = _key(request, "INVITE")
+        # Read what the decision and the dialog need here, where an unreadable header is a 400.
+        from_display, from_uri = _name_addr(request.get("from") or "")
+        invite = Invite(
+            source_ip=str(peer[0]),
+            request_uri=request.uri,
+            from_=from_uri or None,
+            to=_name_addr(request.get("to") or "")[1] or None,
+            caller_name=from_display or None,
+            authorization=request.get("proxy-authorization"),
+        )
+        target = _name_addr(request.get("contact") or request.get("from") or "")[1]
+        request.tag("from")  # the dialog reads it later: an unreadable tag is refused now
         with self._lock:
             if self._retransmitted(key, peer):
                 return
@@ -273,12 +286,13 @@ class SipServer:
                 self._final(key, tx, 503, warning="too many INVITEs at once")
                 return
             self._respond(tx, 100)
-        threading.Thread(target=self._decide, args=(key, tx), daemon=True).start()
+        decide = partial(self._decide, key, tx, invite, target)
+        threading.Thread(target=decide, daemon=True, name="sandbox-sip-invite").start()
 
-    def _decide(self, key: str, tx: _ServerTransaction) -> None:
+    def _decide(self, key: str, tx: _ServerTransaction, invite: Invite, target: str) -> None:
         """Hand the INVITE to the sandbox's decision and answer with its result."""
         try:
-            result = self._admit(tx)
+            result = self._admit(invite, tx.peer)
         finally:
             self._pending.release()
         call = self._sandbox.calls.get(result.call_uuid or "")
@@ -287,7 +301,7 @@ class SipServer:
             if tx.cancelled:
                 hang_up = call is not None  # 487 already went; the call must not go on
             elif result.status == 200 and call is not None:
-                self._connect(key, tx, call)
+                self._connect(key, tx, call, target)
             elif result.status == 407 and result.challenge is not None:
                 headers = [("Proxy-Authenticate", result.challenge)]
                 self._final(key, tx, 407, headers=headers)
@@ -297,42 +311,30 @@ class SipServer:
         if hang_up and call is not None:
             self._hang_up(call.uuid)
 
-    def _admit(self, tx: _ServerTransaction) -> InviteResult:
-        request = tx.request
-        from_display, from_uri = _name_addr(request.get("from") or "")
-        _, to_uri = _name_addr(request.get("to") or "")
-        invite = Invite(
-            source_ip=str(tx.peer[0]),
-            request_uri=request.uri,
-            from_=from_uri or None,
-            to=to_uri or None,
-            caller_name=from_display or None,
-            authorization=request.get("proxy-authorization"),
-        )
+    def _admit(self, invite: Invite, peer: Peer) -> InviteResult:
         problem = invite.problem()
         if problem is not None:
             return InviteResult(400, problem)
         try:
             return self._sandbox.invite(invite)
         except Exception:  # the sandbox failed on it: 500, and the front keeps serving
-            log.exception("sandbox: the SIP INVITE from %s failed inside the sandbox", tx.peer[0])
+            log.exception("sandbox: the SIP INVITE from %s failed inside the sandbox", peer[0])
             return InviteResult(500, "the sandbox failed on this INVITE (see its log)")
 
-    def _connect(self, key: str, tx: _ServerTransaction, call: Call) -> None:
+    def _connect(self, key: str, tx: _ServerTransaction, call: Call, target: str) -> None:
         """Answer 200 with SDP and open the dialog (under the lock)."""
         if call.state == "ended" and call.answered_at is None:
             # The XML ended the call before answering it (<Hangup/> first, a failed fetch).
             self._final(key, tx, 603, warning=f"the call ended: {_cause(call)}")
             return
         request = tx.request
-        _, contact = _name_addr(request.get("contact") or request.get("from") or "")
         dialog = _Dialog(
             call_id=request.call_id,
             local_tag=tx.to_tag,
             remote_tag=request.tag("from") or "",
             local=f"{request.get('to')};tag={tx.to_tag}",
             remote=request.get("from") or "",
-            target=contact,
+            target=target,
             peer=tx.peer,
             call_uuid=call.uuid,
             invite_key=key,

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -21,7 +20,7 @@ from devtools.harness import free_port
 from sandbox.sip_server import SipServer
 from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL, AUTH_IP_ACL_AND_CREDENTIAL
 from tests.support.config import DATA
-from tests.support.sandbox import APP_ID, CALLER_PASSWORD, World
+from tests.support.sandbox import APP_ID, CALLER_PASSWORD, World, callback_forms, hangup_form
 from tests.support.tools import require_programs
 
 SCENARIOS = DATA / "sipp"
@@ -104,28 +103,10 @@ def _ok(result: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
     assert result.returncode == 0, detail
 
 
-def _forms(world: World, path: str) -> list[dict[str, str]]:
-    return [
-        dict(parse_qsl((body or b"").decode(), keep_blank_values=True))
-        for _method, url, _headers, body in world.http.sent
-        if urlsplit(url).path == path
-    ]
-
-
-def _hangup(world: World) -> dict[str, str]:
-    """The one hangup callback, once the call's end has reached the app (bounded wait)."""
-    ended = threading.Event()
-    world.sandbox.on_end(lambda call: ended.set())
-    if not _forms(world, "/hangup"):
-        ended.wait(5)
-    (hangup,) = _forms(world, "/hangup")
-    return hangup
-
-
 def _assert_refused(world: World) -> None:
     """No answer callback; the call ended sip_auth_failed 4210."""
-    assert _forms(world, "/answer") == []
-    hangup = _hangup(world)
+    assert callback_forms(world, "/answer") == []
+    hangup = hangup_form(world)
     assert (hangup["HangupCauseName"], hangup["HangupCauseCode"]) == ("sip_auth_failed", "4210")
 
 
@@ -134,11 +115,11 @@ def test_ip_acl_pass_then_the_caller_hangs_up(
 ) -> None:
     world.protect(AUTH_IP_ACL, allow=(f"{CALLER_IP}/32",))
     _ok(_run(sipp, front, "call.xml", tmp_path), tmp_path)
-    (answer,) = _forms(world, "/answer")
+    (answer,) = callback_forms(world, "/answer")
     assert answer["SIPAuthType"] == AUTH_IP_ACL
     assert answer["SIPSourceIP"] == CALLER_IP
     assert "SIPAuthUser" not in answer
-    hangup = _hangup(world)
+    hangup = hangup_form(world)
     assert (hangup["CallUUID"], hangup["HangupSource"]) == (answer["CallUUID"], "Caller")
     assert hangup["CallStatus"] == "completed"
 
@@ -158,9 +139,9 @@ def test_credential_right_password(
 ) -> None:
     world.protect(AUTH_CREDENTIAL)
     _ok(_run(sipp, front, "auth_call.xml", tmp_path, password=CALLER_PASSWORD), tmp_path)
-    (answer,) = _forms(world, "/answer")
+    (answer,) = callback_forms(world, "/answer")
     assert (answer["SIPAuthType"], answer["SIPAuthUser"]) == (AUTH_CREDENTIAL, "frontdesk")
-    assert _hangup(world)["HangupSource"] == "Caller"
+    assert hangup_form(world)["HangupSource"] == "Caller"
     assert world.sandbox.lockouts() == []
 
 
@@ -179,9 +160,9 @@ def test_ip_acl_and_credential_needs_both(
     # The wrong source is refused before any challenge, even with the right password.
     _ok(_run(sipp, front, "refused.xml", tmp_path, ip=OTHER_IP), tmp_path)
     _ok(_run(sipp, front, "auth_refused.xml", tmp_path, password=WRONG_PASSWORD), tmp_path)
-    assert _forms(world, "/answer") == []
+    assert callback_forms(world, "/answer") == []
     _ok(_run(sipp, front, "auth_call.xml", tmp_path, password=CALLER_PASSWORD), tmp_path)
-    (answer,) = _forms(world, "/answer")
+    (answer,) = callback_forms(world, "/answer")
     assert answer["SIPAuthType"] == AUTH_IP_ACL_AND_CREDENTIAL
     assert (answer["SIPAuthUser"], answer["SIPSourceIP"]) == ("frontdesk", CALLER_IP)
 
@@ -204,7 +185,7 @@ def test_lockout_at_the_tenth_failure_and_its_end_after_60_s(
     _ok(_run(sipp, front, "refused.xml", tmp_path, password=CALLER_PASSWORD), tmp_path)
     world.clock.advance(1)
     _ok(_run(sipp, front, "auth_call.xml", tmp_path, password=CALLER_PASSWORD), tmp_path)
-    assert [a["SIPSourceIP"] for a in _forms(world, "/answer")] == [OTHER_IP, CALLER_IP]
+    assert [a["SIPSourceIP"] for a in callback_forms(world, "/answer")] == [OTHER_IP, CALLER_IP]
 
 
 def test_phone_number_request_uri_runs_no_sip_auth(
@@ -213,11 +194,11 @@ def test_phone_number_request_uri_runs_no_sip_auth(
     world.protect(AUTH_CREDENTIAL)  # a challenge would fail: SIPp has no password here
     caller = "sip:trunk@legacy.example.net"  # tests/data/voice.toml speaks to it, then hangs up
     _ok(_run(sipp, front, "sandbox_bye.xml", tmp_path, service=NUMBER, caller=caller), tmp_path)
-    (answer,) = _forms(world, "/answer")
+    (answer,) = callback_forms(world, "/answer")
     assert not {"SIPAuthType", "SIPAuthUser"} & answer.keys()
     assert answer["From"] == caller
     # The XML spoke and hung up: the sandbox sent the BYE SIPp answered.
-    assert _hangup(world)["HangupSource"] != "Caller"
+    assert hangup_form(world)["HangupSource"] != "Caller"
 
 
 def test_unknown_application_is_404(
@@ -235,8 +216,8 @@ def test_a_lost_200_is_sent_again(
     log = (tmp_path / "sipp-messages.log").read_text(errors="replace")
     received = [part for part in log.split("message received")[1:] if "CSeq: 1 INVITE" in part]
     assert sum("SIP/2.0 200 OK" in part for part in received) >= 2  # the 200 came again
-    assert len(_forms(world, "/answer")) == 1  # decided once
-    assert _hangup(world)["HangupSource"] == "Caller"
+    assert len(callback_forms(world, "/answer")) == 1  # decided once
+    assert hangup_form(world)["HangupSource"] == "Caller"
 
 
 class _GatedClient:
@@ -263,4 +244,4 @@ def test_cancel_before_the_answer_is_487(
     finally:
         gate.release.set()
     # The app answered late; the call was cancelled, so the sandbox ends it as the caller's.
-    assert _hangup(world)["HangupSource"] == "Caller"
+    assert hangup_form(world)["HangupSource"] == "Caller"
