@@ -4,10 +4,13 @@ retransmissions, dialogs, the odd and the malformed. SIPp's runs are in test_sip
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from devtools.harness import free_port, start
 from sandbox import digest
 from sandbox.sip_message import (
     Request,
@@ -22,6 +25,7 @@ from sandbox.sip_message import (
 )
 from sandbox.sip_server import SipServer, parse_listen
 from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL
+from tests.support.config import app_config
 from tests.support.sandbox import APP_ID, CALLER_PASSWORD, URI, World, callback_forms, hangup_form
 
 CALLER_IP = "127.0.0.2"
@@ -31,8 +35,8 @@ LEGACY = "sip:trunk@legacy.example.net"  # tests/data/voice.toml speaks to it, t
 class Caller:
     """A SIP caller on a loopback socket, writing its requests by hand."""
 
-    def __init__(self, front: SipServer, ip: str = CALLER_IP) -> None:
-        self.front = (front.host, front.port)
+    def __init__(self, front: tuple[str, int], ip: str = CALLER_IP) -> None:
+        self.front = front
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.socket.bind((ip, 0))
         self.socket.settimeout(5)
@@ -104,7 +108,7 @@ def front(world: World) -> Iterator[SipServer]:
 
 @pytest.fixture
 def caller(front: SipServer) -> Iterator[Caller]:
-    found = Caller(front)
+    found = Caller((front.host, front.port))
     yield found
     found.close()
 
@@ -293,3 +297,32 @@ def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_listen(text)
+
+
+def test_sandbox_serve_sip_listen_answers_sip(tmp_path: Path) -> None:
+    """`sipguard sandbox serve --sip-listen` starts the front beside the HTTP sandbox."""
+    port, sip_port = free_port(), free_port()
+    sipguard = str(Path(sys.executable).parent / "sipguard")
+    argv = [
+        sipguard,
+        "sandbox",
+        "serve",
+        "--port",
+        str(port),
+        "--sip-listen",
+        f"127.0.0.1:{sip_port}",
+    ]
+    env = {
+        **app_config(f"sqlite:///{tmp_path / 'db.sqlite'}"),
+        "SANDBOX_ALICE_PBX_PASSWORD": "Alice-Pbx-Pw-42",
+    }
+    log = tmp_path / "sandbox.log"
+    server = start("sandbox", argv, env=env, log=log, port=port, health_path="/sandbox/healthz")
+    caller = Caller(("127.0.0.1", sip_port))
+    try:
+        caller.send(caller.request("OPTIONS"))
+        assert caller.expect(200)[0].get("server") == "Plivo SIP Guard sandbox"
+    finally:
+        caller.close()
+        server.stop()
+    assert f"SIP over UDP at 127.0.0.1:{sip_port}" in log.read_text()
