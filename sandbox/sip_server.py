@@ -309,7 +309,7 @@ class SipServer:
                 self._final(key, tx, result.status, warning=result.reason)
         log.info("sandbox: SIP INVITE from %s answered %s", tx.peer[0], tx.final)
         if hang_up and call is not None:
-            self._hang_up(call.uuid)
+            self._hang_up(call.uuid)  # already on a thread of its own
 
     def _admit(self, invite: Invite, peer: Peer) -> InviteResult:
         problem = invite.problem()
@@ -340,6 +340,8 @@ class SipServer:
             invite_key=key,
             bye_due=call.state == "ended",
         )
+        if len(self._dialogs) >= MAX_TRANSACTIONS:  # calls left at the AI for ever: forget one
+            self._close(next(iter(self._dialogs.values())))
         self._dialogs[(dialog.call_id, dialog.local_tag)] = dialog
         self._by_call[call.uuid] = dialog
         headers = [
@@ -380,7 +382,7 @@ class SipServer:
             self._final(key, tx, 200)
             self._resends.pop(dialog.invite_key, None)  # a BYE before the ACK ends it too
             self._close(dialog)
-        threading.Thread(target=self._hang_up, args=(dialog.call_uuid,), daemon=True).start()
+        self._hang_up_later(dialog.call_uuid)
 
     def _cancel(self, request: Request, peer: Peer) -> None:
         key = _key(request, "CANCEL")
@@ -454,7 +456,7 @@ class SipServer:
                 return
             self._send_bye(dialog)
         log.info("sandbox: no ACK from %s for the 200; the call ends", dialog.peer[0])
-        self._hang_up(dialog.call_uuid)
+        self._hang_up_later(dialog.call_uuid)
 
     def _send_bye(self, dialog: _Dialog) -> None:
         """Send the caller a BYE, resent until answered (under the lock)."""
@@ -480,6 +482,12 @@ class SipServer:
         self._dialogs.pop((dialog.call_id, dialog.local_tag), None)
         if self._by_call.get(dialog.call_uuid) is dialog:
             del self._by_call[dialog.call_uuid]
+
+    def _hang_up_later(self, call_uuid: str) -> None:
+        """Hang the call up on a thread of its own: it may wait for a Transfer to finish."""
+        threading.Thread(
+            target=self._hang_up, args=(call_uuid,), daemon=True, name="sandbox-sip-hangup"
+        ).start()
 
     def _hang_up(self, call_uuid: str) -> None:
         """The caller hung up: end the call once it waits at the AI agent or has ended."""
