@@ -450,12 +450,20 @@ def response_to(request: Request, status: int, reason: str, to_tag: str | None =
         response.add("Via", via)
     response.add("From", request._required("from"))
     to = request._required("to")
-    if to_tag is not None and status > 100 and params(to)[1].get("tag") is None:
+    if to_tag is not None and status > 100 and _tagless(to):
         to += f";tag={to_tag}"
     response.add("To", to)
     response.add("Call-ID", request.call_id)
     response.add("CSeq", request._required("cseq"))
     return response
+
+
+def _tagless(to: str) -> bool:
+    """Tell whether a To has no tag yet; an unreadable one is copied as it is (for a 400)."""
+    try:
+        return params(to)[1].get("tag") is None
+    except SipError:
+        return False
 
 
 def challenge(message: Message) -> digest.Challenge | None:

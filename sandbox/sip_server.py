@@ -272,13 +272,14 @@ class SipServer:
         )
         target = _name_addr(request.get("contact") or request.get("from") or "")[1]
         request.tag("from")  # the dialog reads it later: an unreadable tag is refused now
+        to_tag = request.tag("to")
         with self._lock:
             if self._retransmitted(key, peer):
                 return
             tx = _ServerTransaction(request, peer, new_tag())
             self._remember(key, tx)
-            if request.tag("to") is not None:  # a re-INVITE in a dialog
-                in_dialog = (request.call_id, request.tag("to") or "") in self._dialogs
+            if to_tag is not None:  # a re-INVITE in a dialog
+                in_dialog = (request.call_id, to_tag) in self._dialogs
                 status = 488 if in_dialog else 481
                 self._final(key, tx, status, warning="re-INVITE is not supported")
                 return
@@ -370,13 +371,14 @@ class SipServer:
 
     def _bye(self, request: Request, peer: Peer) -> None:
         key = _key(request, "BYE")
+        to_tag, from_tag = request.tag("to"), request.tag("from") or ""
         with self._lock:
             if self._retransmitted(key, peer):
                 return
-            dialog = self._dialogs.get((request.call_id, request.tag("to") or ""))
-            tx = _ServerTransaction(request, peer, request.tag("to") or new_tag())
+            dialog = self._dialogs.get((request.call_id, to_tag or ""))
+            tx = _ServerTransaction(request, peer, to_tag or new_tag())
             self._remember(key, tx)
-            if dialog is None or dialog.remote_tag != (request.tag("from") or ""):
+            if dialog is None or dialog.remote_tag != from_tag:
                 self._final(key, tx, 481)
                 return
             self._final(key, tx, 200)

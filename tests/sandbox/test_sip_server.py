@@ -247,12 +247,18 @@ def test_garbage_is_dropped_and_unreadable_headers_are_400(
     world: World, front: SipServer, caller: Caller
 ) -> None:
     caller.send(b"\x00\xffnot SIP at all\r\n\r\n")
-    bad = caller.request("INVITE")
-    bad.set("From", '<sip:caller@127.0.0.2>;tag="unclosed')
-    caller.send(bad)
+    invite = caller.request("INVITE")
+    invite.set("From", '<sip:caller@127.0.0.2>;tag="unclosed')
+    caller.send(invite)
     refused, _ = caller.expect(400)
     assert "quote" in (refused.get("warning") or "")
     assert world.sandbox.calls == {}
+    invite.set("From", f"<sip:caller@127.0.0.2>;tag={caller.tag}")
+    caller.ack(invite, refused)
+    bye = caller.request("BYE", 3)
+    bye.set("To", '<sip:x@y>;tag="unclosed')
+    caller.send(bye)
+    assert caller.expect(400)[0].cseq == (3, "BYE")
     caller.send(caller.request("OPTIONS", 2))
     caller.expect(200)
     assert front.dropped == 1
