@@ -416,12 +416,16 @@ def _end_attempt(handoff_id: str, attempt: int, result: DialResult) -> None:
 
 
 def _move(handoff_id: str, state: str, event_type: str, data: Mapping[str, object]) -> None:
-    """Move a waiting handoff to `state`, queueing `event_type` with `data`."""
+    """Move a waiting handoff to `state`, queueing `event_type` with `data`.
+
+    Every caller answers a Plivo callback about the transferred call, so Plivo has taken the
+    Transfer: the store records that first when the API has not yet (`transferred`).
+    """
     persist.handoff_step(
         handoff_id,
         state,
         lambda store: store.transition(
-            handoff_id, state, event_type, data, from_states=WAITING_STATES
+            handoff_id, state, event_type, data, from_states=WAITING_STATES, transferred=True
         ),
     )
 
@@ -429,13 +433,7 @@ def _move(handoff_id: str, state: str, event_type: str, data: Mapping[str, objec
 def _connected(handoff_id: str, group: AgentGroup, attempt: int, b_leg_to: str | None) -> None:
     """Move a waiting handoff to `connected`; whichever signal comes second changes nothing."""
     data = {"attempt": attempt, "agents": _answering(group, attempt, b_leg_to)}
-    persist.handoff_step(
-        handoff_id,
-        "connected",
-        lambda store: store.transition(
-            handoff_id, "connected", "handoff.agent_answered", data, from_states=WAITING_STATES
-        ),
-    )
+    _move(handoff_id, "connected", "handoff.agent_answered", data)
 
 
 def _answering(group: AgentGroup, attempt: int, b_leg_to: str | None) -> list[str]:

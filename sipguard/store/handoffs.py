@@ -52,7 +52,7 @@ OUTCOMES = (
 )
 # Live states in which no agent has taken the call yet: the caller leaving ends the handoff.
 WAITING_STATES = tuple(state for state in LIVE_STATES if state != "connected")
-# Never from requested: the API must still move it to transferred and queue that webhook.
+# A handoff rings from transferred; start_attempt moves one still requested there first.
 RINGING_FROM = ("transferred",)
 _INSERT_TRIES = 3  # a conflicting row can end between the insert and the look-up
 
@@ -208,6 +208,22 @@ def _load(conn: Connection, handoff_id: str) -> Handoff | None:
     return _handoff(row, _attempts(conn, [row.id])[row.id])
 
 
+def _accepted(conn: Connection, handoff_id: str, now: datetime) -> None:
+    """Move a handoff still `requested` to `transferred` and queue `handoff.transferred`: Plivo
+    has called back about the transferred call, so it took the Transfer whether or not the API
+    has recorded its answer yet (the API's own move from `requested` then finds nothing to do,
+    and the webhooks keep their order). Plivo's api_id is not known here: the event says null."""
+    statement = (
+        update(handoffs)
+        .where(handoffs.c.id == handoff_id[:32], handoffs.c.state == "requested")
+        .values(state="transferred", updated_at=now)
+        .returning(*handoffs.c)
+    )
+    row = conn.execute(statement).first()
+    if row is not None:
+        _queue(conn, row, now, "handoff.transferred", {"plivo_api_id": None})
+
+
 def _queue(
     conn: Connection,
     row: Any,
@@ -343,6 +359,7 @@ class Handoffs(Database):
         from_states: Collection[str] | None = None,
         plivo_api_id: str | None = None,
         error: str | None = None,
+        transferred: bool = False,
     ) -> Transition | None:
         """Move a handoff to `state` and queue `event_type`'s webhook in the same transaction.
 
@@ -350,6 +367,10 @@ class Handoffs(Database):
         queued. With `from_states`, only a handoff in one of them moves (None is returned when
         it is in another): concurrent callbacks cannot move a finished handoff back. Raises
         UnknownHandoff when there is no such handoff.
+
+        `transferred` says the change comes from Plivo's callbacks for the transferred call,
+        proof that Plivo accepted the Transfer: a handoff still `requested` (Plivo was faster
+        than the API's own record of its answer) first becomes `transferred` with its webhook.
         """
         if state not in STATES:
             raise ValueError(f"unknown handoff state {state!r}")
@@ -367,6 +388,8 @@ class Handoffs(Database):
         statement = statement.values(**values).returning(*handoffs.c)
 
         def write(conn: Connection) -> Transition | None:
+            if transferred:
+                _accepted(conn, handoff_id, now)
             row = conn.execute(statement).first()
             if row is None:
                 if _load(conn, handoff_id) is None:
@@ -411,8 +434,9 @@ class Handoffs(Database):
     ) -> None:
         """Record that attempt `attempt` rings `agents` (a retried callback changes nothing).
 
-        With `ringing`, a handoff still `requested` or `transferred` moves to `ringing` in the
-        same transaction (no webhook reports it).
+        With `ringing` (Plivo is ringing the handoff's agents, so it accepted the Transfer), a
+        handoff still `requested` first becomes `transferred` with its webhook, then a
+        `transferred` one moves to `ringing` (no webhook reports that), in one transaction.
         """
         ring = (
             update(handoffs)
@@ -433,6 +457,7 @@ class Handoffs(Database):
         def write(conn: Connection) -> None:
             conn.execute(statement)
             if ringing:
+                _accepted(conn, handoff_id, self._clock())
                 conn.execute(ring)
 
         self._run(write)

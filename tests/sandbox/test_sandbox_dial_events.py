@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from app import create_app
 from devtools.harness import free_port
@@ -24,6 +25,7 @@ from sandbox.config import SandboxConfig
 from sandbox.engine import Sandbox, run_in_thread
 from sandbox.xml_player import KEY_DELAY
 from sipguard.calls import signature
+from sipguard.store.schema import webhook_outbox
 from tests.sandbox.test_sandbox_calls import (
     BOB,
     ERIN,
@@ -392,10 +394,9 @@ class Watching(FlaskHttp):
 
 def _check_handoff(sandbox: Sandbox, call: Call, deliver: Watching, store: Any) -> None:
     # The sandbox may fetch /handoff before the API has recorded that Plivo accepted the
-    # Transfer: that first Dial then leaves the handoff for the API to move on (`transferred`,
-    # with its webhook), so attempt 0 ends in `transferred` or, the other way round, `ringing`.
+    # Transfer: whichever side writes first, the first Dial leaves the handoff `ringing`.
     assert [attempt for attempt, _ in deliver.seen] == ["0", "1"]
-    assert deliver.seen[0][1] in ("transferred", "ringing")
+    assert deliver.seen[0][1] == "ringing"
     assert deliver.seen[1][1] == "connected"
     events = [s for s in deliver.sent if urlsplit(s[1]).path == "/dial-event"]
     assert len(events) == 4  # alice's hangup; bob's answer, connected and hangup
@@ -405,6 +406,8 @@ def _check_handoff(sandbox: Sandbox, call: Call, deliver: Watching, store: Any) 
     ]  # fmt: skip
     found = store.get_handoff(_handoff_id(events[0][1]))
     assert found is not None and found.state == "connected"
+    rows = store.query(select(webhook_outbox).order_by(webhook_outbox.c.created_at))
+    assert [row["event_type"] for row in rows] == ["handoff.transferred", "handoff.agent_answered"]
     assert legs(call)[BOB]["outcome"] == "answered"
     assert_no_leaks(sandbox, deliver.sent)
 

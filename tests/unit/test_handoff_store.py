@@ -35,7 +35,7 @@ from sipguard.store import (
     handoffs,
     webhook_outbox,
 )
-from sipguard.store.handoffs import request_hash
+from sipguard.store.handoffs import WAITING_STATES, request_hash
 from tests.support.databases import opened_stores
 
 T0 = datetime(2024, 5, 1, 12, 0, 0)
@@ -239,6 +239,55 @@ def test_a_transition_queues_its_webhook_with_the_exact_body(
         },
     }
     assert SUMMARY.encode() not in bytes(row["body"])
+
+
+def _types_and_states(store: Store) -> list[tuple[str, str]]:
+    bodies = [json.loads(row["body"]) for row in _outbox(store)]
+    return [(body["type"], body["data"]["state"]) for body in bodies]
+
+
+def test_plivo_calling_back_before_the_api_records_the_transfer_reports_it_first(
+    store: Store, key_id: str, clock: FakeClock
+) -> None:
+    """Plivo fetched /handoff and rang before the API stored Plivo's answer: the first Dial
+    records the transfer (webhook first, in order), and the API's own move then does nothing."""
+    handoff = store.create_handoff(_request(key_id)).handoff
+    store.start_attempt(handoff.id, 0, ["alice"], ringing=True)
+    assert _types_and_states(store) == [("handoff.transferred", "transferred")]
+    assert json.loads(_outbox(store)[0]["body"])["data"]["plivo_api_id"] is None
+    clock.advance(timedelta(seconds=1))
+    moved = store.transition(
+        handoff.id, "connected", "handoff.agent_answered", from_states=WAITING_STATES,
+        transferred=True,
+    )  # fmt: skip
+    assert moved is not None and moved.handoff.state == "connected"
+    late = store.transition(
+        handoff.id, "transferred", "handoff.transferred", from_states=("requested",)
+    )
+    assert late is None
+    assert _types_and_states(store) == [
+        ("handoff.transferred", "transferred"),
+        ("handoff.agent_answered", "connected"),
+    ]
+
+
+def test_a_callback_ending_a_handoff_still_requested_reports_the_transfer_first(
+    store: Store, key_id: str
+) -> None:
+    handoff = store.create_handoff(_request(key_id)).handoff
+    store.transition(
+        handoff.id, "returned", "handoff.returned", {"outcome": "closed"},
+        from_states=WAITING_STATES, transferred=True,
+    )  # fmt: skip
+    assert _types_and_states(store) == [
+        ("handoff.transferred", "transferred"),
+        ("handoff.returned", "returned"),
+    ]
+    # Without the flag (the API's refusal path), a requested handoff just moves.
+    other = store.create_handoff(_request(key_id, body={"call_uuid": "call-9"})).handoff
+    store.transition(other.id, "failed", "handoff.failed", from_states=("requested",))
+    assert _types_and_states(store)[-1] == ("handoff.failed", "failed")
+    assert len(_outbox(store)) == 3
 
 
 def test_the_handoffs_own_callback_url_wins_and_no_url_queues_nothing(store: Store) -> None:
