@@ -202,7 +202,8 @@ def kamailio(
         deadline = time.monotonic() + READY_TIMEOUT
         while not _answers_options(host, port):
             if server.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"kamailio did not come up on {host}:{port}:\n{server.log_tail()}")
+                tail = server.log_tail()
+                raise RuntimeError(f"kamailio did not come up on {host}:{port}:\n{tail}")
         yield Pbx(host, port, host, server)
     finally:
         server.stop(timeout=5)
