@@ -26,6 +26,7 @@ READY_TIMEOUT = 15.0  # seconds Kamailio gets to answer its first OPTIONS
 # What the PBX does with an INVITE whose answer to its challenge it has checked.
 MODES = ("answer", "busy", "silent", "forbid")
 _SAFE = re.compile(r"[A-Za-z0-9._@-]+")  # what may go into the generated script unquoted
+_MARK = "sipguard-test: "  # the script's own log lines start with this
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,21 @@ class Pbx:
     def log(self) -> str:
         """Return the end of Kamailio's log (its script logs each auth check's result)."""
         return self.server.log_tail()
+
+    def script_lines(self, until: str | None = None, timeout: float = 5.0) -> list[str]:
+        """Return what the generated script logged (each INVITE, auth check, ACK and BYE),
+        once a line starting with `until` is there (or `timeout` s have passed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [
+                line.split(_MARK, 1)[1]
+                for line in self.server.log.read_text(errors="replace").splitlines()
+                if _MARK in line
+            ]
+            done = until is None or any(line.startswith(until) for line in lines)
+            if done or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
 
 
 def kamailio_cfg(
