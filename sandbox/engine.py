@@ -208,7 +208,7 @@ class Sandbox:
             leg = self._dialled.pop(call.uuid, None)
         said = leg.hang_up() if leg is not None else None
         if said is not None and leg is not None:
-            call.note("leg", f"{safe_address(leg.address)}: {said}", leg_uuid=leg.uuid)
+            call.note("bye", f"{safe_address(leg.address)}: {said}", leg_uuid=leg.uuid)
         self._callbacks.hangup(call, ending)
         call.settled.set()
 

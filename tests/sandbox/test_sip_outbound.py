@@ -21,10 +21,14 @@ from flask import Flask
 
 from app import create_app
 from sandbox import digest, sip_client, sip_message
-from sandbox.config import SandboxConfig
+from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.engine import Sandbox
+from sandbox.legs import DEFAULT_TALK_SECONDS, Leg, Legs
 from sandbox.sip_message import Request, Response
+from sandbox.timeline import SandboxClock
+from sipguard.errors import ConfigError
 from tests.sandbox.test_sandbox_calls import (
+    XML,
     Scripted,
     assert_no_leaks,
     call_scripted,
@@ -36,7 +40,7 @@ from tests.sandbox.test_sandbox_calls import (
     user,
 )
 from tests.support.config import CANARIES, DATA
-from tests.support.sandbox import load_config, make_world
+from tests.support.sandbox import START, load_config, make_world, new_sandbox
 from tests.support.sip_peers import Pbx, kamailio
 
 FAST = sip_client.Timers(t1=0.01, t2=0.08)  # Timer B = 0.64 s
@@ -271,6 +275,100 @@ def test_ringing_past_the_ring_time_is_cancelled_and_the_487_acked() -> None:
     assert [a.branch for a in peer.sent("ACK")] == [invite.branch]
 
 
+# -- a real PBX's final answer as Plivo's outcome -----------------------------------------------
+
+
+def ring(uri: str, timeout: float | None = None) -> Leg:
+    """Ring `uri` as a <User> with credentials would be, on the fast timers."""
+    legs_ = Legs({}, SandboxClock(START), lambda: "leg-1", FAST)
+    return legs_.ring(uri, "alice", PASSWORD, timeout, at=5.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "cause", "code"),
+    [
+        (486, "busy", "Busy Line", 3010),
+        (600, "busy", "Busy Line", 3010),
+        (480, "no-answer", "No Answer", None),
+        (408, "no-answer", "No Answer", None),
+        (404, "failed", "Invalid Destination Address", 2000),
+        (603, "failed", "Rejected", 3020),
+        (403, "failed", "Rejected", 3020),  # refused before any challenge: not an auth failure
+        (503, "failed", "Destination Out Of Service", 2010),
+    ],
+)
+def test_a_final_status_without_a_challenge_maps_to_plivos_outcome(
+    status: int, outcome: str, cause: str, code: int | None
+) -> None:
+    with responder(
+        lambda request, peer: (
+            [reply(request, status, "Final")] if request.method == "INVITE" else []
+        )
+    ) as peer:
+        leg = ring(peer.uri)
+    assert (leg.outcome, leg.cause, leg.code) == (outcome, cause, code)
+    assert leg.at >= 5.0 and f"final answer {status}" in leg.steps
+
+
+def test_no_answer_at_all_is_destination_out_of_service() -> None:
+    with responder(lambda request, peer: []) as peer:
+        leg = ring(peer.uri)
+    assert (leg.outcome, leg.cause, leg.code) == ("failed", "Destination Out Of Service", 2010)
+    assert f"no answer to the INVITE in {FAST.b:g} s" in leg.steps
+
+
+def test_ringing_past_the_dial_timeout_is_no_answer() -> None:
+    def script(request: Request, peer: Responder) -> list[Response]:
+        if request.method == "INVITE":
+            return [reply(request, 180, "Ringing")]
+        if request.method == "CANCEL":
+            invite = peer.sent("INVITE")[0]
+            return [reply(request, 200, "OK"), reply(invite, 487, "Request Terminated")]
+        return []
+
+    with responder(script) as peer:
+        leg = ring(peer.uri, timeout=0.2)
+    assert (leg.outcome, leg.cause, leg.code) == ("no-answer", "No Answer", None)
+    assert leg.dialog is None and peer.sent("CANCEL")
+
+
+def test_a_leg_answered_for_real_hangs_up_once() -> None:
+    def script(request: Request, peer: Responder) -> list[Response]:
+        if request.method in ("INVITE", "BYE"):
+            return [reply(request, 200, "OK", Contact=f"<{peer.uri}>")]
+        return []
+
+    with responder(script) as peer:
+        leg = ring(peer.uri)
+        assert leg.outcome == "answered" and leg.talk == DEFAULT_TALK_SECONDS
+        said = [leg.hang_up(), leg.hang_up()]
+    assert said == ["sent BYE: 200", None]
+    assert len(peer.sent("BYE")) == 1
+
+
+# -- [sandbox] sip_t1 ---------------------------------------------------------------------------
+
+
+def world_file(tmp_path: Path, line: str) -> Path:
+    path = tmp_path / "world.toml"
+    path.write_text(f"[sandbox]\n{line}\n")
+    return path
+
+
+def test_sip_t1_sets_every_timer(tmp_path: Path) -> None:
+    config = load_sandbox_config(world_file(tmp_path, "sip_t1 = 0.05"), {}, None)
+    assert config.sip_timers == sip_client.Timers(t1=0.05, t2=0.4)
+    assert config.sip_timers.b == pytest.approx(3.2)
+    default = load_sandbox_config(world_file(tmp_path, ""), {}, None)
+    assert default.sip_timers == sip_client.Timers(t1=0.5, t2=4.0)
+
+
+@pytest.mark.parametrize("value", ["0", "0.6", "-1", '"fast"', "true"])
+def test_sip_t1_out_of_range_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="sandbox.sip_t1"):
+        load_sandbox_config(world_file(tmp_path, f"sip_t1 = {value}"), {}, None)
+
+
 # -- Kamailio as the agent's PBX ----------------------------------------------------------------
 
 
@@ -441,3 +539,21 @@ def test_the_apps_dial_reaches_kamailio_and_its_dial_action_hears_the_outcome(
         assert any(line.startswith("BYE for call") for line in log)
     assert "INVITE cseq [2] X-PH-Team [support]" in log  # the agent's sip_headers
     assert_no_leaks(world.sandbox, world.http.sent)
+
+
+def test_make_call_to_kamailio_plays_the_answer_url_and_byes_when_the_call_ends(
+    tmp_path: Path,
+) -> None:
+    """Make Call API: sip_auth_username/password answer Kamailio's 401; the answer_url's
+    <Hangup/> ends the call, and the leg is hung up with BYE."""
+    with kamailio(tmp_path, challenge=401, algorithm="SHA-256") as pbx:
+        http = Scripted({"/answer": "<Response><Speak>Hello</Speak><Hangup/></Response>"})
+        sandbox = new_sandbox(http, real_config())
+        fields = {"from": "+14155550100", "to": pbx.uri(), "answer_url": f"{XML}/answer"}
+        sandbox.make_call({**fields, "sip_auth_username": "alice", "sip_auth_password": PASSWORD})
+        log = pbx.script_lines(until="BYE")
+    [call] = sandbox.calls.values()
+    assert (call.state, legs(call)[pbx.uri()]["outcome"]) == ("ended", "answered")
+    assert [e.text for e in call.events if e.kind == "bye"] == [f"{pbx.uri()}: sent BYE: 200"]
+    assert "auth ok for user [alice]" in log and any(line.startswith("BYE") for line in log)
+    assert_no_leaks(sandbox, http.sent, PASSWORD)
