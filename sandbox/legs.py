@@ -29,9 +29,10 @@ from sipguard.calls.causes import (
 # rings a silent agent 60 s.
 DEFAULT_RING_SECONDS = 60.0
 DEFAULT_TALK_SECONDS = 30.0  # how long a real agent stays on, unless its endpoint says `talk`
-# A real PBX's final status -> the leg's outcome, cause and code (docs/plivo.md, Hangup causes).
-# Busy and unanswered follow the simulated endpoints; a refusal is Rejected (3020), an unknown
-# user Invalid Destination Address (2000), anything else Destination Out Of Service (2010).
+# A real PBX's final status -> the leg's outcome, cause and code. Plivo's pages are silent here
+# (docs/plivo.md, Where Plivo is silent): busy and unanswered follow the simulated endpoints; a
+# refusal is Rejected (3020), an unknown user Invalid Destination Address (2000), anything else
+# Destination Out Of Service (2010), codes from Plivo's table (docs/plivo.md, Hangup causes).
 _SIP_OUTCOMES: dict[int, tuple[str, str, int | None]] = {
     486: ("busy", "Busy Line", 3010),
     600: ("busy", "Busy Line", 3010),
