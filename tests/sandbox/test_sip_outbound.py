@@ -109,16 +109,28 @@ def reply(request: Request, status: int, reason: str, **headers: str) -> Respons
     return response
 
 
-def dial(uri: str, **kwargs: object) -> sip_client.Outcome:
-    options: dict[str, object] = {
-        "username": "alice",
-        "password": PASSWORD,
-        "headers": {},
-        "ring_seconds": 5.0,
-        "timers": FAST,
-        **kwargs,
-    }
-    return sip_client.dial(uri, **options)  # type: ignore[arg-type]
+def rings_until_cancelled(request: Request, peer: Responder) -> list[Response]:
+    """A phone that rings (180) until the INVITE is cancelled, then ends it with 487."""
+    if request.method == "INVITE":
+        return [reply(request, 180, "Ringing")]
+    if request.method == "CANCEL":
+        invite = peer.sent("INVITE")[0]
+        return [reply(request, 200, "OK"), reply(invite, 487, "Request Terminated")]
+    return []
+
+
+def dial(
+    uri: str, *, headers: dict[str, str] | None = None, ring_seconds: float = 5.0
+) -> sip_client.Outcome:
+    """Dial `uri` as alice with the PBX's password, on the fast timers."""
+    return sip_client.dial(
+        uri,
+        username="alice",
+        password=PASSWORD,
+        headers=headers or {},
+        ring_seconds=ring_seconds,
+        timers=FAST,
+    )
 
 
 # -- which URIs are dialled ---------------------------------------------------------------------
@@ -259,15 +271,7 @@ def test_a_2xx_is_acked_end_to_end_again_on_retransmission_and_bye_ends_the_dial
 
 
 def test_ringing_past_the_ring_time_is_cancelled_and_the_487_acked() -> None:
-    def script(request: Request, peer: Responder) -> list[Response]:
-        if request.method == "INVITE":
-            return [reply(request, 180, "Ringing")]
-        if request.method == "CANCEL":
-            invite = peer.sent("INVITE")[0]
-            return [reply(request, 200, "OK"), reply(invite, 487, "Request Terminated")]
-        return []
-
-    with responder(script) as peer:
+    with responder(rings_until_cancelled) as peer:
         outcome = dial(peer.uri, ring_seconds=0.2)
     [invite], [cancel] = peer.sent("INVITE"), peer.sent("CANCEL")
     assert (outcome.status, outcome.cancelled) == (487, True)
@@ -318,15 +322,7 @@ def test_no_answer_at_all_is_destination_out_of_service() -> None:
 
 
 def test_ringing_past_the_dial_timeout_is_no_answer() -> None:
-    def script(request: Request, peer: Responder) -> list[Response]:
-        if request.method == "INVITE":
-            return [reply(request, 180, "Ringing")]
-        if request.method == "CANCEL":
-            invite = peer.sent("INVITE")[0]
-            return [reply(request, 200, "OK"), reply(invite, 487, "Request Terminated")]
-        return []
-
-    with responder(script) as peer:
+    with responder(rings_until_cancelled) as peer:
         leg = ring(peer.uri, timeout=0.2)
     assert (leg.outcome, leg.cause, leg.code) == ("no-answer", "No Answer", None)
     assert leg.dialog is None and peer.sent("CANCEL")
