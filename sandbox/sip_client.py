@@ -119,6 +119,9 @@ class _Leg:
         self.to = f"<{uri}>"
         # Final responses already ACKed, by branch: a retransmission of one is ACKed again.
         self._acks: dict[str, bytes] = {}
+        # Responses for another transaction read while a CANCEL or BYE waited for its own (the
+        # INVITE's 487 may come before the CANCEL's 200): handed out next.
+        self._held: list[Response] = []
         self.dialog: Dialog | None = None
 
     def close(self) -> None:
@@ -140,6 +143,8 @@ class _Leg:
 
     def receive(self, until: float) -> Response | None:
         """Return the next response for this leg before `until`; answer requests on the way."""
+        if self._held:
+            return self._held.pop(0)
         while True:
             wait = until - self.clock()
             if wait <= 0:
@@ -256,22 +261,27 @@ class _Leg:
         interval = self.timers.t1
         resend = start + interval
         self.sock.sendto(data, self.destination)
-        while True:
-            response = self.receive(min(resend, timer_f))
-            now = self.clock()
-            if response is None:
-                if now >= timer_f:
-                    return None
-                self.sock.sendto(data, self.destination)  # Timer E
-                interval = min(interval * 2, self.timers.t2)
+        others: list[Response] = []
+        try:
+            while True:
+                response = self.receive(min(resend, timer_f))
+                now = self.clock()
+                if response is None:
+                    if now >= timer_f:
+                        return None
+                    self.sock.sendto(data, self.destination)  # Timer E
+                    interval = min(interval * 2, self.timers.t2)
+                    resend = now + interval
+                    continue
+                if response.branch != branch or response.cseq[1] != request.method:
+                    others.append(response)
+                    continue
+                if response.status >= 200:
+                    return response
+                interval = self.timers.t2  # proceeding: retransmit at T2 (§17.1.2.2)
                 resend = now + interval
-                continue
-            if response.branch != branch or response.cseq[1] != request.method:
-                continue
-            if response.status >= 200:
-                return response
-            interval = self.timers.t2  # proceeding: retransmit at T2 (§17.1.2.2)
-            resend = now + interval
+        finally:
+            self._held.extend(others)
 
     def ack_answer(self, invite: Request, answer: Response) -> None:
         """ACK a 2xx end to end: a new branch, the Contact as Request-URI (§13.2.2.4)."""

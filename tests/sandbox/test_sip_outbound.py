@@ -328,6 +328,21 @@ def test_ringing_past_the_dial_timeout_is_no_answer() -> None:
     assert leg.dialog is None and peer.sent("CANCEL")
 
 
+def test_a_487_that_comes_before_the_cancels_200_is_still_acked() -> None:
+    """The INVITE's final answer read while the CANCEL waits for its own is not lost."""
+
+    def script(request: Request, peer: Responder) -> list[Response]:
+        if request.method == "CANCEL":
+            invite = peer.sent("INVITE")[0]
+            return [reply(invite, 487, "Request Terminated"), reply(request, 200, "OK")]
+        return rings_until_cancelled(request, peer) if request.method == "INVITE" else []
+
+    with responder(script) as peer:
+        outcome = dial(peer.uri, ring_seconds=0.2)
+    assert (outcome.status, outcome.cancelled) == (487, True)
+    assert [a.branch for a in peer.sent("ACK")] == [peer.sent("INVITE")[0].branch]
+
+
 def test_a_leg_answered_for_real_hangs_up_once() -> None:
     def script(request: Request, peer: Responder) -> list[Response]:
         if request.method in ("INVITE", "BYE"):
