@@ -1,5 +1,7 @@
 """`sipguard sandbox serve|call|calls|timeline|hangup|lockouts|clock`: run the stand-in, drive it.
 
+`serve --sip-listen HOST:PORT` also answers real SIP over UDP (sandbox/sip_server.py).
+
 Registered through the "sipguard.commands" entry point, so the product never imports it.
 `serve` plays the account in PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN on its own port, for the app's
 settings (PUBLIC_BASE_URL, the main account's token); every other command talks to the sandbox
@@ -66,7 +68,21 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Sandbox world (SANDBOX_CONFIG, default the sandbox package's sample.toml).",
 )
-def serve(host: str, port: int | None, config_path: Path | None) -> None:
+@click.option(
+    "--sip-listen",
+    metavar="HOST:PORT",
+    help="Also take SIP calls over UDP there, e.g. 127.0.0.1:5060 (off by default).",
+)
+@click.option(
+    "--sip-t1",
+    type=click.FloatRange(0.01, 10),
+    default=0.5,
+    show_default=True,
+    help="SIP timer T1, seconds: responses are resent from T1 on, for 64*T1.",
+)
+def serve(
+    host: str, port: int | None, config_path: Path | None, sip_listen: str | None, sip_t1: float
+) -> None:
     """Run the sandbox until interrupted."""
     settings = context.app_runtime().settings
     if port is None:
@@ -76,6 +92,12 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
 
     from sandbox.factory import DEFAULT_CONFIG, build
     from sandbox.server import create_sandbox_app
+    from sandbox.sip_server import SipServer, parse_listen
+
+    try:
+        sip_address = parse_listen(sip_listen) if sip_listen is not None else None
+    except ValueError as exc:
+        rest.fail(click.BadParameter(str(exc), param_hint="--sip-listen"), False)
 
     environ = context.environment()
     if config_path is not None:
@@ -87,6 +109,13 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
     except ConfigError as exc:  # one line and exit 2, like every bad setting
         rest.fail(exc, False)
     server = make_server(host, port, create_sandbox_app(world, settings.auth_tokens[0]), True)
+    sip: SipServer | None = None
+    if sip_address is not None:
+        try:
+            sip = SipServer(world, *sip_address, t1=sip_t1).start()
+        except OSError as exc:
+            server.server_close()
+            rest.fail(ConfigError(f"--sip-listen {sip_listen}: {exc.strerror or exc}"), False)
     url = f"http://{host}:{server.server_port}"
     click.echo(f"sandbox: Plivo stand-in for account {settings.auth_id} at {url}", err=True)
     click.echo(f"sandbox: point the app at it with PLIVO_API_URL={url}", err=True)
@@ -96,12 +125,20 @@ def serve(host: str, port: int | None, config_path: Path | None) -> None:
         )
     for number, app_id in world.account.numbers.items():
         click.echo(f"sandbox: number {number} -> application {app_id}", err=True)
+    if sip is not None:
+        click.echo(
+            f"sandbox: SIP over UDP at {sip.uri}: send INVITEs for sip:APP_ID@app.plivo.com "
+            f"(or sip:NUMBER@app.plivo.com) to it",
+            err=True,
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        if sip is not None:
+            sip.stop()
 
 
 @sandbox.command("call")

@@ -75,6 +75,7 @@ class Sandbox:
         self._lock = threading.Lock()  # the calls map
         self.calls: dict[str, Call] = {}
         self._dialled: dict[str, Leg] = {}  # Make Call legs answered over real SIP, by call
+        self._on_end: list[Callable[[Call], None]] = []
         self._edge = SipEdge(account, self.clock)
         self._callbacks = Callbacks(account.auth_id, http, auth_token, main_token or auth_token)
         self._legs = Legs(config.endpoints, self.clock, new_uuid, config.sip_timers)
@@ -103,6 +104,11 @@ class Sandbox:
     def lockouts(self) -> list[lockout.Lockout]:
         """Return the lockouts in force now."""
         return self._edge.lockouts()
+
+    def on_end(self, listener: Callable[[Call], None]) -> None:
+        """Have `listener` told of every call that ends, after its hangup callback (the SIP
+        front sends the caller a BYE)."""
+        self._on_end.append(listener)
 
     # -- outbound: Make Call and Transfer -------------------------------------------------------
 
@@ -211,6 +217,8 @@ class Sandbox:
             call.note("bye", f"{safe_address(leg.address)}: {said}", leg_uuid=leg.uuid)
         self._callbacks.hangup(call, ending)
         call.settled.set()
+        for listener in self._on_end:
+            listener(call)
 
     def _open(self, invite: Invite, app: Application, direction: str = "inbound") -> Call:
         """Start a call and remember it (the oldest are forgotten beyond MAX_CALLS)."""

@@ -24,12 +24,10 @@ from sandbox.account import ApiError, page
 from sandbox.engine import Sandbox
 from sandbox.sip_edge import Invite
 from sipguard.errors import ValidationError
-from xml_builders import has_control
 
 PROXY_AUTHENTICATE = "Proxy-Authenticate"
 PROXY_AUTHORIZATION = "Proxy-Authorization"
 MAX_WAIT_SECONDS = 60.0
-MAX_HEADER = 256  # a From / To / Request-URI / caller name the sandbox takes
 
 
 def _api_id() -> str:
@@ -221,19 +219,18 @@ def create_sandbox_app(sandbox: Sandbox, auth_token: str) -> Flask:
             for key in ("from", "to", "caller_name")
             for value in [fields.get(key)]
         }
-        for key, value in {**optional, "request_uri": fields["request_uri"]}.items():
-            if value is not None and (len(value) > MAX_HEADER or has_control(value)):
-                raise ApiError(400, f"{key} must be at most {MAX_HEADER} printable characters")
-        result = sandbox.invite(
-            Invite(
-                source_ip=fields["source_ip"],
-                request_uri=fields["request_uri"],
-                from_=optional["from"],
-                to=optional["to"],
-                caller_name=optional["caller_name"],
-                authorization=request.headers.get(PROXY_AUTHORIZATION),
-            )
+        invite = Invite(
+            source_ip=fields["source_ip"],
+            request_uri=fields["request_uri"],
+            from_=optional["from"],
+            to=optional["to"],
+            caller_name=optional["caller_name"],
+            authorization=request.headers.get(PROXY_AUTHORIZATION),
         )
+        problem = invite.problem()
+        if problem is not None:
+            raise ApiError(400, problem)
+        result = sandbox.invite(invite)
         body: dict[str, Any] = {
             "status": result.status,
             "reason": result.reason,

@@ -28,9 +28,10 @@ from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL, AUTH_IP_ACL_AND_
 from sipguard.calls.forms import unmapped
 from sipguard.monitoring import lockout
 from sipguard.plivo.sipauth import REALM
-from xml_builders import is_number, is_sip_uri
+from xml_builders import has_control, is_number, is_sip_uri
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+MAX_FIELD = 256  # a From / To / Request-URI / caller name the sandbox takes
 MAX_TRACKED_SOURCES = 10_000  # source IPs followed for lockouts before idle ones are forgotten
 IP_MODES = (AUTH_IP_ACL, AUTH_IP_ACL_AND_CREDENTIAL)
 CREDENTIAL_MODES = (AUTH_CREDENTIAL, AUTH_IP_ACL_AND_CREDENTIAL)
@@ -46,6 +47,19 @@ class Invite:
     to: str | None = None
     caller_name: str | None = None
     authorization: str | None = None  # Proxy-Authorization, answering an earlier 407
+
+    def problem(self) -> str | None:
+        """Say which field the sandbox refuses to take (too long, or a control character)."""
+        fields = {
+            "request_uri": self.request_uri,
+            "from": self.from_,
+            "to": self.to,
+            "caller_name": self.caller_name,
+        }
+        for key, value in fields.items():
+            if value is not None and (len(value) > MAX_FIELD or has_control(value)):
+                return f"{key} must be at most {MAX_FIELD} printable characters"
+        return None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -381,6 +382,24 @@ def test_a_bad_sandbox_config_is_one_line_and_exit_2(
 ) -> None:
     result = sipguard(["sandbox", "serve"], {**app_config, "SANDBOX_CONFIG": str(bad_world)})
     assert_one_error_line(result, rest.EXIT_INVALID, "SANDBOX_CONFIG: sandbox.message_seconds")
+
+
+@pytest.mark.parametrize("listen", ["5060", "localhost:5060", "127.0.0.1:70000"])
+def test_a_bad_sip_listen_is_one_line_and_exit_2(app_config: dict[str, str], listen: str) -> None:
+    result = sipguard(["sandbox", "serve", "--sip-listen", listen], app_config)
+    assert_one_error_line(result, rest.EXIT_INVALID, "--sip-listen")
+
+
+def test_a_sip_port_in_use_is_one_line_and_exit_2(app_config: dict[str, str]) -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        environ = {**app_config, "SANDBOX_ALICE_PBX_PASSWORD": "Alice-Pbx-Pw-42"}
+        result = sipguard(["sandbox", "serve", "--port", "0", "--sip-listen", listen], environ)
+    finally:
+        taken.close()
+    assert_one_error_line(result, rest.EXIT_INVALID, f"--sip-listen {listen}")
 
 
 def test_a_bad_config_option_names_the_option_not_the_setting(

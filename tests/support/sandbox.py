@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -106,6 +106,25 @@ class World:
     def call(self, source_ip: str, request_uri: str = URI, **kwargs: str | None):
         """Place an inbound call as a SIP caller (answering 407 when given credentials)."""
         return call_in(self.sandbox, source_ip, request_uri, **kwargs)
+
+
+def callback_forms(world: World, path: str) -> list[dict[str, str]]:
+    """The decoded forms of every callback the app received on `path`, in order."""
+    return [
+        dict(parse_qsl((body or b"").decode(), keep_blank_values=True))
+        for _method, url, _headers, body in world.http.sent
+        if urlsplit(url).path == path
+    ]
+
+
+def hangup_form(world: World, timeout: float = 5) -> dict[str, str]:
+    """The one hangup callback, waiting (at most `timeout`) for a call ending in a thread."""
+    ended = threading.Event()
+    world.sandbox.on_end(lambda call: ended.set())
+    if not callback_forms(world, "/hangup"):
+        ended.wait(timeout)
+    (form,) = callback_forms(world, "/hangup")
+    return form
 
 
 def make_world(
