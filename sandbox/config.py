@@ -214,10 +214,9 @@ def load_sandbox_config(
 
 
 def _timers(label: str, t1: Any) -> Timers:
-    """SIP's T1 for real outbound legs: 0.5 s (RFC 3261) unless the world makes it shorter."""
-    default = Timers()
+    """SIP's T1 for the SIP front and real outbound legs: 0.5 s (RFC 3261) unless set."""
     if t1 is None:
-        return default
-    if isinstance(t1, bool) or not isinstance(t1, int | float) or not 0.001 <= t1 <= default.t1:
-        raise ConfigError(f"{label}: sandbox.sip_t1 must be a number of seconds in 0.001-0.5")
-    return Timers(t1=float(t1), t2=default.t2 * t1 / default.t1)
+        return Timers()
+    if isinstance(t1, bool) or not isinstance(t1, int | float) or not 0.01 <= t1 <= 10:
+        raise ConfigError(f"{label}: sandbox.sip_t1 must be a number of seconds in 0.01-10")
+    return Timers.from_t1(float(t1))

@@ -44,6 +44,11 @@ class Timers:
     t1: float = 0.5
     t2: float = 4.0
 
+    @classmethod
+    def from_t1(cls, t1: float) -> Timers:
+        """Timers for another T1, T2 scaled with it (RFC 3261's 4 s for 0.5 s)."""
+        return cls(t1=t1, t2=8 * t1)
+
     @property
     def b(self) -> float:
         """Timer B (and F): how long a transaction waits for an answer, 64*T1."""

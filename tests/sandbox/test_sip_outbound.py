@@ -23,6 +23,7 @@ from app import create_app
 from sandbox import digest, sip_client, sip_message
 from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.engine import Sandbox
+from sandbox.factory import build
 from sandbox.legs import DEFAULT_TALK_SECONDS, Leg, Legs
 from sandbox.sip_message import Request, Response
 from sandbox.timeline import SandboxClock
@@ -374,10 +375,19 @@ def test_sip_t1_sets_every_timer(tmp_path: Path) -> None:
     assert default.sip_timers == sip_client.Timers(t1=0.5, t2=4.0)
 
 
-@pytest.mark.parametrize("value", ["0", "0.6", "-1", '"fast"', "true"])
+@pytest.mark.parametrize("value", ["0", "0.001", "11", "-1", '"fast"', "true"])
 def test_sip_t1_out_of_range_is_refused(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="sandbox.sip_t1"):
         load_sandbox_config(world_file(tmp_path, f"sip_t1 = {value}"), {}, None)
+
+
+def test_serves_sip_t1_wins_over_the_worlds_for_the_legs(app: Flask, tmp_path: Path) -> None:
+    """`sipguard sandbox serve --sip-t1` passes its T1 to build: one T1 for front and legs."""
+    settings = app.extensions["sipguard"].settings
+    path = world_file(tmp_path, "sip_t1 = 0.05")
+    assert build(settings, {}, path).config.sip_timers == sip_client.Timers.from_t1(0.05)
+    overridden = build(settings, {}, path, sip_t1=0.02).config.sip_timers
+    assert overridden == sip_client.Timers(t1=0.02, t2=0.16)
 
 
 # -- Kamailio as the agent's PBX ----------------------------------------------------------------
