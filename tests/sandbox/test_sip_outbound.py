@@ -42,7 +42,7 @@ from tests.sandbox.test_sandbox_calls import (
 )
 from tests.support.config import CANARIES, DATA
 from tests.support.sandbox import START, load_config, make_world, new_sandbox
-from tests.support.sip_peers import Pbx, kamailio
+from tests.support.sip_peers import Pbx, kamailio, kamailio_cfg
 
 FAST = sip_client.Timers(t1=0.01, t2=0.08)  # Timer B = 0.64 s
 PASSWORD = "Agent-Pbx-Pw-1"
@@ -416,6 +416,17 @@ def dial_pbx(running: Pbx, password: str | None = PASSWORD, attrs: str = "") -> 
     call = call_scripted(sandbox)
     [action] = forms(http.sent, "/action")
     return Dialled(legs(call)[running.uri()], action, sandbox, http)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"password": 'pw"); exit; #'}, {"username": "a b"}, {"mode": "ring"}, {"challenge": 403}],
+)
+def test_the_generated_kamailio_cfg_takes_only_safe_values(changed: dict[str, Any]) -> None:
+    """Nothing a test passes can rewrite the PBX's script."""
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": 5071, "username": "alice"}
+    with pytest.raises(ValueError):
+        kamailio_cfg(**{**options, "password": PASSWORD, **changed})
 
 
 @pytest.mark.parametrize("challenge", [401, 407])

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.harness import Server, free_port, spawn
+from sandbox import sip_message
+from sandbox.sip_message import Request, Response, SipError
 from tests.support.tools import require_programs
 
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
@@ -157,19 +159,16 @@ request_route {{
 """
 
 
-def _options(host: str, port: int) -> bytes:
-    """An OPTIONS request from a throwaway local port, for the readiness check."""
-    branch = "z9hG4bK" + secrets.token_hex(8)
-    return (
-        f"OPTIONS sip:ping@{host}:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {host}:9;branch={branch};rport\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:ready@{host}>;tag={secrets.token_hex(4)}\r\n"
-        f"To: <sip:ping@{host}:{port}>\r\n"
-        f"Call-ID: {secrets.token_hex(8)}@{host}\r\n"
-        "CSeq: 1 OPTIONS\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
+def _options(host: str, port: int, local_port: int) -> bytes:
+    """An OPTIONS request for the readiness check (sandbox/sip_message.py writes it)."""
+    request = Request(method="OPTIONS", uri=f"sip:ping@{host}:{port}")
+    request.add("Via", f"SIP/2.0/UDP {host}:{local_port};branch={sip_message.new_branch()}")
+    request.add("Max-Forwards", "70")
+    request.add("From", f"<sip:ready@{host}>;tag={sip_message.new_tag()}")
+    request.add("To", f"<sip:ping@{host}:{port}>")
+    request.add("Call-ID", f"{secrets.token_hex(8)}@{host}")
+    request.add("CSeq", "1 OPTIONS")
+    return request.serialise()
 
 
 def _answers_options(host: str, port: int) -> bool:
@@ -177,11 +176,11 @@ def _answers_options(host: str, port: int) -> bool:
         sock.bind((host, 0))
         sock.settimeout(0.3)
         try:
-            sock.sendto(_options(host, port), (host, port))
-            reply = sock.recv(65535)
-        except OSError:  # no answer yet, or ICMP port unreachable
+            sock.sendto(_options(host, port, sock.getsockname()[1]), (host, port))
+            reply = sip_message.parse(sock.recv(sip_message.MAX_DATAGRAM))
+        except (OSError, SipError):  # no answer yet, ICMP port unreachable, or not SIP
             return False
-    return reply.startswith(b"SIP/2.0 200 ")
+    return isinstance(reply, Response) and reply.status == 200
 
 
 @contextmanager
