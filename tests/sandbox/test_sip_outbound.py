@@ -51,17 +51,18 @@ STOP = 5.0  # seconds a responder thread gets to finish
 
 # -- a scripted UDP responder -------------------------------------------------------------------
 
-Script = Callable[[Request, "Responder"], list[Response]]
+Script = Callable[[Request, "Responder"], list[Response] | list[Request]]
 
 
 @dataclass
 class Responder:
-    """A UDP peer on 127.0.0.1: every request it receives is recorded and answered by `script`."""
+    """A UDP peer on 127.0.0.1: every request it receives is recorded and answered by `script`
+    (with responses, or with requests of its own); responses it receives are recorded."""
 
     script: Script
     sock: socket.socket = field(default_factory=lambda: socket.socket(type=socket.SOCK_DGRAM))
     received: list[Request] = field(default_factory=list)
-
+    answers: list[Response] = field(default_factory=list)
     uri: str = ""
 
     def serve(self, done: threading.Event) -> None:
@@ -74,14 +75,13 @@ class Responder:
                 if done.is_set():
                     return
                 continue
-            request = sip_message.parse(data)
-            assert isinstance(request, Request)
-            self.received.append(request)
-            for response in self.script(request, self):
-                self.sock.sendto(response.serialise(), source)
-
-    def methods(self) -> list[str]:
-        return [r.method for r in self.received]
+            message = sip_message.parse(data)
+            if isinstance(message, Response):
+                self.answers.append(message)
+                continue
+            self.received.append(message)
+            for reply_ in self.script(message, self):
+                self.sock.sendto(reply_.serialise(), source)
 
     def sent(self, method: str) -> list[Request]:
         return [r for r in self.received if r.method == method]
@@ -278,6 +278,35 @@ def test_ringing_past_the_ring_time_is_cancelled_and_the_487_acked() -> None:
     assert (outcome.status, outcome.cancelled) == (487, True)
     assert cancel.branch == invite.branch and cancel.cseq == (1, "CANCEL")
     assert [a.branch for a in peer.sent("ACK")] == [invite.branch]
+
+
+def test_a_bye_from_the_pbx_is_answered_200_and_ends_the_dialog() -> None:
+    """The agent hangs up as soon as it is ACKed: the leg answers that BYE with 200 while its
+    own BYE waits (here refused with 481, as by a PBX that already hung up)."""
+
+    def script(request: Request, peer: Responder) -> list[Response] | list[Request]:
+        if request.method == "INVITE":
+            return [reply(request, 200, "OK", Contact=f"<{peer.uri}>")]
+        if request.method == "BYE":
+            return [reply(request, 481, "Call/Transaction Does Not Exist")]
+        if request.method != "ACK":
+            return []
+        bye = Request(method="BYE", uri=str(request.get("from")).split(";")[0].strip("<>"))
+        bye.add("Via", f"SIP/2.0/UDP {peer.uri.split('@')[1]};branch=z9hG4bK-pbx-bye")
+        bye.add("From", str(request.get("to")))
+        bye.add("To", str(request.get("from")))
+        bye.add("Call-ID", request.call_id)
+        bye.add("CSeq", "7 BYE")
+        return [bye]
+
+    with responder(script) as peer:
+        outcome = dial(peer.uri)
+        assert outcome.dialog is not None
+        dialog = outcome.dialog
+        said = Leg("leg-1", peer.uri, "answered", 0.0, dialog=dialog).hang_up()
+    [answer] = [a for a in peer.answers if a.cseq == (7, "BYE")]
+    assert (answer.status, answer.branch) == (200, "z9hG4bK-pbx-bye")
+    assert said == "sent BYE: 481" and dialog.ended
 
 
 # -- a real PBX's final answer as Plivo's outcome -----------------------------------------------
