@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -308,27 +308,40 @@ def _spelling(name: str) -> str:
 
 def split_values(value: str) -> list[str]:
     """Split a header value at the commas outside quotes and <...> (RFC 3261 §7.3.1)."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
+    cuts: list[int] = []
     angle = 0
-    for char in value:
+    for index, char in _unquoted(value, strict=False):
+        if char == "<":
+            angle += 1
+        elif char == ">":
+            angle = max(0, angle - 1)
+        elif char == "," and not angle:
+            cuts.append(index)
+    return _cut(value, cuts)
+
+
+def _unquoted(value: str, *, strict: bool = True) -> Iterator[tuple[int, str]]:
+    """Yield each character outside quoted strings (RFC 3261 §25.1), with its index; raise
+    SipError at the end of an unclosed quote when `strict`."""
+    quoted = escaped = False
+    for index, char in enumerate(value):
         if escaped:
             escaped = False
         elif quoted and char == "\\":
             escaped = True
         elif char == '"':
             quoted = not quoted
-        elif not quoted and char == "<":
-            angle += 1
-        elif not quoted and char == ">":
-            angle = max(0, angle - 1)
-        elif char == "," and not quoted and not angle:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current).strip())
+        elif not quoted:
+            yield index, char
+    if quoted and strict:
+        raise SipError("unclosed quote in header value")
+
+
+def _cut(value: str, cuts: list[int]) -> list[str]:
+    """Split `value` at the given indexes (dropping those characters), keep non-empty parts."""
+    starts = [0, *(cut + 1 for cut in cuts)]
+    ends = [*cuts, len(value)]
+    parts = (value[start:end].strip() for start, end in zip(starts, ends, strict=True))
     return [part for part in parts if part]
 
 
@@ -362,23 +375,15 @@ def format_params(main: str, values: dict[str, str]) -> str:
 
 
 def _main_end(value: str) -> int:
-    quoted = escaped = False
-    for index, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif not quoted and char == "<":
+    """Where a header value's main part ends: after its <...>, or at its first ;."""
+    for index, char in _unquoted(value):
+        if char == "<":
             close = value.find(">", index)
             if close < 0:
                 raise SipError("unclosed < in header value")
             return close + 1
-        elif not quoted and char == ";":
+        if char == ";":
             return index
-    if quoted:
-        raise SipError("unclosed quote in header value")
     return len(value)
 
 
@@ -389,19 +394,7 @@ def _segments(rest: str) -> list[str]:
         return []
     if not rest.startswith(";"):
         raise SipError("unexpected text after the address")
-    parts, current, quoted = [], "", False
-    for char in rest[1:]:
-        if char == '"':
-            quoted = not quoted
-        if char == ";" and not quoted:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    if quoted:
-        raise SipError("unclosed quote in header parameters")
-    parts.append(current.strip())
-    return [part for part in parts if part]
+    return _cut(rest[1:], [index for index, char in _unquoted(rest[1:]) if char == ";"])
 
 
 def parse_cseq(value: str) -> tuple[int, str]:
@@ -457,12 +450,20 @@ def response_to(request: Request, status: int, reason: str, to_tag: str | None =
         response.add("Via", via)
     response.add("From", request._required("from"))
     to = request._required("to")
-    if to_tag is not None and status > 100 and params(to)[1].get("tag") is None:
+    if to_tag is not None and status > 100 and _tagless(to):
         to += f";tag={to_tag}"
     response.add("To", to)
     response.add("Call-ID", request.call_id)
     response.add("CSeq", request._required("cseq"))
     return response
+
+
+def _tagless(to: str) -> bool:
+    """Tell whether a To has no tag yet; an unreadable one is copied as it is (for a 400)."""
+    try:
+        return params(to)[1].get("tag") is None
+    except SipError:
+        return False
 
 
 def challenge(message: Message) -> digest.Challenge | None:

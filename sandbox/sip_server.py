@@ -272,13 +272,14 @@ class SipServer:
         )
         target = _name_addr(request.get("contact") or request.get("from") or "")[1]
         request.tag("from")  # the dialog reads it later: an unreadable tag is refused now
+        to_tag = request.tag("to")
         with self._lock:
             if self._retransmitted(key, peer):
                 return
             tx = _ServerTransaction(request, peer, new_tag())
             self._remember(key, tx)
-            if request.tag("to") is not None:  # a re-INVITE in a dialog
-                in_dialog = (request.call_id, request.tag("to") or "") in self._dialogs
+            if to_tag is not None:  # a re-INVITE in a dialog
+                in_dialog = (request.call_id, to_tag) in self._dialogs
                 status = 488 if in_dialog else 481
                 self._final(key, tx, status, warning="re-INVITE is not supported")
                 return
@@ -309,7 +310,7 @@ class SipServer:
                 self._final(key, tx, result.status, warning=result.reason)
         log.info("sandbox: SIP INVITE from %s answered %s", tx.peer[0], tx.final)
         if hang_up and call is not None:
-            self._hang_up(call.uuid)
+            self._hang_up(call.uuid)  # already on a thread of its own
 
     def _admit(self, invite: Invite, peer: Peer) -> InviteResult:
         problem = invite.problem()
@@ -340,6 +341,8 @@ class SipServer:
             invite_key=key,
             bye_due=call.state == "ended",
         )
+        if len(self._dialogs) >= MAX_TRANSACTIONS:  # calls left at the AI for ever: forget one
+            self._close(next(iter(self._dialogs.values())))
         self._dialogs[(dialog.call_id, dialog.local_tag)] = dialog
         self._by_call[call.uuid] = dialog
         headers = [
@@ -368,19 +371,20 @@ class SipServer:
 
     def _bye(self, request: Request, peer: Peer) -> None:
         key = _key(request, "BYE")
+        to_tag, from_tag = request.tag("to"), request.tag("from") or ""
         with self._lock:
             if self._retransmitted(key, peer):
                 return
-            dialog = self._dialogs.get((request.call_id, request.tag("to") or ""))
-            tx = _ServerTransaction(request, peer, request.tag("to") or new_tag())
+            dialog = self._dialogs.get((request.call_id, to_tag or ""))
+            tx = _ServerTransaction(request, peer, to_tag or new_tag())
             self._remember(key, tx)
-            if dialog is None or dialog.remote_tag != (request.tag("from") or ""):
+            if dialog is None or dialog.remote_tag != from_tag:
                 self._final(key, tx, 481)
                 return
             self._final(key, tx, 200)
             self._resends.pop(dialog.invite_key, None)  # a BYE before the ACK ends it too
             self._close(dialog)
-        threading.Thread(target=self._hang_up, args=(dialog.call_uuid,), daemon=True).start()
+        self._hang_up_later(dialog.call_uuid)
 
     def _cancel(self, request: Request, peer: Peer) -> None:
         key = _key(request, "CANCEL")
@@ -454,7 +458,7 @@ class SipServer:
                 return
             self._send_bye(dialog)
         log.info("sandbox: no ACK from %s for the 200; the call ends", dialog.peer[0])
-        self._hang_up(dialog.call_uuid)
+        self._hang_up_later(dialog.call_uuid)
 
     def _send_bye(self, dialog: _Dialog) -> None:
         """Send the caller a BYE, resent until answered (under the lock)."""
@@ -480,6 +484,12 @@ class SipServer:
         self._dialogs.pop((dialog.call_id, dialog.local_tag), None)
         if self._by_call.get(dialog.call_uuid) is dialog:
             del self._by_call[dialog.call_uuid]
+
+    def _hang_up_later(self, call_uuid: str) -> None:
+        """Hang the call up on a thread of its own: it may wait for a Transfer to finish."""
+        threading.Thread(
+            target=self._hang_up, args=(call_uuid,), daemon=True, name="sandbox-sip-hangup"
+        ).start()
 
     def _hang_up(self, call_uuid: str) -> None:
         """The caller hung up: end the call once it waits at the AI agent or has ended."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,10 @@ def _run(
     password: str | None = None,
     calls: int = 1,
     via: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run one SIPp scenario against the front; SIPp exits 0 when every call followed it."""
+    background: bool = False,
+) -> Any:
+    """Run one SIPp scenario against the front (or start it, `background`): a CompletedProcess
+    (or a Popen); SIPp exits 0 when every call followed the scenario."""
     command = [
         sipp,
         f"{front.host}:{front.port}",
@@ -90,6 +93,8 @@ def _run(
     ]
     if password is not None:
         command += ["-au", "frontdesk", "-ap", password, "-auth_uri", f"{service}@app.plivo.com"]
+    if background:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     return subprocess.run(
         command, capture_output=True, text=True, timeout=30, cwd=tmp_path, check=False
     )
@@ -245,3 +250,24 @@ def test_cancel_before_the_answer_is_487(
         gate.release.set()
     # The app answered late; the call was cancelled, so the sandbox ends it as the caller's.
     assert hangup_form(world)["HangupSource"] == "Caller"
+
+
+def test_the_ai_hanging_up_sends_the_caller_a_bye(
+    sipp: str, front: SipServer, world: World, tmp_path: Path
+) -> None:
+    world.protect(AUTH_IP_ACL, allow=(f"{CALLER_IP}/32",))
+    process = _run(sipp, front, "sandbox_bye.xml", tmp_path, background=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not world.sandbox.calls and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until SIPp's INVITE has made a call
+        (call,) = world.sandbox.calls.values()
+        assert world.sandbox.wait(call.uuid, 5).state == "parked"  # the simulated AI holds it
+        world.sandbox.hang_up(call.uuid)  # `sipguard sandbox hangup`: the sandbox's side ends it
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    assert process.returncode == 0, output[-3000:]
+    assert hangup_form(world)["CallUUID"] == call.uuid

@@ -77,24 +77,24 @@ def test_serialise_sets_content_length() -> None:
 def test_compact_forms_are_read_as_their_full_names() -> None:
     data = (
         b"BYE sip:caller@127.0.0.2 SIP/2.0\r\n"
-        b"v: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKx\r\n"
-        b"f: <sip:a@b>;tag=1\r\n"
-        b"t: <sip:c@d>;tag=2\r\n"
         b"i: call-1\r\n"
-        b"CSeq: 2 BYE\r\n"
+        b"v: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKx\r\n"
         b"m: <sip:a@127.0.0.2>\r\n"
+        b"t: <sip:c@d>;tag=2\r\n"
+        b"f: <sip:a@b>;tag=1\r\n"
+        b"CSeq: 2 BYE\r\n"
         b"k: timer\r\n"
         b"c: text/plain\r\n"
         b"l: 2\r\n\r\nhi"
     )
     message = parse(data)
     assert [name for name, _ in message.headers] == [
-        "Via",
-        "From",
-        "To",
         "Call-ID",
-        "CSeq",
+        "Via",
         "Contact",
+        "To",
+        "From",
+        "CSeq",
         "Supported",
         "Content-Type",
         "Content-Length",

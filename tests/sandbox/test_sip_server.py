@@ -3,6 +3,7 @@ retransmissions, dialogs, the odd and the malformed. SIPp's runs are in test_sip
 
 from __future__ import annotations
 
+import random
 import socket
 import sys
 from collections.abc import Iterator
@@ -113,16 +114,23 @@ def caller(front: SipServer) -> Iterator[Caller]:
     found.close()
 
 
-def test_a_retransmitted_invite_is_answered_from_its_transaction_and_counted_once(
-    world: World, front: SipServer, caller: Caller
-) -> None:
-    world.protect(AUTH_CREDENTIAL)
+def _challenged(caller: Caller) -> digest.Challenge:
+    """Send a first INVITE; return the sandbox's 407 challenge (its ACK sent)."""
     first = caller.request("INVITE")
     caller.send(first)
     challenged, _ = caller.expect(407)
     caller.ack(first, challenged)
     offered = challenge(challenged)
     assert offered is not None and offered.realm == "app.plivo.com"
+    assert offered.qop == "auth"
+    return offered
+
+
+def test_a_retransmitted_invite_is_answered_from_its_transaction_and_counted_once(
+    world: World, front: SipServer, caller: Caller
+) -> None:
+    world.protect(AUTH_CREDENTIAL)
+    offered = _challenged(caller)
     wrong = digest.answer(offered, "frontdesk", "Wrong-Passw0rd-99", "INVITE", URI)
     second = caller.send(caller.request("INVITE", 2, Proxy_Authorization=wrong.header()))
     refused, data = caller.expect(403)
@@ -239,15 +247,40 @@ def test_garbage_is_dropped_and_unreadable_headers_are_400(
     world: World, front: SipServer, caller: Caller
 ) -> None:
     caller.send(b"\x00\xffnot SIP at all\r\n\r\n")
-    bad = caller.request("INVITE")
-    bad.set("From", '<sip:caller@127.0.0.2>;tag="unclosed')
-    caller.send(bad)
+    invite = caller.request("INVITE")
+    invite.set("From", '<sip:caller@127.0.0.2>;tag="unclosed')
+    caller.send(invite)
     refused, _ = caller.expect(400)
     assert "quote" in (refused.get("warning") or "")
     assert world.sandbox.calls == {}
+    invite.set("From", f"<sip:caller@127.0.0.2>;tag={caller.tag}")
+    caller.ack(invite, refused)
+    bye = caller.request("BYE", 3)
+    bye.set("To", '<sip:x@y>;tag="unclosed')
+    caller.send(bye)
+    assert caller.expect(400)[0].cseq == (3, "BYE")
     caller.send(caller.request("OPTIONS", 2))
     caller.expect(200)
     assert front.dropped == 1
+
+
+def test_damaged_datagrams_never_stop_the_front(
+    world: World, front: SipServer, caller: Caller
+) -> None:
+    randomness = random.Random(15)  # fixed: the same damage on every run
+    valid = [caller.request(method).serialise() for method in ("INVITE", "BYE", "CANCEL", "ACK")]
+    for batch in range(10):  # in batches, so the kernel's receive buffer never overflows
+        for _ in range(20):
+            data = bytearray(randomness.choice(valid))
+            for _ in range(randomness.randint(1, 4)):
+                data[randomness.randrange(len(data))] = randomness.randrange(256)
+            caller.send(bytes(data))
+        caller.send(caller.request("OPTIONS", 100 + batch))
+        while True:  # whatever the damaged ones were answered with, then the OPTIONS
+            message, _ = caller.receive()
+            if isinstance(message, Response) and message.cseq == (100 + batch, "OPTIONS"):
+                assert message.status == 200
+                break
 
 
 def test_an_invite_with_an_overlong_from_is_400(
@@ -265,12 +298,7 @@ def test_the_digest_answer_reaches_the_edge_unchanged(
     world: World, front: SipServer, caller: Caller
 ) -> None:
     world.protect(AUTH_CREDENTIAL)
-    first = caller.request("INVITE")
-    caller.send(first)
-    challenged, _ = caller.expect(407)
-    caller.ack(first, challenged)
-    offered = challenge(challenged)
-    assert offered is not None
+    offered = _challenged(caller)
     right = digest.answer(offered, "frontdesk", CALLER_PASSWORD, "INVITE", URI)
     second = caller.request("INVITE", 2, Proxy_Authorization=right.header())
     assert authorization(second) == right
