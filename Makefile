@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: run sandbox demo flask sign test lint typecheck pytest clean browser prometheus reliability bench
+.PHONY: run sandbox demo flask sign test lint typecheck pytest clean browser prometheus sip reliability bench
 
 # (Re)build the virtualenv whenever a requirements file changes.
 # The project itself is installed editable, so `sipguard`, gunicorn and the tests import it
@@ -82,6 +82,18 @@ prometheus:
 	  $$SUDO systemctl stop prometheus.service 2>/dev/null || $$SUDO service prometheus stop 2>/dev/null; \
 	  pid=$$(cat /run/prometheus/prometheus.pid 2>/dev/null || pgrep -u prometheus -x prometheus || true); \
 	  [ -z "$$pid" ] || $$SUDO kill $$pid; }
+
+# Debian's SIPp (sip-tester) and Kamailio for the tests against real SIP peers (skipped without
+# them, unless REQUIRE_SIP=1). The tests run both themselves on 127.0.0.x ports with a generated
+# configuration; the kamailio daemon the package may start (a machine with a running init) is
+# stopped, so nothing is left on :5060.
+sip:
+	@command -v sipp >/dev/null && command -v kamailio >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends sip-tester kamailio \
+	    || exit 1; \
+	  $$SUDO systemctl stop kamailio.service 2>/dev/null || $$SUDO service kamailio stop 2>/dev/null || true; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

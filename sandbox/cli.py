@@ -76,12 +76,15 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
 @click.option(
     "--sip-t1",
     type=click.FloatRange(0.01, 10),
-    default=0.5,
-    show_default=True,
-    help="SIP timer T1, seconds: responses are resent from T1 on, for 64*T1.",
+    help="SIP timer T1, seconds, for the SIP front and real outbound legs: messages are resent "
+    "from T1 on, for 64*T1 (default: the world's sandbox.sip_t1, else 0.5).",
 )
 def serve(
-    host: str, port: int | None, config_path: Path | None, sip_listen: str | None, sip_t1: float
+    host: str,
+    port: int | None,
+    config_path: Path | None,
+    sip_listen: str | None,
+    sip_t1: float | None,
 ) -> None:
     """Run the sandbox until interrupted."""
     settings = context.app_runtime().settings
@@ -105,14 +108,14 @@ def serve(
     else:
         label, path = "SANDBOX_CONFIG", SETTINGS["SANDBOX_CONFIG"].read(environ) or DEFAULT_CONFIG
     try:
-        world = build(settings, environ, path, config_label=label)
+        world = build(settings, environ, path, config_label=label, sip_t1=sip_t1)
     except ConfigError as exc:  # one line and exit 2, like every bad setting
         rest.fail(exc, False)
     server = make_server(host, port, create_sandbox_app(world, settings.auth_tokens[0]), True)
     sip: SipServer | None = None
     if sip_address is not None:
         try:
-            sip = SipServer(world, *sip_address, t1=sip_t1).start()
+            sip = SipServer(world, *sip_address, t1=world.config.sip_timers.t1).start()
         except OSError as exc:
             server.server_close()
             rest.fail(ConfigError(f"--sip-listen {sip_listen}: {exc.strerror or exc}"), False)

@@ -16,6 +16,7 @@ from urllib.parse import urljoin
 
 from sandbox import digest
 from sandbox.account import URL_FIELDS
+from sandbox.sip_client import Timers
 from sipguard.calls.voice_config import check_table, read_toml
 from sipguard.errors import ConfigError
 from xml_builders import is_number, is_sip_uri
@@ -85,6 +86,7 @@ class SandboxConfig:
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
     ai_urls: tuple[str, ...] = ()
     message_seconds: float = 8.0  # how long a simulated caller talks to a <Record>
+    sip_timers: Timers = field(default_factory=Timers)  # real outbound legs (sandbox/sip_client)
 
 
 def _number(where: str, value: Any, default: float) -> float:
@@ -185,7 +187,7 @@ def load_sandbox_config(
     data = read_toml(path, label)
     check_table(label, data, {"sandbox", "applications", "endpoints"})
     settings = check_table(
-        f"{label}: [sandbox]", data.get("sandbox", {}), {"ai_urls", "message_seconds"}
+        f"{label}: [sandbox]", data.get("sandbox", {}), {"ai_urls", "message_seconds", "sip_t1"}
     )
     ai_urls = settings.get("ai_urls", [])
     if not isinstance(ai_urls, list) or not all(isinstance(u, str) and u for u in ai_urls):
@@ -207,4 +209,14 @@ def load_sandbox_config(
         message_seconds=_number(
             f"{label}: sandbox.message_seconds", settings.get("message_seconds"), 8.0
         ),
+        sip_timers=_timers(label, settings.get("sip_t1")),
     )
+
+
+def _timers(label: str, t1: Any) -> Timers:
+    """SIP's T1 for the SIP front and real outbound legs: 0.5 s (RFC 3261) unless set."""
+    if t1 is None:
+        return Timers()
+    if isinstance(t1, bool) or not isinstance(t1, int | float) or not 0.01 <= t1 <= 10:
+        raise ConfigError(f"{label}: sandbox.sip_t1 must be a number of seconds in 0.01-10")
+    return Timers.from_t1(float(t1))

@@ -25,7 +25,7 @@ from sandbox.call import Call, Ending
 from sandbox.call_api import MakeCall, TransferRequest
 from sandbox.callbacks import Callbacks, Fetch, Http
 from sandbox.config import SandboxConfig
-from sandbox.legs import Legs
+from sandbox.legs import Leg, Legs
 from sandbox.sip_edge import Invite, InviteResult, SipEdge
 from sandbox.timeline import SandboxClock, safe_address, safe_url
 from sandbox.xml_player import Player
@@ -74,10 +74,11 @@ class Sandbox:
         self._new_uuid = new_uuid
         self._lock = threading.Lock()  # the calls map
         self.calls: dict[str, Call] = {}
+        self._dialled: dict[str, Leg] = {}  # Make Call legs answered over real SIP, by call
         self._on_end: list[Callable[[Call], None]] = []
         self._edge = SipEdge(account, self.clock)
         self._callbacks = Callbacks(account.auth_id, http, auth_token, main_token or auth_token)
-        self._legs = Legs(config.endpoints, self.clock, new_uuid)
+        self._legs = Legs(config.endpoints, self.clock, new_uuid, config.sip_timers)
         self._player = Player(config, self.clock, self._callbacks, self._legs, new_uuid)
         for initial in config.applications:
             app_id = account.create_application(initial.fields, initial.app_id)
@@ -152,6 +153,9 @@ class Sandbox:
             self.end(call, Ending(leg.code, status, "Callee", leg.cause))
             return
         call.answer()
+        if leg.dialog is not None:  # a real leg: BYE when the call ends
+            with self._lock:
+                self._dialled[call.uuid] = leg
         self._play(call, Fetch(call.app.answer_url, call.app.answer_method, "answer"))
 
     def transfer(self, call_uuid: str, fields: Mapping[str, Any]) -> None:
@@ -206,6 +210,11 @@ class Sandbox:
         """End the call once, whoever ends it, and send the hangup callback."""
         if not call.finish():
             return
+        with self._lock:
+            leg = self._dialled.pop(call.uuid, None)
+        said = leg.hang_up() if leg is not None else None
+        if said is not None and leg is not None:
+            call.note("bye", f"{safe_address(leg.address)}: {said}", leg_uuid=leg.uuid)
         self._callbacks.hangup(call, ending)
         call.settled.set()
         for listener in self._on_end:

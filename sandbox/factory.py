@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import requests
@@ -12,6 +13,7 @@ from sandbox.account import Account, ApiError
 from sandbox.callbacks import HttpAnswer
 from sandbox.config import load_sandbox_config
 from sandbox.engine import Runner, Sandbox, run_in_thread
+from sandbox.sip_client import Timers
 from sandbox.timeline import SandboxClock
 from sandbox.xml_player import MAX_XML_BYTES
 from sipguard.errors import ConfigError
@@ -68,6 +70,7 @@ def build(
     clock: SandboxClock | None = None,
     run: Runner = run_in_thread,
     config_label: str = "SANDBOX_CONFIG",
+    sip_t1: float | None = None,
 ) -> Sandbox:
     """Build a sandbox for the account in `settings` (auth ID, tokens, PUBLIC_BASE_URL).
 
@@ -79,6 +82,8 @@ def build(
             "characters will do locally)"
         )
     config = load_sandbox_config(config_path, environ, settings.public_base_url, label=config_label)
+    if sip_t1 is not None:  # `serve --sip-t1` wins over the world's sandbox.sip_t1
+        config = replace(config, sip_timers=Timers.from_t1(sip_t1))
     try:
         return Sandbox(
             Account(settings.auth_id),

@@ -3,9 +3,11 @@
 A <Dial> rings each <User>/<Number> through here, and Make Call rings its destination. The
 endpoints are the sandbox config's (agents behind PBXs, phones, trunks): whether they challenge
 (401/407), accept the `<User>`'s credentials, ring, answer or are busy, and how long they talk.
+A sip: URI on a loopback address with a port is dialled for real instead (`sip_client`): the
+PBX listening there challenges and answers, and its final status becomes the leg's outcome.
 Outbound authentication follows Plivo's SIP-authentication page, "Outbound Authentication"
 (https://www.plivo.com/docs/voice/concepts/sip-authentication). Time is simulated: a leg says
-at which call offset its outcome happened.
+at which call offset its outcome happened (a real leg: the offset plus the real seconds it took).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from sandbox import digest
+from sandbox import digest, sip_client
 from sandbox.config import SIP_TIMER_B, Endpoint
 from sandbox.timeline import Event, SandboxClock, safe_address
 from sipguard.calls.causes import (
@@ -26,6 +28,23 @@ from sipguard.calls.causes import (
 # Plivo's pages are silent here (docs/plivo.md, Where Plivo is silent): a Dial without timeout
 # rings a silent agent 60 s.
 DEFAULT_RING_SECONDS = 60.0
+DEFAULT_TALK_SECONDS = 30.0  # how long a real agent stays on, unless its endpoint says `talk`
+# A real PBX's final status -> the leg's outcome, cause and code. Plivo's pages are silent here
+# (docs/plivo.md, Where Plivo is silent): busy and unanswered follow the simulated endpoints; a
+# refusal is Rejected (3020), an unknown user Invalid Destination Address (2000), anything else
+# Destination Out Of Service (2010), codes from Plivo's table (docs/plivo.md, Hangup causes).
+_SIP_OUTCOMES: dict[int, tuple[str, str, int | None]] = {
+    486: ("busy", "Busy Line", 3010),
+    600: ("busy", "Busy Line", 3010),
+    408: ("no-answer", "No Answer", None),
+    480: ("no-answer", "No Answer", None),
+    487: ("no-answer", "No Answer", None),
+    403: ("failed", "Rejected", 3020),
+    603: ("failed", "Rejected", 3020),
+    404: ("failed", "Invalid Destination Address", 2000),
+    484: ("failed", "Invalid Destination Address", 2000),
+}
+_OUT_OF_SERVICE = ("failed", "Destination Out Of Service", 2010)
 
 
 @dataclass
@@ -43,6 +62,18 @@ class Leg:
     headers: dict[str, str] = field(default_factory=dict)  # X-PH-* the INVITE carried
     dropped: tuple[str, ...] = ()  # sipHeaders names Plivo would not send
     confirm: str = "accept"  # the endpoint's answer to a confirmKey (config `confirm`)
+    dialog: sip_client.Dialog | None = field(default=None, repr=False, compare=False)
+
+    def hang_up(self) -> str | None:
+        """End a real leg's SIP dialog with BYE; say how the PBX took it (None: not real)."""
+        if self.dialog is None:
+            return None
+        dialog, self.dialog = self.dialog, None
+        if dialog.ended:
+            dialog.hang_up()  # the PBX hung up first: only the socket is left to close
+            return "the PBX had already hung up (BYE)"
+        status = dialog.hang_up()
+        return f"sent BYE: {status}" if status is not None else "sent BYE: no answer"
 
     @property
     def dial_status(self) -> str:
@@ -84,10 +115,12 @@ class Legs:
         endpoints: Mapping[str, Endpoint],
         clock: SandboxClock,
         new_uuid: Callable[[], str],
+        timers: sip_client.Timers | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._clock = clock
         self._new_uuid = new_uuid
+        self._timers = timers or sip_client.Timers()
 
     def ring(
         self,
@@ -105,6 +138,8 @@ class Legs:
         challenge with the credentials given."""
         leg = Leg(leg_uuid or self._new_uuid(), address, "failed", at + 0.05)
         leg.headers, leg.dropped = dict(headers or {}), dropped
+        if sip_client.target(address) is not None:
+            return self._dial(leg, username, password, timeout)
         endpoint = self._endpoints.get(address)
         if endpoint is not None:
             leg.confirm = endpoint.confirm
@@ -148,4 +183,60 @@ class Legs:
             return leg
         leg.outcome, leg.at, leg.talk = "answered", leg.at + endpoint.answer_after, endpoint.talk
         leg.steps.append(f"answered after {endpoint.answer_after:g} s")
+        return leg
+
+    def _dial(
+        self, leg: Leg, username: str | None, password: str | None, timeout: float | None
+    ) -> Leg:
+        """Ring a PBX on this machine over real SIP; its final status is the leg's outcome."""
+        limit = timeout if timeout is not None else DEFAULT_RING_SECONDS
+        outcome = sip_client.dial(
+            leg.address,
+            username=username,
+            password=password,
+            headers=leg.headers,
+            ring_seconds=limit,
+            timers=self._timers,
+        )
+        leg.steps.append("dialled over SIP (UDP)")
+        leg.steps.extend(outcome.steps)
+        leg.at += outcome.elapsed
+        status = outcome.status
+        if status is not None and status < 300:
+            endpoint = self._endpoints.get(leg.address)
+            leg.outcome, leg.dialog = "answered", outcome.dialog
+            leg.talk = endpoint.talk if endpoint is not None else DEFAULT_TALK_SECONDS
+            leg.steps.append(f"answered {status}")
+            return leg
+        if outcome.challenged and not outcome.authenticated:
+            # As for a simulated PBX: a challenge left unanswered stands, a refusal.
+            leg.cause, leg.code = SIP_AUTH_FAILED, OUTBOUND_AUTH_FAILED_CODE
+            missing = username is None or password is None
+            leg.steps.append(
+                "no sipAuthUsername/sipAuthPassword to answer it"
+                if missing
+                else "its challenge could not be answered"
+            )
+            return leg
+        if outcome.authenticated and status is None:
+            leg.outcome, leg.cause, leg.code = (
+                "timeout",
+                SIP_AUTH_TIMEOUT,
+                OUTBOUND_AUTH_TIMEOUT_CODE,
+            )
+            leg.steps.append(f"no answer to the authenticated INVITE in {self._timers.b:g} s")
+            return leg
+        if outcome.authenticated and status in (401, 403, 407):
+            leg.cause, leg.code = SIP_AUTH_FAILED, OUTBOUND_AUTH_FAILED_CODE
+            leg.steps.append(f"the PBX rejected the credentials ({status})")
+            return leg
+        if status is None and outcome.cancelled:
+            leg.outcome, leg.cause = "no-answer", "No Answer"
+            return leg
+        if status is None:
+            leg.steps.append(f"no answer to the INVITE in {self._timers.b:g} s")
+            leg.outcome, leg.cause, leg.code = _OUT_OF_SERVICE
+            return leg
+        leg.outcome, leg.cause, leg.code = _SIP_OUTCOMES.get(status, _OUT_OF_SERVICE)
+        leg.steps.append(f"final answer {status}")
         return leg

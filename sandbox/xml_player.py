@@ -301,6 +301,15 @@ class Player:
             status, cause, b_leg = last.dial_status, last.cause or "", ""
         else:
             status, cause, b_leg = "failed", "Invalid Destination Address", ""
+        for leg in legs:
+            # A leg answered over real SIP hangs up when it ends: the bridged one after its
+            # talk, a cancelled or unconfirmed one when it was dropped.
+            said = leg.hang_up()
+            if said is not None:
+                at = call.offset if leg is winner else leg.at
+                shown = safe_address(leg.address)
+                call.events.append(Event(at, "bye", f"{shown}: {said}", {"leg_uuid": leg.uuid}))
+        call.events[first_event:] = sorted(call.events[first_event:], key=lambda e: e.offset)
         call.note("dial", f"DialStatus={status} DialHangupCause={cause}", dial_status=status)
         if not action:
             return None
