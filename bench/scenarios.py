@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import loadgen, micro, servers, workload
+from bench import inprocess, loadgen, micro, servers, workload
 from bench.loadgen import LoadResult
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -92,6 +92,9 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--postgres-admin-url", default=DEFAULT_ADMIN_URL)
     parser.add_argument("--database-name", default="sipguard_bench")
     parser.add_argument("--skip-micro", action="store_true", help="no in-process benchmarks")
+    parser.add_argument(
+        "--no-callgrind", action="store_true", help="in-process µs only, no instruction counts"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.scenarios) - {s.key for s in SCENARIOS}
     if unknown or not args.scenarios:
@@ -115,6 +118,8 @@ def _command(args: argparse.Namespace) -> str:
         options.append(f"--database-name {shlex.quote(args.database_name)}")
     if args.skip_micro:
         options.append("--skip-micro")
+    if args.no_callgrind:
+        options.append("--no-callgrind")
     root = shlex.quote(str(workload.ROOT))
     return f"cd {root} && .venv/bin/python -m bench.run {' '.join(options)}"
 
@@ -345,12 +350,19 @@ def _main(argv: list[str]) -> int:
             return 1
 
     xml_results = verify_result = None
+    costs: list[inprocess.RouteCost] = []
     same_micro_xml = None
     if not args.skip_micro:
         print("micro-benchmarks (in-process, best of 5) ...", flush=True)
         xml_compact, xml_pretty, xml_ceiling, same_micro_xml = micro.xml()
         verify_result = micro.verify()
         xml_results = (xml_compact, xml_pretty, xml_ceiling)
+        print(
+            "in-process cost per call (SQLite; instructions under callgrind, "
+            f"{'skipped' if args.no_callgrind else 'about a minute'}) ...",
+            flush=True,
+        )
+        costs = inprocess.measure(callgrind=not args.no_callgrind)
 
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-bench-"))
     token = workload.new_token()
@@ -440,6 +452,19 @@ def _main(argv: list[str]) -> int:
         )
         for name, us in store_us.items():
             print(f"  Store.record (nonce + one answer event), {name}: {us:.0f} µs")
+    if costs:
+        print()
+        inprocess.print_costs(costs)
+        answer = next(c for c in costs if c.route == "answer")
+        bare = next(c for c in costs if c.route == "bare")
+        if answer.instructions and bare.instructions:
+            ratio = answer.instructions / bare.instructions
+            _row(
+                "/answer in-process, instructions vs bare",
+                _fmt(ratio, "x"),
+                "<= 7x",
+                "PASS" if ratio <= 7.0 else "MISS",
+            )
 
     print(f"\nreproduce with: {command}")
     failed = [o for o in outcomes if o.problem is not None]
