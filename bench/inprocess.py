@@ -204,13 +204,13 @@ def time_routes(
     return found
 
 
-def _child(warmup: int, calls: int) -> None:
+def _child(warmup: int, calls: int, routes: tuple[str, ...]) -> None:
     """Under callgrind: per route, a warm-up phase then a measured phase, each marked."""
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-callgrind-"))
     try:
         bench = Workbench(workdir)
         # Every request is built before the first mark, so no phase counts building one.
-        phases = [(r, bench.requests(r, warmup), bench.requests(r, calls)) for r in ROUTES]
+        phases = [(r, bench.requests(r, warmup), bench.requests(r, calls)) for r in routes]
         _settle()
         with plivo_transfer():
             for route, warm, measured in phases:
@@ -231,7 +231,9 @@ def valgrind() -> str | None:
     return shutil.which("valgrind")
 
 
-def count_instructions(*, warmup: int = 20, calls: int = 100) -> dict[str, float]:
+def count_instructions(
+    *, warmup: int = 20, calls: int = 100, routes: tuple[str, ...] = ROUTES
+) -> dict[str, float]:
     """Run the child under callgrind; return instructions per call for each route."""
     tool = valgrind()
     if tool is None:
@@ -251,6 +253,7 @@ def count_instructions(*, warmup: int = 20, calls: int = 100) -> dict[str, float
                 "--callgrind-child",
                 f"--warmup={warmup}",
                 f"--calls={calls}",
+                f"--routes={','.join(routes)}",
             ],
             cwd=workload.ROOT,
             check=True,
@@ -261,7 +264,7 @@ def count_instructions(*, warmup: int = 20, calls: int = 100) -> dict[str, float
         # Dump 1 is set-up; then, per route, its warm-up and its measured phase.
         parts = {int(p.suffix[1:]): _summary(p) for p in outdir.glob("callgrind.out.*")}
         return {
-            route: parts[2 * i + 3] / calls for i, route in enumerate(ROUTES) if 2 * i + 3 in parts
+            route: parts[2 * i + 3] / calls for i, route in enumerate(routes) if 2 * i + 3 in parts
         }
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
@@ -315,9 +318,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-callgrind", action="store_true", help="µs only")
     parser.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
+    parser.add_argument("--routes", default=",".join(ROUTES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.callgrind_child:
-        _child(args.warmup, args.calls)
+        _child(args.warmup, args.calls, tuple(args.routes.split(",")))
         return 0
     print_costs(measure(callgrind=not args.no_callgrind, calls=args.calls))
     return 0
