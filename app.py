@@ -20,7 +20,6 @@ from sipguard.runtime import Runtime
 from sipguard.settings import load_settings, read_environment
 from sipguard.store import Store
 from webhooks.context import EXTENSION
-from webhooks.sessions import CookieSessions
 
 log = logging.getLogger("sipguard")
 
@@ -50,7 +49,6 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_content_length,
         MAX_FORM_MEMORY_SIZE=settings.max_content_length,
     )
-    app.session_interface = CookieSessions()
     app.extensions[EXTENSION] = rt
     if settings.auto_migrate:
         store.upgrade_if_reachable()
