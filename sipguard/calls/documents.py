@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
+from copy import deepcopy
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
@@ -29,8 +31,16 @@ def agent_user(agent: Agent, extra_headers: Mapping[str, str] | None = None) -> 
     """Return the ``<User>`` that rings `agent`, with its digest credentials if it has any.
 
     `extra_headers` (a handoff's) join the agent's own sipHeaders; on a name both have (Plivo
-    compares names case-insensitively) the agent's configured header wins.
+    compares names case-insensitively) the agent's configured header wins. Without them the
+    element is built and checked once per agent (the voice config does so at start-up) and
+    each call gets a copy.
     """
+    if extra_headers:
+        return _build_user(agent, extra_headers)
+    return deepcopy(_USERS.get(agent))
+
+
+def _build_user(agent: Agent, extra_headers: Mapping[str, str] | None) -> Element:
     headers = dict(agent.sip_headers)
     if extra_headers:
         own = {name.lower() for name in headers}
@@ -42,6 +52,31 @@ def agent_user(agent: Agent, extra_headers: Mapping[str, str] | None = None) -> 
         send_digits=agent.send_digits,
         sip_headers=headers or None,
     )
+
+
+class _Users:
+    """Each agent's plain ``<User>``, built once; keyed by identity (an Agent is not hashable:
+    its sipHeaders are a dict), holding the agent so its id cannot be reused meanwhile."""
+
+    _LIMIT = 4096  # agents of every config loaded in this process; past it, start again
+
+    def __init__(self) -> None:
+        self._built: dict[int, tuple[Agent, Element]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, agent: Agent) -> Element:
+        found = self._built.get(id(agent))
+        if found is not None and found[0] is agent:
+            return found[1]
+        element = _build_user(agent, None)  # raises ValidationError: nothing is kept then
+        with self._lock:
+            if len(self._built) >= self._LIMIT:
+                self._built.clear()
+            self._built[id(agent)] = (agent, element)
+        return element
+
+
+_USERS = _Users()
 
 
 def dial_group(

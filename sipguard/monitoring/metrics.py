@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -48,6 +49,20 @@ LATENCY = Histogram(
 )
 
 
+# Each label set's child, looked up once: `labels()` validates and locks on every call. The
+# children are the registry's own (it hands out the same object each time), so this holds no
+# value of its own and the multiprocess files see exactly the same writes.
+_CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
+
+
 def observe(
     route: str,
     decision: str,
@@ -58,12 +73,12 @@ def observe(
     rejection: str | None = None,
 ) -> None:
     """Count one answered callback, the auth failures it reported, and a refusal."""
-    CALLBACKS.labels(route, decision, str(status)).inc()
-    LATENCY.labels(route).observe(seconds)
+    _child(CALLBACKS, route, decision, str(status)).inc()
+    _child(LATENCY, route).observe(seconds)
     for cause, code in auth_failures:
-        AUTH_FAILURES.labels(cause, str(code)).inc()
+        _child(AUTH_FAILURES, cause, str(code)).inc()
     if rejection is not None:
-        SIGNATURE_REJECTIONS.labels(rejection).inc()
+        _child(SIGNATURE_REJECTIONS, rejection).inc()
 
 
 def render() -> tuple[bytes, str]:
