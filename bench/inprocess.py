@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
+import os
 import re
 import shutil
 import subprocess
@@ -37,6 +39,7 @@ from typing import Any
 from werkzeug.test import EnvironBuilder
 
 from bench import workload
+from sipguard import logs
 
 # The phases, in the order the callgrind child plays them. "bare" is scenario (a)'s app.
 ROUTES = ("bare", "answer", "dial-action", "hangup", "handoffs")
@@ -103,14 +106,27 @@ class Workbench:
                 "PUBLIC_BASE_URL": workload.PUBLIC_BASE_URL,
                 "VOICE_CONFIG": str(workload.VOICE_CONFIG),
                 "DATABASE_URL": f"sqlite:///{workdir / 'inprocess.db'}",
-                "LOG_LEVEL": "WARNING",
                 **workload.AGENT_PASSWORDS,
             }
         )
         self.app = self.flask_app.wsgi_app
+        # The log line is formatted and written as under gunicorn (INFO), to a sink, not a tty.
+        self._sink = open(os.devnull, "w")  # noqa: SIM115 (closed by close())
+        self._streams = [
+            (handler, handler.setStream(self._sink))
+            for handler in logging.getLogger(logs.LOGGER).handlers
+            if isinstance(handler, logging.StreamHandler)
+        ]
         self.store = self.flask_app.extensions["sipguard"].store
         self.api_token = self.store.create_api_key("bench-ai").token
         self._serial = 0
+
+    def close(self) -> None:
+        """Give the log handlers their streams back; close the store's connections."""
+        for handler, stream in self._streams:
+            handler.setStream(stream)
+        self._sink.close()
+        self.store.dispose()
 
     def _tag(self, route: str) -> str:
         self._serial += 1
@@ -282,8 +298,10 @@ def measure(*, callgrind: bool = True, calls: int = 300) -> list[RouteCost]:
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-inprocess-"))
     try:
         bench = Workbench(workdir)
-        us = time_routes(bench, ROUTES, calls=calls)
-        bench.store.dispose()
+        try:
+            us = time_routes(bench, ROUTES, calls=calls)
+        finally:
+            bench.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     instructions = count_instructions() if callgrind else {}

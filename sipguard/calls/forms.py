@@ -6,7 +6,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from sipguard.calls.causes import auth_failure, auth_failure_code
 from sipguard.errors import ValidationError
@@ -29,9 +29,19 @@ def parse_urlencoded(body: bytes) -> list[tuple[str, str]]:
     if _BAD_PERCENT.search(body):
         raise ValidationError("body", "has broken percent-encoding")
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        # parse_qsl(..., keep_blank_values=True) pair for pair, without its per-call set-up.
+        return [
+            (_unquote(name), _unquote(value))
+            for name, _, value in (p.partition("=") for p in body.decode().split("&") if p)
+        ]
     except UnicodeDecodeError:
         raise ValidationError("body", "is not valid UTF-8") from None
+
+
+def _unquote(text: str) -> str:
+    if "+" in text:
+        text = text.replace("+", " ")
+    return unquote(text, errors="strict") if "%" in text else text
 
 
 MAX_WHOLE_NUMBER = 2**31 - 1  # the store's INTEGER columns

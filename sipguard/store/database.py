@@ -49,7 +49,7 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, pool_size: int) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -70,7 +70,7 @@ def _engine(url: str) -> Engine:
         url,
         hide_parameters=True,
         pool_pre_ping=True,
-        pool_size=5,
+        pool_size=pool_size,
         max_overflow=5,
         pool_timeout=2,
         connect_args={"connect_timeout": 2, "options": "-c statement_timeout=5000"},
@@ -117,9 +117,10 @@ def _failure(exc: BaseException, dbapi: Any) -> str:
 class Database:
     """An engine on SQLite or PostgreSQL; every database failure surfaces as StoreUnavailable."""
 
-    def __init__(self, url: str, *, clock: UtcClock = now_utc) -> None:
+    def __init__(self, url: str, *, clock: UtcClock = now_utc, threads: int = 1) -> None:
+        """`threads`: how many threads share the store; the pool keeps a connection for each."""
         self.url = normalise_url(url)
-        self.engine = _engine(self.url)
+        self.engine = _engine(self.url, pool_size=max(5, threads))
         self._clock = clock
 
     @property

@@ -128,8 +128,9 @@ class Ledger(Database):
         *,
         clock: UtcClock = now_utc,
         purge_every: timedelta = timedelta(seconds=60),
+        threads: int = 1,
     ) -> None:
-        super().__init__(url, clock=clock)
+        super().__init__(url, clock=clock, threads=threads)
         self._statements = _Statements.build(self._insert(), self.engine.dialect)
         self._purge_every = purge_every
         self._next_purge = 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from bench import inprocess
 from sipguard.store import call_events, handoffs, hangups
@@ -19,7 +19,7 @@ def test_every_route_answers_and_stores(tmp_path: Path) -> None:
                 for environ in bench.requests(route, 2):
                     inprocess.call(bench.app_for(route), environ)  # raises on a non-2xx
 
-        def count(table: object) -> int:
+        def count(table: Table) -> int:
             return int(
                 bench.store.query(select(func.count().label("n")).select_from(table))[0]["n"]
             )
@@ -28,7 +28,7 @@ def test_every_route_answers_and_stores(tmp_path: Path) -> None:
         assert count(hangups) == 2
         assert count(handoffs) == 2
     finally:
-        bench.store.dispose()
+        bench.close()
 
 
 def test_a_refused_request_fails_the_bench(tmp_path: Path) -> None:
@@ -41,4 +41,4 @@ def test_a_refused_request_fails_the_bench(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="answered 4"):
             inprocess.call(bench.app, replay)
     finally:
-        bench.store.dispose()
+        bench.close()
