@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,7 @@ AUTH_ID = "MABENCHAUTHID0000001"
 PLIVO_API_URL = "https://plivo-api.bench.example"
 _MARKER = sys.getswitchinterval  # callgrind dumps before each call (see the docstring)
 _MARKER_SYMBOL = "sys_getswitchinterval"
+MONITOR_PASSWORD = "bench-monitor-password"
 WSGI = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -91,7 +93,10 @@ def _environ(path: str, headers: dict[str, str], body: str | bytes) -> dict[str,
 class Workbench:
     """The apps and the requests each phase sends, in one temporary directory."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, database_url: str | None = None) -> None:
+        """Build the apps; the real one on `database_url` (default: a new SQLite file)."""
+        from werkzeug.security import generate_password_hash
+
         from app import create_app
         from bench.bare_app import create_app as create_bare
 
@@ -105,7 +110,8 @@ class Workbench:
                 "SECRET_KEY": "bench-" + self.token + self.token,
                 "PUBLIC_BASE_URL": workload.PUBLIC_BASE_URL,
                 "VOICE_CONFIG": str(workload.VOICE_CONFIG),
-                "DATABASE_URL": f"sqlite:///{workdir / 'inprocess.db'}",
+                "DATABASE_URL": database_url or f"sqlite:///{workdir / 'inprocess.db'}",
+                "MONITOR_PASSWORD_HASH": generate_password_hash(MONITOR_PASSWORD),
                 **workload.AGENT_PASSWORDS,
             }
         )
@@ -118,7 +124,7 @@ class Workbench:
             if isinstance(handler, logging.StreamHandler)
         ]
         self.store = self.flask_app.extensions["sipguard"].store
-        self.api_token = self.store.create_api_key("bench-ai").token
+        self.api_token = self.store.create_api_key(f"bench-ai-{secrets.token_hex(4)}").token
         self._serial = 0
 
     def close(self) -> None:
@@ -220,11 +226,11 @@ def time_routes(
     return found
 
 
-def _child(warmup: int, calls: int, routes: tuple[str, ...]) -> None:
+def _child(warmup: int, calls: int, routes: tuple[str, ...], database_url: str | None) -> None:
     """Under callgrind: per route, a warm-up phase then a measured phase, each marked."""
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-callgrind-"))
     try:
-        bench = Workbench(workdir)
+        bench = Workbench(workdir, database_url)
         # Every request is built before the first mark, so no phase counts building one.
         phases = [(r, bench.requests(r, warmup), bench.requests(r, calls)) for r in routes]
         _settle()
@@ -248,7 +254,11 @@ def valgrind() -> str | None:
 
 
 def count_instructions(
-    *, warmup: int = 20, calls: int = 100, routes: tuple[str, ...] = ROUTES
+    *,
+    warmup: int = 20,
+    calls: int = 100,
+    routes: tuple[str, ...] = ROUTES,
+    database_url: str | None = None,
 ) -> dict[str, float]:
     """Run the child under callgrind; return instructions per call for each route."""
     tool = valgrind()
@@ -270,6 +280,7 @@ def count_instructions(
                 f"--warmup={warmup}",
                 f"--calls={calls}",
                 f"--routes={','.join(routes)}",
+                *([f"--database-url={database_url}"] if database_url else []),
             ],
             cwd=workload.ROOT,
             check=True,
@@ -293,18 +304,20 @@ def _summary(path: Path) -> int:
     raise RuntimeError(f"{path.name} has no summary line")
 
 
-def measure(*, callgrind: bool = True, calls: int = 300) -> list[RouteCost]:
+def measure(
+    *, callgrind: bool = True, calls: int = 300, database_url: str | None = None
+) -> list[RouteCost]:
     """Time every route in-process and (with valgrind) count its instructions."""
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-inprocess-"))
     try:
-        bench = Workbench(workdir)
+        bench = Workbench(workdir, database_url)
         try:
             us = time_routes(bench, ROUTES, calls=calls)
         finally:
             bench.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    instructions = count_instructions() if callgrind else {}
+    instructions = count_instructions(database_url=database_url) if callgrind else {}
     return [RouteCost(route, us.get(route), instructions.get(route)) for route in ROUTES]
 
 
@@ -337,11 +350,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--routes", default=",".join(ROUTES), help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help="the store to run on (default: a new SQLite file)")
     args = parser.parse_args(argv)
     if args.callgrind_child:
-        _child(args.warmup, args.calls, tuple(args.routes.split(",")))
+        _child(args.warmup, args.calls, tuple(args.routes.split(",")), args.database_url)
         return 0
-    print_costs(measure(callgrind=not args.no_callgrind, calls=args.calls))
+    costs = measure(
+        callgrind=not args.no_callgrind, calls=args.calls, database_url=args.database_url
+    )
+    print_costs(costs)
     return 0
 
 
