@@ -273,8 +273,8 @@ SETTINGS: Mapping[str, Setting] = _table(
     Setting("BIND", _text, reader=GUNICORN),
     Setting("PORT", _whole(1), 8000, reader=GUNICORN),
     Setting("WEB_CONCURRENCY", _whole(1), 2, reader=GUNICORN),
-    # Threads per worker (gthread when above 1); the store's pool holds at least as many.
-    Setting("WEB_THREADS", _whole(1), 1, reader=GUNICORN, attribute="web_threads"),
+    # Threads per gunicorn worker (gthread above 1); the app sizes its database pool by it too.
+    Setting("WEB_THREADS", _whole(1), 1, attribute="web_threads"),
     Setting("METRICS_BIND", _text, reader=GUNICORN),
     # Unset: gunicorn.conf.py makes a temporary directory (the app's metrics read it too).
     Setting("PROMETHEUS_MULTIPROC_DIR", _path, reader=GUNICORN),
