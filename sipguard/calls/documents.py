@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from copy import deepcopy
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
@@ -37,7 +38,7 @@ def agent_user(agent: Agent, extra_headers: Mapping[str, str] | None = None) -> 
     """
     if extra_headers:
         return _build_user(agent, extra_headers)
-    return deepcopy(_USERS.get(agent))
+    return deepcopy(_USERS.get(agent, (), lambda: _build_user(agent, None)))
 
 
 def _build_user(agent: Agent, extra_headers: Mapping[str, str] | None) -> Element:
@@ -54,29 +55,32 @@ def _build_user(agent: Agent, extra_headers: Mapping[str, str] | None) -> Elemen
     )
 
 
-class _Users:
-    """Each agent's plain ``<User>``, built once; keyed by identity (an Agent is not hashable:
-    its sipHeaders are a dict), holding the agent so its id cannot be reused meanwhile."""
+class _Built:
+    """Elements built once per configured object (an agent, a group's Dial), by identity: an
+    Agent or AgentGroup is not hashable (its sipHeaders are a dict), so each entry holds its
+    object, whose id cannot be reused meanwhile. Callers get the original: copy it."""
 
-    _LIMIT = 4096  # agents of every config loaded in this process; past it, start again
+    _LIMIT = 4096  # objects of every config loaded in this process; past it, start again
 
     def __init__(self) -> None:
-        self._built: dict[int, tuple[Agent, Element]] = {}
+        self._built: dict[tuple[Any, ...], tuple[object, Element]] = {}
         self._lock = threading.Lock()
 
-    def get(self, agent: Agent) -> Element:
-        found = self._built.get(id(agent))
-        if found is not None and found[0] is agent:
+    def get(self, owner: object, extra: tuple[Any, ...], build: Callable[[], Element]) -> Element:
+        key = (id(owner), *extra)
+        found = self._built.get(key)
+        if found is not None and found[0] is owner:
             return found[1]
-        element = _build_user(agent, None)  # raises ValidationError: nothing is kept then
+        element = build()  # raises ValidationError: nothing is kept then
         with self._lock:
             if len(self._built) >= self._LIMIT:
                 self._built.clear()
-            self._built[id(agent)] = (agent, element)
+            self._built[key] = (owner, element)
         return element
 
 
-_USERS = _Users()
+_USERS = _Built()
+_DIALS = _Built()
 
 
 def dial_group(
@@ -92,7 +96,25 @@ def dial_group(
 
     A handoff's Dial adds `sip_headers` to every agent leg, asks Plivo to report the agent
     answering to `callback_url`, and plays its whisper (`confirm_sound`) instead of the group's.
+    A group's plain Dial (none of those) is the same document every time: it is built and
+    checked once per group, attempt and action URL, and each call gets a copy.
     """
+    if sip_headers is None and callback_url is None and confirm_sound is None:
+        plain = _DIALS.get(
+            group, (attempt, action_url), lambda: _build_dial(group, attempt, action_url)
+        )
+        return deepcopy(plain)
+    return _build_dial(group, attempt, action_url, sip_headers, callback_url, confirm_sound)
+
+
+def _build_dial(
+    group: AgentGroup,
+    attempt: int,
+    action_url: str,
+    sip_headers: Mapping[str, str] | None = None,
+    callback_url: str | None = None,
+    confirm_sound: str | None = None,
+) -> Element:
     return response(
         dial(
             [agent_user(agent, sip_headers) for agent in group.agents_for(attempt)],
