@@ -114,6 +114,17 @@ def _failure(exc: BaseException, dbapi: Any) -> str:
     return type(exc).__name__
 
 
+def _discard(raw: Any, lost: bool) -> None:
+    """End a failed transaction: roll back, or invalidate a connection that is gone."""
+    if not lost:
+        try:
+            raw.rollback()
+            return
+        except Exception:  # noqa: BLE001 (a connection that cannot roll back is not reused)
+            pass
+    raw.invalidate()
+
+
 class Database:
     """An engine on SQLite or PostgreSQL; every database failure surfaces as StoreUnavailable."""
 
@@ -151,8 +162,8 @@ class Database:
 
         The fast path for `Prepared` statements: committed when `work` returns, rolled back when
         it raises (its exception goes on), and failures surface exactly as `_run`'s do. A
-        connection that failed is invalidated rather than pooled again: the next checkout opens
-        a fresh one, so a dropped connection costs one failed callback, as with `_run`.
+        connection that was lost (or cannot roll back) is invalidated rather than pooled again:
+        the next checkout opens a fresh one, so it costs one failed callback, as with `_run`.
         """
         engine = self.engine
         dbapi = engine.dialect.loaded_dbapi
@@ -171,12 +182,9 @@ class Database:
                 return result
             except dbapi.Error as exc:
                 failure = _failure(exc, dbapi)
-                raw.invalidate()
+                _discard(raw, engine.dialect.is_disconnect(exc, raw.dbapi_connection, None))
             except BaseException:
-                try:
-                    raw.rollback()
-                except dbapi.Error:
-                    raw.invalidate()
+                _discard(raw, False)
                 raise
             finally:
                 raw.close()
