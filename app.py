@@ -30,7 +30,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     environ = read_environment(config)
     settings = load_settings(environ, Path(app.instance_path))
     voice = load_voice_config(settings.voice_config, environ)
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, threads=settings.web_threads)
     store.alerting = Alerting(
         receivers=tuple(settings.alert_receivers()),
         window=settings.alert_window,

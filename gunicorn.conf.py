@@ -18,6 +18,9 @@ def _setting(name: str) -> Any:
 
 bind = _setting("BIND") or f"0.0.0.0:{_setting('PORT')}"
 workers = _setting("WEB_CONCURRENCY")
+# Above 1, gunicorn runs gthread workers: while one thread waits on PostgreSQL's commit, the
+# others answer, and PostgreSQL can group the commits. The store's pool holds as many connections.
+threads = _setting("WEB_THREADS")
 timeout = 30
 accesslog = "-"
 # %(U)s is the path without its query: handoff tokens travel in the query and stay out of logs.

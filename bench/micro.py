@@ -63,6 +63,23 @@ def our_dial() -> bytes:
     )
 
 
+def app_dial() -> Comparison:
+    """Compare the app's own path to the same <Dial> (sipguard.calls.documents.dial_group, which
+    builds a group's plain Dial once and copies it per call) + to_bytes with plivoxml's."""
+    from sipguard.calls import documents
+    from sipguard.calls.voice_config import load_voice_config
+
+    voice = load_voice_config(workload.VOICE_CONFIG, workload.AGENT_PASSWORDS)
+    group = voice.groups["support"]
+
+    def ours() -> bytes:
+        return to_bytes(documents.dial_group(group, 0, workload.DIAL_ACTION))
+
+    if tree(ours()) != tree(our_dial()):
+        raise RuntimeError("the app's Dial is not the bench's Dial")
+    return Comparison("XML, app path: dial_group", per_call_us(ours), per_call_us(build_dial))
+
+
 def tree(document: bytes) -> Any:
     """Return a comparable form of an XML document: tags, attributes, texts, in order."""
 

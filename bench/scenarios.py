@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import loadgen, micro, servers, workload
+from bench import inprocess, loadgen, micro, servers, workload
 from bench.loadgen import LoadResult
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -46,6 +46,12 @@ class Scenario:
     route: str
     database: str | None = None  # "sqlite" or "postgresql" for the real app
     single_use: bool = True  # the server refuses a repeated nonce
+    threaded: bool = False  # gthread workers with --pg-threads threads (WEB_THREADS)
+
+    @property
+    def base(self) -> str:
+        """The bare-app scenario this one is compared with: the same worker configuration."""
+        return "t" if self.threaded else "a"
 
 
 SCENARIOS = (
@@ -64,9 +70,32 @@ SCENARIOS = (
         single_use=False,
     ),
     Scenario("c", "app POST /answer, SQLite", "app:create_app()", "answer", "sqlite"),
-    Scenario("d", "app POST /answer, PostgreSQL", "app:create_app()", "answer", "postgresql"),
-    Scenario("e", "app POST /hangup, PostgreSQL", "app:create_app()", "hangup", "postgresql"),
+    Scenario(
+        "t",
+        "bare Flask, gthread",
+        "bench.bare_app:create_app()",
+        "answer",
+        single_use=False,
+        threaded=True,
+    ),
+    Scenario(
+        "d",
+        "app POST /answer, PostgreSQL, gthread",
+        "app:create_app()",
+        "answer",
+        "postgresql",
+        threaded=True,
+    ),
+    Scenario(
+        "e",
+        "app POST /hangup, PostgreSQL, gthread",
+        "app:create_app()",
+        "hangup",
+        "postgresql",
+        threaded=True,
+    ),
 )
+KEYS = "".join(s.key for s in SCENARIOS)
 
 
 @dataclass
@@ -87,15 +116,21 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (sync)")
-    parser.add_argument("--scenarios", default="abcde", help="subset of abcde, in that order")
+    parser.add_argument("--scenarios", default=KEYS, help=f"subset of {KEYS}, in that order")
+    parser.add_argument(
+        "--pg-threads", type=int, default=8, help="threads per worker for (t), (d), (e)"
+    )
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--postgres-admin-url", default=DEFAULT_ADMIN_URL)
     parser.add_argument("--database-name", default="sipguard_bench")
     parser.add_argument("--skip-micro", action="store_true", help="no in-process benchmarks")
+    parser.add_argument(
+        "--no-callgrind", action="store_true", help="in-process µs only, no instruction counts"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.scenarios) - {s.key for s in SCENARIOS}
     if unknown or not args.scenarios:
-        parser.error(f"--scenarios takes letters from abcde, got {args.scenarios!r}")
+        parser.error(f"--scenarios takes letters from {KEYS}, got {args.scenarios!r}")
     return args
 
 
@@ -107,6 +142,7 @@ def _command(args: argparse.Namespace) -> str:
         f"--threads {args.threads}",
         f"--workers {args.workers}",
         f"--scenarios {args.scenarios}",
+        f"--pg-threads {args.pg_threads}",
         f"--loadgen {args.loadgen}",
     ]
     if args.postgres_admin_url != DEFAULT_ADMIN_URL:
@@ -115,6 +151,8 @@ def _command(args: argparse.Namespace) -> str:
         options.append(f"--database-name {shlex.quote(args.database_name)}")
     if args.skip_micro:
         options.append("--skip-micro")
+    if args.no_callgrind:
+        options.append("--no-callgrind")
     root = shlex.quote(str(workload.ROOT))
     return f"cd {root} && .venv/bin/python -m bench.run {' '.join(options)}"
 
@@ -239,6 +277,8 @@ def _run_scenario(
             "DATABASE_URL": database_url,
             **workload.AGENT_PASSWORDS,
         }
+    if scenario.threaded:
+        env["WEB_THREADS"] = str(args.pg_threads)
     server = servers.start(scenario.key, scenario.app, env, workdir, args.workers)
     live.append(server)
     try:
@@ -275,9 +315,9 @@ def _run_scenario(
 
 
 def _print_table(outcomes: list[Outcome], no_write_note: bool) -> None:
-    base = next((o for o in outcomes if o.scenario.key == "a" and o.result), None)
+    bases = {o.scenario.key: o for o in outcomes if o.scenario.key in "at" and o.result}
     header = (
-        f"{'scenario':<42} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs (a)':>7} "
+        f"{'scenario':<42} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs base':>7} "
         f"{'requests':>9} {'non-2xx':>8} {'errors':>7}"
     )
     print(header)
@@ -288,6 +328,7 @@ def _print_table(outcomes: list[Outcome], no_write_note: bool) -> None:
         if r is None:
             print(f"{label:<42} {'failed: ' + (o.problem or '?')}")
             continue
+        base = bases.get(o.scenario.base)
         ratio = f"{r.rate / base.result.rate:.2f}" if base and base.result else "n/a"
         print(
             f"{label:<42} {r.rate:>8.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {ratio:>7} "
@@ -329,7 +370,8 @@ def _main(argv: list[str]) -> int:
     print(
         f"load generator: {wrk or 'Python closed-loop fallback (wrk not available)'}; "
         f"{args.connections} connections, {args.threads} threads; gunicorn -c gunicorn.conf.py, "
-        f"{args.workers} sync workers, 127.0.0.1 only",
+        f"{args.workers} workers (sync; (t), (d), (e): gthread, {args.pg_threads} threads each), "
+        "127.0.0.1 only; base: (a) for sync, (t) for gthread",
         flush=True,
     )
     print(f"before: {_load()}\n", flush=True)
@@ -345,12 +387,20 @@ def _main(argv: list[str]) -> int:
             return 1
 
     xml_results = verify_result = None
+    costs: list[inprocess.RouteCost] = []
     same_micro_xml = None
     if not args.skip_micro:
         print("micro-benchmarks (in-process, best of 5) ...", flush=True)
         xml_compact, xml_pretty, xml_ceiling, same_micro_xml = micro.xml()
         verify_result = micro.verify()
+        xml_app = micro.app_dial()
         xml_results = (xml_compact, xml_pretty, xml_ceiling)
+        print(
+            "in-process cost per call (SQLite; instructions under callgrind, "
+            f"{'skipped' if args.no_callgrind else 'about a minute'}) ...",
+            flush=True,
+        )
+        costs = inprocess.measure(callgrind=not args.no_callgrind)
 
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-bench-"))
     token = workload.new_token()
@@ -361,12 +411,14 @@ def _main(argv: list[str]) -> int:
     try:
         with _cleanup(live, wrks):
             rate_cap = FALLBACK_RATE
+            bare_rates: list[float] = []
             for scenario in wanted:
                 outcome = _run_scenario(args, scenario, wrk, workdir, token, rate_cap, live, wrks)
                 outcomes.append(outcome)
-                if scenario.key == "a" and outcome.result is not None:
-                    # Nothing below is faster than the bare app: size later pools from it.
-                    rate_cap = max(outcome.result.rate * 1.2, 500.0)
+                if scenario.key in "at" and outcome.result is not None:
+                    # Nothing is faster than the bare app: size later pools from it.
+                    bare_rates.append(outcome.result.rate)
+                    rate_cap = max(max(bare_rates) * 1.2, 500.0)
             store_us: dict[str, float] = {}
             if not args.skip_micro:
                 store_us["SQLite"] = micro.store_record_us(f"sqlite:///{workdir / 'micro.db'}")
@@ -407,6 +459,17 @@ def _main(argv: list[str]) -> int:
         ">= 0.75",
         _verdict(ratio_c, 0.75),
     )
+    for key in "de":
+        if "t" in by_key and key in by_key:
+            t, x = by_key["t"].result, by_key[key].result
+            assert t is not None and x is not None
+            share = x.rate / t.rate
+            _row(
+                f"({key})/(t) req/s, PostgreSQL, gthread",
+                _fmt(share),
+                ">= 0.5",
+                _verdict(share, 0.5),
+            )
     _row(
         "(c')/(a) req/s, answer-event write excluded",
         "n/a",
@@ -428,7 +491,13 @@ def _main(argv: list[str]) -> int:
             _verdict(verify_result.speedup, 2.0),
         )
         print("\nmicro-benchmarks (µs per call, in-process):")
-        for item in (compact, pretty, ceiling, verify_result):
+        _row(
+            "XML: the app's dial_group vs plivoxml",
+            _fmt(xml_app.speedup, "x"),
+            ">= 3x",
+            _verdict(xml_app.speedup, 3.0),
+        )
+        for item in (compact, pretty, ceiling, xml_app, verify_result):
             print(
                 f"  {item.name:<30} ours {item.ours_us:7.1f}   SDK {item.sdk_us:7.1f}   "
                 f"SDK/ours {item.speedup:.2f}x"
@@ -440,6 +509,19 @@ def _main(argv: list[str]) -> int:
         )
         for name, us in store_us.items():
             print(f"  Store.record (nonce + one answer event), {name}: {us:.0f} µs")
+    if costs:
+        print()
+        inprocess.print_costs(costs)
+        answer = next(c for c in costs if c.route == "answer")
+        bare = next(c for c in costs if c.route == "bare")
+        if answer.instructions and bare.instructions:
+            ratio = answer.instructions / bare.instructions
+            _row(
+                "/answer in-process, instructions vs bare",
+                _fmt(ratio, "x"),
+                "<= 7x",
+                "PASS" if ratio <= 7.0 else "MISS",
+            )
 
     print(f"\nreproduce with: {command}")
     failed = [o for o in outcomes if o.problem is not None]

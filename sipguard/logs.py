@@ -32,13 +32,11 @@ class RedactingFilter(logging.Filter):
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        return _TOKEN_PARAM.sub(rf"\g<1>{REDACTED}", text)
+        return _TOKEN_PARAM.sub(rf"\g<1>{REDACTED}", text) if "token=" in text else text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = self.redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
+        # The final message replaces msg and args, so the formatter does not build it again.
+        record.msg, record.args = self.redact(record.getMessage()), None
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:

@@ -313,6 +313,8 @@ SETTINGS: Mapping[str, Setting] = _table(
     Setting("BIND", _text, reader=GUNICORN),
     Setting("PORT", _whole(1), 8000, reader=GUNICORN),
     Setting("WEB_CONCURRENCY", _whole(1), 2, reader=GUNICORN),
+    # Threads per gunicorn worker (gthread above 1); the app sizes its database pool by it too.
+    Setting("WEB_THREADS", _whole(1), 1, attribute="web_threads"),
     Setting("METRICS_BIND", _text, reader=GUNICORN),
     # Unset: gunicorn.conf.py makes a temporary directory (the app's metrics read it too).
     Setting("PROMETHEUS_MULTIPROC_DIR", _path, reader=GUNICORN),
@@ -363,6 +365,7 @@ class Settings:
     webhook_timeout: int
     webhook_poll: int
     webhook_retry_seconds: tuple[int, ...]
+    web_threads: int
     alert_slack_url: str | None = field(repr=False)
     alert_webhook_url: str | None
     alert_webhook_secret: str | None = field(repr=False)

@@ -6,11 +6,12 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from sipguard.errors import AppError
-from webhooks import api, health, monitor, responses, views
+from webhooks import api, edge, health, monitor, responses, views
 
 
 def init_app(app: Flask) -> None:
     """Register the signed webhook routes, the keyed API, the health check, the error handler."""
+    edge.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)

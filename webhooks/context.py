@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from flask import current_app, request, url_for
+from flask import current_app, request
+from werkzeug.routing import Map
 
+from sipguard.calls.handoff import TOKEN_PARAM
 from sipguard.errors import ConfigError
 from sipguard.runtime import Runtime
 
@@ -42,9 +45,24 @@ def signed_url() -> str:
 
 
 def public_url(endpoint: str, **values: Any) -> str:
-    """Return the absolute URL Plivo should call for `endpoint` (e.g. a Dial action URL)."""
-    path = url_for(endpoint, **values)
-    return public_root() + path.removeprefix(request.script_root)
+    """Return the absolute URL Plivo should call for `endpoint` (e.g. a Dial action URL).
+
+    A URL without a token (a group's Dial action, say) is the same on every call: its path is
+    built once per app and remembered. One with a token is new each time and is not kept.
+    """
+    if TOKEN_PARAM in values:
+        return public_root() + _build(current_app.url_map, endpoint, values)
+    return public_root() + _remembered(current_app.url_map, endpoint, tuple(values.items()))
+
+
+def _build(url_map: Map, endpoint: str, values: dict[str, Any]) -> str:
+    """Return `endpoint`'s path from the app's root (no script root, no host)."""
+    return url_map.bind("localhost", script_name="/").build(endpoint, values)
+
+
+@lru_cache(maxsize=1024)
+def _remembered(url_map: Map, endpoint: str, values: tuple[tuple[str, Any], ...]) -> str:
+    return _build(url_map, endpoint, dict(values))
 
 
 def external_url(endpoint: str, **values: Any) -> str:
@@ -58,5 +76,4 @@ def external_url(endpoint: str, **values: Any) -> str:
             "PUBLIC_BASE_URL is not set: it is needed to tell Plivo where this app's webhooks "
             "are (or pass the URLs explicitly)"
         )
-    path = current_app.url_map.bind("localhost", script_name="/").build(endpoint, values)
-    return base + path
+    return base + _build(current_app.url_map, endpoint, values)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
@@ -29,8 +32,16 @@ def agent_user(agent: Agent, extra_headers: Mapping[str, str] | None = None) -> 
     """Return the ``<User>`` that rings `agent`, with its digest credentials if it has any.
 
     `extra_headers` (a handoff's) join the agent's own sipHeaders; on a name both have (Plivo
-    compares names case-insensitively) the agent's configured header wins.
+    compares names case-insensitively) the agent's configured header wins. Without them the
+    element is built and checked once per agent (the voice config does so at start-up) and
+    each call gets a copy.
     """
+    if extra_headers:
+        return _build_user(agent, extra_headers)
+    return deepcopy(_USERS.get(agent, (), lambda: _build_user(agent, None)))
+
+
+def _build_user(agent: Agent, extra_headers: Mapping[str, str] | None) -> Element:
     headers = dict(agent.sip_headers)
     if extra_headers:
         own = {name.lower() for name in headers}
@@ -42,6 +53,34 @@ def agent_user(agent: Agent, extra_headers: Mapping[str, str] | None = None) -> 
         send_digits=agent.send_digits,
         sip_headers=headers or None,
     )
+
+
+class _Built:
+    """Elements built once per configured object (an agent, a group's Dial), by identity: an
+    Agent or AgentGroup is not hashable (its sipHeaders are a dict), so each entry holds its
+    object, whose id cannot be reused meanwhile. Callers get the original: copy it."""
+
+    _LIMIT = 4096  # objects of every config loaded in this process; past it, start again
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[Any, ...], tuple[object, Element]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, owner: object, extra: tuple[Any, ...], build: Callable[[], Element]) -> Element:
+        key = (id(owner), *extra)
+        found = self._built.get(key)
+        if found is not None and found[0] is owner:
+            return found[1]
+        element = build()  # raises ValidationError: nothing is kept then
+        with self._lock:
+            if len(self._built) >= self._LIMIT:
+                self._built.clear()
+            self._built[key] = (owner, element)
+        return element
+
+
+_USERS = _Built()
+_DIALS = _Built()
 
 
 def dial_group(
@@ -59,10 +98,30 @@ def dial_group(
     `agents` rings only those of the attempt's agents (the quarantined ones left out). A
     handoff's Dial adds `sip_headers` to every agent leg, asks Plivo to report the agent
     answering to `callback_url`, and plays its whisper (`confirm_sound`) instead of the group's.
+    A group's plain Dial (none of those) is the same document every time: it is built and
+    checked once per group, action URL and agents rung, and each call gets a copy.
     """
+    ringing = tuple(agents) if agents is not None else group.agents_for(attempt)
+    if sip_headers is None and callback_url is None and confirm_sound is None:
+        names = tuple(agent.name for agent in ringing)
+        plain = _DIALS.get(
+            group, (action_url, names), lambda: _build_dial(group, ringing, action_url)
+        )
+        return deepcopy(plain)
+    return _build_dial(group, ringing, action_url, sip_headers, callback_url, confirm_sound)
+
+
+def _build_dial(
+    group: AgentGroup,
+    agents: Sequence[Agent],
+    action_url: str,
+    sip_headers: Mapping[str, str] | None = None,
+    callback_url: str | None = None,
+    confirm_sound: str | None = None,
+) -> Element:
     return response(
         dial(
-            [agent_user(agent, sip_headers) for agent in agents or group.agents_for(attempt)],
+            [agent_user(agent, sip_headers) for agent in agents],
             action=action_url,
             method="POST",
             timeout=group.timeout,

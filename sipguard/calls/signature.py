@@ -58,7 +58,7 @@ def _split_url(url: str) -> tuple[str, str]:
 
 
 def _query_map(query: str) -> dict[str, list[str]]:
-    return parse_qs(query, keep_blank_values=True)
+    return parse_qs(query, keep_blank_values=True) if query else {}
 
 
 def _values(value: str | Sequence[str]) -> list[str]:

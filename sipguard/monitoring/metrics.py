@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -59,6 +60,20 @@ LATENCY = Histogram(
 )
 
 
+# Each label set's child, looked up once: `labels()` validates and locks on every call. The
+# children are the registry's own (it hands out the same object each time), so this holds no
+# value of its own and the multiprocess files see exactly the same writes.
+_CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
+
+
 # The label sets the alerting rules read, created at 0 so rate() and increase() see the first
 # event (a series that appears at 1 has no earlier sample to count from).
 KNOWN_AUTH_FAILURES = (
@@ -85,14 +100,14 @@ def observe(
 ) -> None:
     """Count one answered callback, the auth failures it reported, a refusal, and a SIP call
     without SIPAuthType."""
-    CALLBACKS.labels(route, decision, str(status)).inc()
+    _child(CALLBACKS, route, decision, str(status)).inc()
     if auth_not_running:
         SIP_AUTH_NOT_RUNNING.inc()
-    LATENCY.labels(route).observe(seconds)
+    _child(LATENCY, route).observe(seconds)
     for cause, code in auth_failures:
-        AUTH_FAILURES.labels(cause, str(code)).inc()
+        _child(AUTH_FAILURES, cause, str(code)).inc()
     if rejection is not None:
-        SIGNATURE_REJECTIONS.labels(rejection).inc()
+        _child(SIGNATURE_REJECTIONS, rejection).inc()
 
 
 class QuarantineCollector(Collector):

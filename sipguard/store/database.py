@@ -6,7 +6,7 @@ the database is unreachable. Whatever goes wrong in the database surfaces as Sto
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +20,19 @@ from sipguard.errors import StoreUnavailable
 
 UtcClock = Callable[[], datetime]
 T = TypeVar("T")
+# PEP 249's exception classes, most specific first: a failure is named by the first that fits,
+# as SQLAlchemy names the errors it wraps (psycopg's StringDataRightTruncation is a DataError).
+_DBAPI_ERRORS = (
+    "IntegrityError",
+    "DataError",
+    "OperationalError",
+    "ProgrammingError",
+    "NotSupportedError",
+    "InternalError",
+    "InterfaceError",
+    "DatabaseError",
+    "Error",
+)
 
 
 def now_utc() -> datetime:
@@ -36,7 +49,7 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, pool_size: int) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -57,19 +70,68 @@ def _engine(url: str) -> Engine:
         url,
         hide_parameters=True,
         pool_pre_ping=True,
-        pool_size=5,
+        pool_size=pool_size,
         max_overflow=5,
         pool_timeout=2,
         connect_args={"connect_timeout": 2, "options": "-c statement_timeout=5000"},
     )
 
 
+class Prepared:
+    """A statement compiled once for one dialect: its SQL text and how its values are bound.
+
+    The hot path hands this straight to the driver's cursor, skipping SQLAlchemy's per-execution
+    work (compiled-cache look-up, execution context, result wrapping). The values still go
+    through each column type's bind processor (SQLite's DateTime text format, for one).
+    """
+
+    def __init__(self, statement: Any, dialect: Any, keys: Sequence[str] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=keys)
+        self.sql = str(compiled)
+        self._positional = bool(compiled.positional)
+        names = tuple(compiled.positiontup or ()) if self._positional else tuple(compiled.binds)
+        self._binds = tuple(
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in names
+        )
+
+    def params(self, values: Mapping[str, Any]) -> Any:
+        """Return `values` as the driver takes them for this statement (each bind needed)."""
+        bound = (
+            (name, values[name] if processor is None else processor(values[name]))
+            for name, processor in self._binds
+        )
+        if self._positional:
+            return tuple(value for _, value in bound)
+        return dict(bound)
+
+
+def _failure(exc: BaseException, dbapi: Any) -> str:
+    for name in _DBAPI_ERRORS:
+        kind = getattr(dbapi, name, None)
+        if kind is not None and isinstance(exc, kind):
+            return name
+    return type(exc).__name__
+
+
+def _discard(raw: Any, lost: bool) -> None:
+    """End a failed transaction: roll back, or invalidate a connection that is gone."""
+    if not lost:
+        try:
+            raw.rollback()
+            return
+        except Exception:  # noqa: BLE001 (a connection that cannot roll back is not reused)
+            pass
+    raw.invalidate()
+
+
 class Database:
     """An engine on SQLite or PostgreSQL; every database failure surfaces as StoreUnavailable."""
 
-    def __init__(self, url: str, *, clock: UtcClock = now_utc) -> None:
+    def __init__(self, url: str, *, clock: UtcClock = now_utc, threads: int = 1) -> None:
+        """`threads`: how many threads share the store; the pool keeps a connection for each."""
         self.url = normalise_url(url)
-        self.engine = _engine(self.url)
+        self.engine = _engine(self.url, pool_size=max(5, threads))
         self._clock = clock
 
     @property
@@ -93,6 +155,39 @@ class Database:
                 return work(conn)
         except SQLAlchemyError as exc:
             failure = type(exc).__name__
+        raise StoreUnavailable(f"database error ({failure})")
+
+    def _run_cursor(self, work: Callable[[Any], T]) -> T:
+        """Run `work` on a driver cursor of a pooled connection, in one transaction.
+
+        The fast path for `Prepared` statements: committed when `work` returns, rolled back when
+        it raises (its exception goes on), and failures surface exactly as `_run`'s do. A
+        connection that was lost (or cannot roll back) is invalidated rather than pooled again:
+        the next checkout opens a fresh one, so it costs one failed callback, as with `_run`.
+        """
+        engine = self.engine
+        dbapi = engine.dialect.loaded_dbapi
+        try:
+            raw = engine.raw_connection()
+        except (SQLAlchemyError, dbapi.Error) as exc:
+            failure = _failure(exc, dbapi)
+        else:
+            try:
+                cursor = raw.cursor()
+                try:
+                    result = work(cursor)
+                finally:
+                    cursor.close()
+                raw.commit()
+                return result
+            except dbapi.Error as exc:
+                failure = _failure(exc, dbapi)
+                _discard(raw, engine.dialect.is_disconnect(exc, raw.dbapi_connection, None))
+            except BaseException:
+                _discard(raw, False)
+                raise
+            finally:
+                raw.close()
         raise StoreUnavailable(f"database error ({failure})")
 
     def query(self, statement: Any) -> list[dict[str, Any]]:

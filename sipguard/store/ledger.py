@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, or_, select
 
 from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
-from sipguard.store.database import Database, UtcClock, now_utc
+from sipguard.store.database import Database, Prepared, UtcClock, now_utc
 from sipguard.store.schema import (
     alerts,
     call_events,
@@ -93,16 +93,19 @@ def _event_row(event: CallEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in _EVENT_FIELDS}
 
 
+_HANGUP_FIELDS = tuple(column.key for column in hangups.columns)  # _hangup_row sets each
+
+
 @dataclass(frozen=True)
 class _Statements:
-    """The callback writes, built once: SQLAlchemy then only looks their compiled form up."""
+    """The callback writes, compiled once for the store's dialect and run on the driver."""
 
-    claim: Any
-    event: Any
-    hangup: Any
+    claim: Prepared
+    event: Prepared
+    hangup: Prepared
 
     @classmethod
-    def build(cls, insert_: Any) -> _Statements:
+    def build(cls, insert_: Any, dialect: Any) -> _Statements:
         claim = insert_(nonces).values(nonce=bindparam("nonce"), expires_at=bindparam("expires_at"))
         claim = claim.on_conflict_do_update(
             index_elements=[nonces.c.nonce],
@@ -110,7 +113,11 @@ class _Statements:
             where=nonces.c.expires_at < bindparam("now"),
         ).returning(nonces.c.nonce)
         hangup = insert_(hangups).on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
-        return cls(claim=claim, event=insert(call_events), hangup=hangup)
+        return cls(
+            claim=Prepared(claim, dialect),
+            event=Prepared(insert(call_events), dialect, (*_EVENT_FIELDS, "received_at")),
+            hangup=Prepared(hangup, dialect, _HANGUP_FIELDS),
+        )
 
 
 class Ledger(Database):
@@ -122,9 +129,10 @@ class Ledger(Database):
         *,
         clock: UtcClock = now_utc,
         purge_every: timedelta = timedelta(seconds=60),
+        threads: int = 1,
     ) -> None:
-        super().__init__(url, clock=clock)
-        self._statements = _Statements.build(self._insert())
+        super().__init__(url, clock=clock, threads=threads)
+        self._statements = _Statements.build(self._insert(), self.engine.dialect)
         self._purge_every = purge_every
         self._next_purge = 0.0
 
@@ -144,22 +152,30 @@ class Ledger(Database):
         now = self._clock()
         statements = self._statements
 
-        def write(conn: Connection) -> None:
+        def write(cursor: Any) -> None:
             if nonce is not None:
-                claimed = conn.execute(
-                    statements.claim,
-                    {"nonce": nonce, "expires_at": now + nonce_ttl, "now": now},
+                cursor.execute(
+                    statements.claim.sql,
+                    statements.claim.params(
+                        {"nonce": nonce, "expires_at": now + nonce_ttl, "now": now}
+                    ),
                 )
                 # A row comes back only when the nonce was new or its TTL had passed.
-                if claimed.first() is None:
+                if cursor.fetchone() is None:
                     raise Replayed()
-            if events:
-                rows = [{**_event_row(e), "received_at": now} for e in events]
-                conn.execute(statements.event, rows)
+            for e in events:
+                cursor.execute(
+                    statements.event.sql,
+                    statements.event.params({**_event_row(e), "received_at": now}),
+                )
             if hangup is not None:
-                conn.execute(statements.hangup, _hangup_row(hangup, now))
+                cursor.execute(
+                    statements.hangup.sql, statements.hangup.params(_hangup_row(hangup, now))
+                )
 
-        self._run(write)
+        # One transaction: the nonce is spent exactly when the rows are stored (committed
+        # before this returns, so before the callback is answered).
+        self._run_cursor(write)
         self._maybe_purge()
 
     def _maybe_purge(self) -> None:

@@ -51,6 +51,13 @@ call_events = Table(
     Column("auth_failure", Text()),
     Column("a_leg_uuid", Text()),
     Column("b_leg_uuid", Text()),
+    # The auth-failure report's Dial actions that failed SIP auth, by time (migration 0008).
+    Index(
+        "ix_call_events_failures_at",
+        "received_at",
+        sqlite_where=text("auth_failure IS NOT NULL"),
+        postgresql_where=text("auth_failure IS NOT NULL"),
+    ),
 )
 
 hangups = Table(
