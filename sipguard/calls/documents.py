@@ -99,39 +99,29 @@ def dial_group(
     A group's plain Dial (none of those) is the same document every time: it is built and
     checked once per group, attempt and action URL, and each call gets a copy.
     """
+
+    def build() -> Element:
+        return response(
+            dial(
+                [agent_user(agent, sip_headers) for agent in group.agents_for(attempt)],
+                action=action_url,
+                method="POST",
+                timeout=group.timeout,
+                time_limit=group.time_limit,
+                caller_id=group.caller_id,
+                caller_name=group.caller_name,
+                dial_music=group.dial_music,
+                confirm_sound=confirm_sound or group.confirm_sound,
+                confirm_key=group.confirm_key,
+                callback_url=callback_url,
+                callback_method="POST" if callback_url else None,
+                redirect=True,
+            )
+        )
+
     if sip_headers is None and callback_url is None and confirm_sound is None:
-        plain = _DIALS.get(
-            group, (attempt, action_url), lambda: _build_dial(group, attempt, action_url)
-        )
-        return deepcopy(plain)
-    return _build_dial(group, attempt, action_url, sip_headers, callback_url, confirm_sound)
-
-
-def _build_dial(
-    group: AgentGroup,
-    attempt: int,
-    action_url: str,
-    sip_headers: Mapping[str, str] | None = None,
-    callback_url: str | None = None,
-    confirm_sound: str | None = None,
-) -> Element:
-    return response(
-        dial(
-            [agent_user(agent, sip_headers) for agent in group.agents_for(attempt)],
-            action=action_url,
-            method="POST",
-            timeout=group.timeout,
-            time_limit=group.time_limit,
-            caller_id=group.caller_id,
-            caller_name=group.caller_name,
-            dial_music=group.dial_music,
-            confirm_sound=confirm_sound or group.confirm_sound,
-            confirm_key=group.confirm_key,
-            callback_url=callback_url,
-            callback_method="POST" if callback_url else None,
-            redirect=True,
-        )
-    )
+        return deepcopy(_DIALS.get(group, (attempt, action_url), build))
+    return build()
 
 
 WHISPER_GENERIC = "A call handed over by the AI assistant."
