@@ -102,40 +102,30 @@ def dial_group(
     checked once per group, action URL and agents rung, and each call gets a copy.
     """
     ringing = tuple(agents) if agents is not None else group.agents_for(attempt)
+
+    def build() -> Element:
+        return response(
+            dial(
+                [agent_user(agent, sip_headers) for agent in ringing],
+                action=action_url,
+                method="POST",
+                timeout=group.timeout,
+                time_limit=group.time_limit,
+                caller_id=group.caller_id,
+                caller_name=group.caller_name,
+                dial_music=group.dial_music,
+                confirm_sound=confirm_sound or group.confirm_sound,
+                confirm_key=group.confirm_key,
+                callback_url=callback_url,
+                callback_method="POST" if callback_url else None,
+                redirect=True,
+            )
+        )
+
     if sip_headers is None and callback_url is None and confirm_sound is None:
         names = tuple(agent.name for agent in ringing)
-        plain = _DIALS.get(
-            group, (action_url, names), lambda: _build_dial(group, ringing, action_url)
-        )
-        return deepcopy(plain)
-    return _build_dial(group, ringing, action_url, sip_headers, callback_url, confirm_sound)
-
-
-def _build_dial(
-    group: AgentGroup,
-    agents: Sequence[Agent],
-    action_url: str,
-    sip_headers: Mapping[str, str] | None = None,
-    callback_url: str | None = None,
-    confirm_sound: str | None = None,
-) -> Element:
-    return response(
-        dial(
-            [agent_user(agent, sip_headers) for agent in agents],
-            action=action_url,
-            method="POST",
-            timeout=group.timeout,
-            time_limit=group.time_limit,
-            caller_id=group.caller_id,
-            caller_name=group.caller_name,
-            dial_music=group.dial_music,
-            confirm_sound=confirm_sound or group.confirm_sound,
-            confirm_key=group.confirm_key,
-            callback_url=callback_url,
-            callback_method="POST" if callback_url else None,
-            redirect=True,
-        )
-    )
+        return deepcopy(_DIALS.get(group, (action_url, names), build))
+    return build()
 
 
 WHISPER_GENERIC = "A call handed over by the AI assistant."

@@ -47,8 +47,8 @@ def window_start(now: datetime, window: timedelta) -> datetime:
 class AlertsStore(Database):
     """Raise alerts once per window; read what the alert conditions need."""
 
-    def __init__(self, url: str, *, clock: UtcClock = now_utc) -> None:
-        super().__init__(url, clock=clock)
+    def __init__(self, url: str, *, clock: UtcClock = now_utc, threads: int = 1) -> None:
+        super().__init__(url, clock=clock, threads=threads)
         self.alerting = Alerting()
         self._raised: set[tuple[str, str, datetime]] = set()
 

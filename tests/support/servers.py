@@ -25,7 +25,7 @@ def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> Se
     """Start `gunicorn 'app:create_app()'` with the suites' settings and wait for /healthz.
 
     It runs in the log's directory with an environment built from scratch: neither a
-    developer's shell nor a .env file changes what the tests see.
+    developer's shell nor a .env file changes what the tests see, but for WEB_THREADS.
     """
     port = free_port()
     env = {
@@ -37,6 +37,9 @@ def start(database_url: str, log: Path, *, workers: int = 2, **extra: str) -> Se
         "DATABASE_URL": database_url,
         "METRICS_TOKEN": METRICS_TOKEN,
         **CANARIES,
+        # The one setting taken from the shell: `WEB_THREADS=8 make reliability` runs the suite
+        # on gthread workers, the configuration the README recommends for PostgreSQL.
+        **({"WEB_THREADS": os.environ["WEB_THREADS"]} if os.environ.get("WEB_THREADS") else {}),
         **extra,
     }
     return start_gunicorn(log.stem, env=env, log=log, port=port, workers=workers)

@@ -50,23 +50,6 @@ def _events(store: Store) -> list[tuple[str, dict[str, Any]]]:
 # -- the store ------------------------------------------------------------------------------------
 
 
-def test_a_dial_before_the_api_records_the_transfer_keeps_handoff_transferred(
-    store: Store,
-) -> None:
-    # Plivo may fetch /handoff before the API has recorded that Plivo accepted the Transfer:
-    # the Dial must leave the handoff `requested`, so the API's transition still happens and
-    # queues handoff.transferred.
-    handoff_id = _create(store, "call-race")
-    store.start_attempt(handoff_id, 0, ["alice"], ringing=True)
-    found = store.get_handoff(handoff_id)
-    assert found is not None and found.state == "requested" and len(found.attempts) == 1
-    moved = store.transition(
-        handoff_id, "transferred", "handoff.transferred", from_states=("requested",)
-    )
-    assert moved is not None and moved.event_id is not None
-    assert [kind for kind, _ in _events(store)] == ["handoff.transferred"]
-
-
 def test_the_first_attempt_moves_the_handoff_to_ringing_once(store: Store) -> None:
     handoff_id = _create(store, "call-ring")
     store.transition(handoff_id, "transferred", from_states=("requested",))
@@ -188,6 +171,23 @@ def test_dial_group_merges_headers_and_adds_the_callback_and_whisper() -> None:
     plain = documents.dial_group(_group(), 0, "https://voice.example.test/dial-action")[0]
     assert [u.get("sipHeaders") for u in plain] == ["Team=support", None]
     assert plain.get("callbackUrl") is None and plain.get("confirmSound") is None
+
+
+def test_a_groups_plain_dial_is_kept_per_set_of_agents_rung() -> None:
+    """The plain Dial is built once and copied, keyed on the agents rung: leaving a
+    quarantined agent out never gets the cached Dial that rings everyone, nor the other way."""
+    group, url = _group(), "https://voice.example.test/dial-action"
+
+    def rung(root: Any) -> list[str | None]:
+        return [user.text for user in root[0]]
+
+    everyone = ["sip:alice@pbx.example.test", "sip:bob@pbx.example.test"]
+    assert rung(documents.dial_group(group, 0, url)) == everyone
+    assert rung(documents.dial_group(group, 0, url, agents=group.agents[1:])) == everyone[1:]
+    first = documents.dial_group(group, 0, url)
+    assert rung(first) == everyone
+    first[0].clear()  # a caller changing its copy changes no later call's Dial
+    assert rung(documents.dial_group(group, 0, url)) == everyone
 
 
 def test_the_whisper_document() -> None:
