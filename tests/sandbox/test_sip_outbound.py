@@ -1,7 +1,7 @@
 """Real outbound legs: the sandbox dials an agent's PBX on loopback over SIP (sandbox/sip_client).
 
 First the client transactions against a tiny scripted UDP responder (retransmission, ACKs,
-digest retry, CANCEL, BYE), then Kamailio as the agent's PBX (tests/support/sip_peers.py):
+digest retry, CANCEL, BYE), then Kamailio as the agent's PBX (devtools/sip_peers.py):
 401 and 407, MD5 and SHA-256, right and wrong password, a PBX that never answers the
 challenge, busy; and the whole path from the app's Dial XML to its /dial-action.
 """
