@@ -14,7 +14,13 @@ an empty SQLite database, protects the sample application with the project's own
    a call to the support group with a summary, a field and a whisper: alice's PBX rejects the app's
    credentials (4240), bob hears the summary before he is bridged and answers;
 5. the same to the overflow group, where nobody answers: the caller goes back to the AI's
-   return_url with the outcome, instead of to a fallback.
+   return_url with the outcome, instead of to a fallback;
+6. when `sipp` and `kamailio` are installed, the story again over real SIP, with a second app and
+   sandbox (`serve --sip-listen`): SIPp calls sip:{app_id}@app.plivo.com from 127.0.0.2, answers
+   the sandbox's 407 with the credential `sipguard sipauth setup` made and is admitted; the app's
+   answer dials alice, whose PBX is Kamailio on loopback (devtools/sip_peers.py), and Kamailio
+   checks the app's digest; a wrong password is refused 403. Without the programs the run is
+   skipped with a notice (a failed check when REQUIRE_SIP=1).
 
 `sipguard worker` runs beside the app, and a receiver on loopback takes the outcome webhooks and
 verifies each one with the `standardwebhooks` package (an independent implementation).
@@ -38,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from devtools.harness import ROOT, free_port, request, spawn, start, start_gunicorn
 from devtools.receiver import Receiver
+from devtools.sip_peers import Pbx, kamailio, sipp_command
 from sandbox.client import SandboxClient
 from sipguard.errors import ConfigError
 from sipguard.plivo.sipauth import generate_password
@@ -64,6 +71,12 @@ RETURN_URL = "https://ai-agent.example.com/plivo/return"  # under the sandbox's 
 SUMMARY = "Jane Doe wants to move her delivery for order 4417 to Friday; identity checked."
 # The installed console script, as users run it (beside this interpreter in the virtualenv).
 SIPGUARD = str(Path(sys.executable).parent / "sipguard")
+SIP_PROGRAMS = ("sipp", "kamailio")
+SIP_HOST = "127.0.0.1"  # the sandbox's SIP front and Kamailio listen here
+SIP_CALLER_IP = "127.0.0.2"  # SIPp calls from here: the only address the SIP run's ACL allows
+SIP_T1 = "0.1"  # seconds: the SIP run's timers (a transaction gives up after 64*T1 = 6.4 s)
+SIP_CALL_SECONDS = 20  # each SIPp call ends by then
+SCENARIOS = ROOT / "tests" / "data" / "sipp"
 
 
 class Checks:
@@ -92,8 +105,13 @@ def _callback(call: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
 class Demo:
     """The two processes, their environment, and the steps."""
 
-    def __init__(self, workdir: Path) -> None:
+    allow: Sequence[str] = ALLOW  # the IP ACL `sipguard sipauth setup` creates
+    sandbox_args: Sequence[str] = ()  # more options for `sipguard sandbox serve`
+    outcome_webhooks = True  # run `sipguard worker` beside the app (the AI's handoff webhooks)
+
+    def __init__(self, workdir: Path, check: Checks) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.app_port, self.sandbox_port = free_port(), free_port()
         self.caller_password = generate_password()
         self.env = {
@@ -119,7 +137,7 @@ class Demo:
         self.client = SandboxClient(
             self.env["PLIVO_API_URL"], self.env["PLIVO_AUTH_ID"], self.env["PLIVO_AUTH_TOKEN"]
         )
-        self.check = Checks()
+        self.check = check
         self.receiver = Receiver("/hooks")
         self.api_key = ""
         self.webhook_secret = ""
@@ -128,7 +146,7 @@ class Demo:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        """Start the app and the sandbox; stop both however the demo ends."""
+        """Start the app, the sandbox and the worker; stop them however the demo ends."""
         app = start_gunicorn(
             "app",
             env=self.env,
@@ -139,7 +157,14 @@ class Demo:
         with app:
             sandbox = start(
                 "sandbox",
-                [SIPGUARD, "sandbox", "serve", "--port", str(self.sandbox_port)],
+                [
+                    SIPGUARD,
+                    "sandbox",
+                    "serve",
+                    "--port",
+                    str(self.sandbox_port),
+                    *self.sandbox_args,
+                ],
                 env=self.env,
                 log=self.workdir / "sandbox.log",
                 port=self.sandbox_port,
@@ -147,6 +172,9 @@ class Demo:
                 timeout=START_TIMEOUT,
             )
             with sandbox, self.receiver:
+                if not self.outcome_webhooks:
+                    yield
+                    return
                 worker = spawn(
                     "worker", [SIPGUARD, "worker"], env=self.env, log=self.workdir / "worker.log"
                 )
@@ -169,7 +197,7 @@ class Demo:
 
     def setup(self) -> None:
         _title("Set up: credential + IP ACL with the project's own `sipguard sipauth setup`")
-        allow = [arg for cidr in ALLOW for arg in ("--allow", cidr)]
+        allow = [arg for cidr in self.allow for arg in ("--allow", cidr)]
         done = self.cli(
             "sipauth", "setup", "--app-id", APP_ID, "--mode", "ip_acl_and_credential", *allow,
             "--credential-user", CALLER, "--password-env", "DEMO_CALLER_PASSWORD",
@@ -476,7 +504,7 @@ class Demo:
         causes = {row["key"]: row["count"] for row in data["by_cause"]}
         check(any("4240" in key for key in causes), "the agent-side 4240 is in the report's causes")
 
-    def run(self) -> int:
+    def run(self) -> None:
         with self.running():
             steps = (
                 self.setup, self.handoff_call, self.carrier_call, self.lockout,
@@ -485,14 +513,181 @@ class Demo:
             for step in steps:
                 _guard(step, self.check)
             _guard(self.report, self.check)
-        _title("Result")
-        if self.check.failed:
-            print(f"{len(self.check.failed)} of {self.check.count} checks FAILED:")
-            for what in self.check.failed:
-                print(f"  - {what}")
-            return 1
-        print(f"all {self.check.count} checks passed")
-        return 0
+
+
+SIP_VOICE = """# `make demo`'s real-SIP run: the credential caller from SIPp's address rings alice.
+[answer]
+methods = ["POST"]
+unauthenticated_sip = {{ action = "reject" }}
+default = {{ action = "reject" }}
+
+[[rules]]
+name = "pbx-over-sip"
+sip_auth_type = "ip_acl_and_credential"
+sip_user = ["{caller}"]
+source_cidr = ["{source}/32"]
+action = "dial"
+group = "support"
+
+[groups.support]
+strategy = "sequential"
+agents = ["alice"]
+timeout = 20
+
+[groups.support.fallback]
+action = "hangup"
+text = "Sorry, nobody can take your call right now."
+
+[agents.alice]
+uri = "{uri}"
+username = "alice"
+password_env = "AGENT_ALICE_PASSWORD"
+"""
+
+SIP_SANDBOX = """# `make demo`'s real-SIP run: the sample application; alice (Kamailio) talks 5 s.
+[sandbox]
+ai_urls = ["https://ai-agent.example.com/"]
+
+[[applications]]
+app_id = "{app_id}"
+app_name = "sipguard"
+answer_url = "/answer"
+hangup_url = "/hangup"
+
+[endpoints."{uri}"]
+talk = 5
+"""
+
+
+class SipDemo(Demo):
+    """The story over real SIP: SIPp is the caller, the sandbox's SIP front plays Plivo's edge,
+    Kamailio is alice's PBX; a second app and sandbox, with configs naming Kamailio's address."""
+
+    allow = (f"{SIP_CALLER_IP}/32",)
+    outcome_webhooks = False  # no handoffs here: no worker to start and stop
+
+    def __init__(self, workdir: Path, check: Checks, programs: Mapping[str, str]) -> None:
+        super().__init__(workdir, check)
+        self.programs = programs
+        self.sip = (SIP_HOST, free_port())
+        self.sandbox_args = ("--sip-listen", f"{SIP_HOST}:{self.sip[1]}", "--sip-t1", SIP_T1)
+        self.env["VOICE_CONFIG"] = str(workdir / "voice.toml")
+        self.env["SANDBOX_CONFIG"] = str(workdir / "sandbox.toml")
+        self.pbx: Pbx | None = None
+
+    def run(self) -> None:
+        _title("6. Over real SIP: SIPp calls the sandbox's SIP front; Kamailio is alice's PBX")
+        pbx_dir = self.workdir / "pbx"
+        password = self.env["AGENT_ALICE_PASSWORD"]  # what the app sends and Kamailio expects
+        with kamailio(pbx_dir, program=self.programs["kamailio"], password=password) as pbx:
+            self.pbx = pbx
+            print(f"Kamailio (alice's PBX) at {pbx.uri()}; the sandbox's SIP front at ", end="")
+            print(f"sip:{self.sip[0]}:{self.sip[1]}; SIPp calls from {SIP_CALLER_IP}")
+            (self.workdir / "voice.toml").write_text(
+                SIP_VOICE.format(caller=CALLER, source=SIP_CALLER_IP, uri=pbx.uri())
+            )
+            (self.workdir / "sandbox.toml").write_text(
+                SIP_SANDBOX.format(app_id=APP_ID, uri=pbx.uri())
+            )
+            with self.running():
+                for step in (self.setup, self.sip_call, self.sip_refused):
+                    _guard(step, self.check)
+
+    def _sipp(self, scenario: str, password: str) -> tuple[bool, dict[str, Any]]:
+        """Play one SIPp call with `password`; return whether SIPp followed the scenario, and
+        the timeline of the call the sandbox made of it."""
+        logs = self.workdir / scenario.removesuffix(".xml")
+        logs.mkdir()
+        command = sipp_command(
+            self.programs["sipp"], self.sip, SCENARIOS / scenario, ip=SIP_CALLER_IP,
+            service=APP_ID, caller=f"sip:{CALLER}@{SIP_CALLER_IP}", logs=logs,
+            username=CALLER, password=password, timeout=SIP_CALL_SECONDS,
+        )  # fmt: skip
+        done = subprocess.run(
+            command, capture_output=True, text=True, cwd=logs,
+            timeout=SIP_CALL_SECONDS + 10, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            errors = logs / "sipp-errors.log"
+            print(errors.read_text(errors="replace")[-2000:] if errors.exists() else done.stdout)
+        calls = self.client.calls()
+        call = self.client.timeline(calls[-1]["call_uuid"], wait=5) if calls else {}
+        print(call.get("text", ""))
+        return done.returncode == 0, call
+
+    def sip_call(self) -> None:
+        check, pbx = self.check, self.pbx
+        assert pbx is not None  # run() starts Kamailio first
+        followed, call = self._sipp("auth_sandbox_bye.xml", self.caller_password)
+        check(
+            followed,
+            "SIPp's INVITE got 407, its digest answer was admitted with 200; it ACKed, and "
+            "answered the sandbox's BYE once the call ended",
+        )
+        sent = (_callback(call, "answer") or [{}])[0].get("sip", {})
+        check(
+            sent == {
+                "SIPAuthType": "ip_acl_and_credential", "SIPAuthUser": CALLER,
+                "SIPSourceIP": SIP_CALLER_IP,
+            },
+            "answer_url got SIPAuthType, SIPAuthUser and the datagram's source as SIPSourceIP",
+        )  # fmt: skip
+        alice = {event["address"]: event for event in _events(call, "leg")}.get(pbx.uri(), {})
+        check(
+            alice.get("outcome") == "answered" and "dialled over SIP" in alice.get("text", ""),
+            "the app's answer dialled alice: the sandbox rang Kamailio over SIP and it answered",
+        )
+        lines = pbx.script_lines(until="BYE")
+        print("Kamailio's log: " + "; ".join(lines))
+        check(
+            "auth ok for user [alice]" in lines,
+            "Kamailio verified the digest the sandbox sent with the app's credentials for alice",
+        )
+        check(
+            any(line.startswith("BYE for call") for line in lines),
+            "the sandbox hung up Kamailio's leg with a BYE when the call ended",
+        )
+        hangup = call.get("hangup") or {}
+        check(hangup.get("CallStatus") == "completed", "the call ended completed")
+
+    def sip_refused(self) -> None:
+        check = self.check
+        followed, call = self._sipp("auth_refused.xml", "Wrong-Passw0rd")
+        check(followed, "a wrong caller password: SIPp's answer to the 407 got 403 Forbidden")
+        hangup = call.get("hangup") or {}
+        check(
+            (hangup.get("HangupCauseName"), hangup.get("HangupCauseCode"))
+            == ("sip_auth_failed", "4210")
+            and not _callback(call, "answer"),
+            "no answer_url for it; it ended sip_auth_failed 4210",
+        )
+        logs = "".join(
+            path.read_text(errors="replace")
+            for path in (self.workdir / "app.log", self.workdir / "sandbox.log")
+        )
+        passwords = (self.caller_password, self.env["AGENT_ALICE_PASSWORD"])
+        check(
+            not any(password in logs for password in passwords),
+            "neither the caller's nor alice's password is in the app's or the sandbox's log",
+        )
+
+
+def play_over_sip(workdir: Path, check: Checks, required: bool) -> None:
+    """Run SipDemo when SIPp and Kamailio are installed; else say why not (or fail, `required`)."""
+    found = {name: shutil.which(name) for name in SIP_PROGRAMS}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        notice = f"real SIP run skipped: {' and '.join(missing)} not installed (`make sip`)"
+        if required:
+            check(False, f"{notice}, and REQUIRE_SIP=1")
+        else:
+            print(f"\n{notice}")
+        return
+    programs = {name: path for name, path in found.items() if path is not None}
+    try:
+        SipDemo(workdir, check, programs).run()
+    except Exception as exc:  # Kamailio or a process did not start: one failed check
+        check(False, f"the real SIP run raised {type(exc).__name__}: {exc}")
 
 
 def _guard(step: Callable[[], None], check: Checks) -> None:
@@ -510,16 +705,26 @@ def _title(text: str) -> None:
 def main() -> int:
     try:
         keep = SETTINGS["DEMO_KEEP"].read(os.environ)
+        require_sip = SETTINGS["REQUIRE_SIP"].read(os.environ)
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-demo-"))
+    check = Checks()
     try:
-        code = Demo(workdir).run()
+        Demo(workdir, check).run()
+        play_over_sip(workdir / "sip", check, require_sip)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    return code
+    _title("Result")
+    if check.failed:
+        print(f"{len(check.failed)} of {check.count} checks FAILED:")
+        for what in check.failed:
+            print(f"  - {what}")
+        return 1
+    print(f"all {check.count} checks passed")
+    return 0
 
 
 if __name__ == "__main__":

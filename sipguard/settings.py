@@ -323,6 +323,8 @@ SETTINGS: Mapping[str, Setting] = _table(
     Setting("SANDBOX_CONFIG", _path, reader=SANDBOX),
     # `make demo` keeps its working directory (logs, database) instead of removing it.
     Setting("DEMO_KEEP", _flag, False, reader=DEVTOOLS),
+    # `make demo` fails instead of skipping its real-SIP run without sipp and kamailio.
+    Setting("REQUIRE_SIP", _flag, False, reader=DEVTOOLS),
 )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from devtools.harness import free_port
+from devtools.sip_peers import sipp_command
 from sandbox.sip_server import SipServer
 from sipguard.calls.causes import AUTH_CREDENTIAL, AUTH_IP_ACL, AUTH_IP_ACL_AND_CREDENTIAL
 from tests.support.config import DATA
@@ -59,40 +59,10 @@ def _run(
 ) -> Any:
     """Run one SIPp scenario against the front (or start it, `background`): a CompletedProcess
     (or a Popen); SIPp exits 0 when every call followed the scenario."""
-    command = [
-        sipp,
-        f"{front.host}:{front.port}",
-        "-sf",
-        str(SCENARIOS / scenario),
-        "-i",
-        ip,
-        "-p",
-        str(free_port()),
-        "-m",
-        str(calls),
-        "-l",
-        "1",  # one call at a time: the lockout counts them in order
-        "-s",
-        service,
-        "-key",
-        "caller",
-        caller,
-        "-key",
-        "via",
-        via or ip,  # the host the Via names; the front answers the source address anyway
-        "-timeout",
-        "20s",
-        "-timeout_error",
-        "-trace_err",
-        "-error_file",
-        str(tmp_path / "sipp-errors.log"),
-        "-trace_msg",
-        "-message_file",
-        str(tmp_path / "sipp-messages.log"),
-        "-nostdin",
-    ]
-    if password is not None:
-        command += ["-au", "frontdesk", "-ap", password, "-auth_uri", f"{service}@app.plivo.com"]
+    command = sipp_command(
+        sipp, (front.host, front.port), SCENARIOS / scenario, ip=ip, service=service,
+        caller=caller, logs=tmp_path, password=password, calls=calls, via=via,
+    )  # fmt: skip
     if background:
         return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     return subprocess.run(

@@ -1,7 +1,7 @@
 """Real outbound legs: the sandbox dials an agent's PBX on loopback over SIP (sandbox/sip_client).
 
 First the client transactions against a tiny scripted UDP responder (retransmission, ACKs,
-digest retry, CANCEL, BYE), then Kamailio as the agent's PBX (tests/support/sip_peers.py):
+digest retry, CANCEL, BYE), then Kamailio as the agent's PBX (devtools/sip_peers.py):
 401 and 407, MD5 and SHA-256, right and wrong password, a PBX that never answers the
 challenge, busy; and the whole path from the app's Dial XML to its /dial-action.
 """
@@ -20,6 +20,7 @@ import pytest
 from flask import Flask
 
 from app import create_app
+from devtools.sip_peers import Pbx, kamailio_cfg
 from sandbox import digest, sip_client, sip_message
 from sandbox.config import SandboxConfig, load_sandbox_config
 from sandbox.engine import Sandbox
@@ -42,7 +43,7 @@ from tests.sandbox.test_sandbox_calls import (
 )
 from tests.support.config import CANARIES, DATA
 from tests.support.sandbox import START, load_config, make_world, new_sandbox
-from tests.support.sip_peers import Pbx, kamailio, kamailio_cfg
+from tests.support.sip_peers import kamailio
 
 FAST = sip_client.Timers(t1=0.01, t2=0.08)  # Timer B = 0.64 s
 PASSWORD = "Agent-Pbx-Pw-1"
