@@ -159,7 +159,8 @@ def _call_event(route: str, call: InboundCall, decision: str, **fields: object) 
 
 @bp.route("/answer", methods=["GET", "POST"])
 def answer() -> Response:
-    """Route an inbound call by its SIP-auth result. No network I/O happens here."""
+    """Route an inbound call by its SIP-auth result. Nothing but the store is asked: one read
+    of the group's quarantines when the rule dials (a store that cannot answer skips nobody)."""
     call = InboundCall.from_form(_form())
     decision = decide(call, runtime().voice.policy)
     if decision.auth_not_running:

@@ -23,6 +23,9 @@ WEEK = 7 * DAY
 _WINDOW = re.compile(
     r"^(?P<days>[a-z,-]+) +(?P<start>[0-9]{2}:[0-9]{2})-(?P<end>[0-9]{2}:[0-9]{2})$"
 )
+# The years hours are read for: far from datetime's limits, which a week's search past a
+# closed date, or a zone's offset, would otherwise cross (an OverflowError, not an answer).
+YEARS = range(1970, 3000)
 _SETTLED_DAYS = 8  # a week and a day past the last closure, the weekly pattern just repeats
 
 

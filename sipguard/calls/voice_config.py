@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sipguard.calls import documents
 from sipguard.calls.agents import Agent, AgentGroup, Closed, Fallback, Quarantine
 from sipguard.calls.causes import AUTH_NONE, SIP_AUTH_TYPES
-from sipguard.calls.hours import Hours, Window, overlap, parse_window
+from sipguard.calls.hours import YEARS, Hours, Window, overlap, parse_window
 from sipguard.calls.routing import (
     HANDOFF_GROUP_HEADER,
     STREAM_CALL_HEADERS,
@@ -301,14 +301,19 @@ def _dates(where: str, value: Any) -> list[date]:
 
 def _date(where: str, value: Any) -> date:
     """Read a TOML date (2026-12-25) or a string holding one ("2026-12-25")."""
+    found: date | None = None
     if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        found = value
+    elif isinstance(value, str) and _ISO_DATE.fullmatch(value):
         try:
-            return date.fromisoformat(value)
+            found = date.fromisoformat(value)
         except ValueError:
             pass
-    raise ConfigError(f"{where} must be a date like 2026-12-25")
+    if found is None:
+        raise ConfigError(f"{where} must be a date like 2026-12-25")
+    if found.year not in YEARS:
+        raise ConfigError(f"{where} must be in the years {YEARS.start}-{YEARS.stop - 1}")
+    return found
 
 
 def _closed(where: str, spec: Any, fallback: Fallback) -> Closed:

@@ -19,7 +19,7 @@ from werkzeug.security import generate_password_hash
 
 from sipguard.calls.agents import AgentGroup
 from sipguard.calls.forms import InboundCall
-from sipguard.calls.hours import iso_utc
+from sipguard.calls.hours import YEARS, iso_utc
 from sipguard.calls.routing import decide
 from sipguard.calls.signature import signed_headers
 from sipguard.commands import agents, keys, rest
@@ -157,6 +157,10 @@ def _moment(value: str | None) -> datetime | None:
         raise click.BadParameter(
             f"{value!r} is not an ISO 8601 time like 2026-12-05T09:00-05:00", param_hint="--at"
         ) from None
+    if moment.year not in YEARS:
+        raise click.BadParameter(
+            f"must be in the years {YEARS.start}-{YEARS.stop - 1}", param_hint="--at"
+        )
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 

@@ -56,22 +56,26 @@ def request_handoff(
 ) -> tuple[Handoff, bool]:
     """Hand `request.call_uuid` to its group; return the handoff and whether it is a replay.
 
-    Raises UnknownGroup (404), GroupClosed (409: outside the group's hours at `now`; nothing
-    is stored) and the store's HandoffConflict (409), IdempotencyMismatch (422) and
-    StoreUnavailable (503) before anything is sent to Plivo; TransferRefused (502) when Plivo
-    refuses, the handoff then being `failed` with a handoff.failed webhook queued.
+    Raises UnknownGroup (404), GroupClosed (409: outside the group's hours at `now`, unless
+    the request replays one stored while it was open; nothing is stored) and the store's
+    HandoffConflict (409), IdempotencyMismatch (422) and StoreUnavailable (503) before anything
+    is sent to Plivo; TransferRefused (502) when Plivo refuses, the handoff then being `failed`
+    with a handoff.failed webhook queued.
     """
     group = outbound.groups.get(request.group_name)
     if group is None:
         raise UnknownGroup(f"no agent group named {request.group_name!r}")
     status = group.status(now)
     if not status.open:
-        raise GroupClosed(group.name, status.until)
+        # A retry of a handoff made while the group was open answers what the first one got.
+        first = store.replayed_handoff(request)
+        if first is None:
+            raise GroupClosed(group.name, status.until)
+        return _replayed(first)
     created = store.create_handoff(request)
     handoff = created.handoff
     if created.replayed:
-        log.info("handoff=%s call=%s replayed (%s)", handoff.id, handoff.call_uuid, handoff.state)
-        return handoff, True
+        return _replayed(handoff)
     try:
         answer = outbound.transfer_to_group(handoff.call_uuid, handoff.group_name, handoff.id)
     except PlivoAPIError as exc:
@@ -97,6 +101,7 @@ def request_handoff(
         raise refused from None
     api_id = answer.get("api_id")
     api_id = api_id if isinstance(api_id, str) else None
+    current: Handoff | None = None
     try:
         moved = store.transition(
             handoff.id,
@@ -106,6 +111,8 @@ def request_handoff(
             from_states=("requested",),
             plivo_api_id=api_id,
         )
+        if moved is None:  # Plivo called back first and moved it on: keep Plivo's api_id
+            current = store.note_plivo_api_id(handoff.id, api_id)
     except StoreUnavailable:
         # Plivo has the call now: answering 503 would invite a retry of a transfer that
         # happened. The handoff stays `requested` until the database answers again.
@@ -116,4 +123,9 @@ def request_handoff(
     log.info(
         "handoff=%s call=%s transferred to %s", handoff.id, handoff.call_uuid, handoff.group_name
     )
-    return (moved.handoff if moved is not None else handoff), False
+    return (moved.handoff if moved is not None else current or handoff), False
+
+
+def _replayed(handoff: Handoff) -> tuple[Handoff, bool]:
+    log.info("handoff=%s call=%s replayed (%s)", handoff.id, handoff.call_uuid, handoff.state)
+    return handoff, True

@@ -208,6 +208,23 @@ def _load(conn: Connection, handoff_id: str) -> Handoff | None:
     return _handoff(row, _attempts(conn, [row.id])[row.id])
 
 
+def _replay(conn: Connection, request: HandoffRequest) -> Handoff | None:
+    """Find the handoff stored first under `request`'s key; refuse one for another body."""
+    if request.idempotency_key is None:
+        return None
+    first = conn.execute(
+        select(handoffs).where(
+            handoffs.c.api_key_id == request.api_key_id,
+            handoffs.c.idempotency_key == request.idempotency_key,
+        )
+    ).first()
+    if first is None:
+        return None
+    if not hmac.compare_digest(first.request_hash, request.request_hash):
+        raise IdempotencyMismatch("Idempotency-Key was already used with a different request")
+    return _handoff(first, _attempts(conn, [first.id])[first.id])
+
+
 def _accepted(conn: Connection, handoff_id: str, now: datetime) -> None:
     """Move a handoff still `requested` to `transferred` and queue `handoff.transferred`: Plivo
     has called back about the transferred call, so it took the Transfer whether or not the API
@@ -304,20 +321,9 @@ class Handoffs(Database):
                 inserted = conn.execute(statement).first()
                 if inserted is not None:
                     return Created(_handoff(inserted), replayed=False)
-                if request.idempotency_key is not None:
-                    first = conn.execute(
-                        select(handoffs).where(
-                            handoffs.c.api_key_id == request.api_key_id,
-                            handoffs.c.idempotency_key == request.idempotency_key,
-                        )
-                    ).first()
-                    if first is not None:
-                        if not hmac.compare_digest(first.request_hash, request.request_hash):
-                            raise IdempotencyMismatch(
-                                "Idempotency-Key was already used with a different request"
-                            )
-                        attempts = _attempts(conn, [first.id])[first.id]
-                        return Created(_handoff(first, attempts), replayed=True)
+                replay = _replay(conn, request)
+                if replay is not None:
+                    return Created(replay, replayed=True)
                 live = conn.execute(
                     select(handoffs.c.id).where(
                         handoffs.c.call_uuid == request.call_uuid,
@@ -331,6 +337,11 @@ class Handoffs(Database):
             raise HandoffConflict(f"call {request.call_uuid} is being handed off already")
 
         return self._run(write)
+
+    def replayed_handoff(self, request: HandoffRequest) -> Handoff | None:
+        """Return the handoff first stored for `request`'s Idempotency-Key, or None (no key, or
+        none stored yet); IdempotencyMismatch (422) when the key came with another request."""
+        return self._run(lambda conn: _replay(conn, request), write=False)
 
     def get_handoff(self, handoff_id: str) -> Handoff | None:
         """Return a handoff with its attempts, or None."""
@@ -397,6 +408,22 @@ class Handoffs(Database):
                 return None
             event_id = _queue(conn, row, now, event_type, data) if event_type else None
             return Transition(_handoff(row, _attempts(conn, [row.id])[row.id]), event_id)
+
+        return self._run(write)
+
+    def note_plivo_api_id(self, handoff_id: str, plivo_api_id: str | None) -> Handoff | None:
+        """Keep Plivo's api_id for a handoff that moved on before the API recorded Plivo's
+        answer (the first one recorded stays); return the handoff as it is now."""
+        statement = (
+            update(handoffs)
+            .where(handoffs.c.id == handoff_id[:32], handoffs.c.plivo_api_id.is_(None))
+            .values(plivo_api_id=plivo_api_id[:64] if plivo_api_id else None)
+        )
+
+        def write(conn: Connection) -> Handoff | None:
+            if plivo_api_id:
+                conn.execute(statement)
+            return _load(conn, handoff_id)
 
         return self._run(write)
 

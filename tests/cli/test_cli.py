@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from datetime import UTC, datetime
 
+import pytest
+
 from tests.support.config import ALL_CANARIES, BASE_URL, TOKEN
 
 
@@ -74,6 +76,14 @@ def test_voice_explain_refuses_a_bad_time(runner) -> None:
     result = runner.invoke(args=[*DAY_DESK, "--at", "saturday 9am"])
     assert result.exit_code == 2
     assert "is not an ISO 8601 time" in result.output
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00", "9999-12-31T23:00", "3000-01-01"])
+def test_voice_explain_refuses_a_time_past_the_years_it_reads(runner, moment: str) -> None:
+    """Near datetime's limits a week's search would overflow: a clear refusal, no traceback."""
+    result = runner.invoke(args=[*DAY_DESK, "--at", moment])
+    assert result.exit_code == 2
+    assert "must be in the years 1970-2999" in result.output
 
 
 def test_voice_explain_reads_the_app_clock_without_at(runner, set_clock) -> None:

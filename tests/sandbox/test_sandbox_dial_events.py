@@ -406,6 +406,7 @@ def _check_handoff(sandbox: Sandbox, call: Call, deliver: Watching, store: Any) 
     ]  # fmt: skip
     found = store.get_handoff(_handoff_id(events[0][1]))
     assert found is not None and found.state == "connected"
+    assert found.plivo_api_id  # whichever side wrote first, Plivo's api_id is kept
     rows = store.query(select(webhook_outbox).order_by(webhook_outbox.c.created_at))
     assert [row["event_type"] for row in rows] == ["handoff.transferred", "handoff.agent_answered"]
     assert legs(call)[BOB]["outcome"] == "answered"

@@ -265,6 +265,10 @@ def test_plivo_calling_back_before_the_api_records_the_transfer_reports_it_first
         handoff.id, "transferred", "handoff.transferred", from_states=("requested",)
     )
     assert late is None
+    kept = store.note_plivo_api_id(handoff.id, "api-7")
+    assert kept is not None and (kept.state, kept.plivo_api_id) == ("connected", "api-7")
+    again = store.note_plivo_api_id(handoff.id, "api-8")  # the first recorded stays
+    assert again is not None and again.plivo_api_id == "api-7"
     assert _types_and_states(store) == [
         ("handoff.transferred", "transferred"),
         ("handoff.agent_answered", "connected"),

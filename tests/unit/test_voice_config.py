@@ -1084,6 +1084,10 @@ W = "groups.g.hours"
             f"{W}.closed_dates[1] must be a date like 2026-12-25",
         ),
         (
+            HOURS + '\nclosed_dates = ["2026-12-25", 9999-12-31]',
+            f"{W}.closed_dates[1] must be in the years 1970-2999",
+        ),
+        (
             HOURS + "\nclosed_dates = [2026-12-25T10:00:00]",
             f"{W}.closed_dates[0] must be a date like 2026-12-25",
         ),

@@ -17,6 +17,7 @@ import responses
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.support.config import API
 from tests.support.handoffs import Flow, parse_xml
 from tests.support.queries import stored_events
 from tests.support.signing import SignedPost, inbound
@@ -154,6 +155,32 @@ def test_a_handoff_to_a_closed_group_is_refused_before_any_transfer(
     }
     assert len(rsps.calls) == 0
     assert app.extensions["sipguard"].store.recent_handoffs() == []
+
+
+def test_a_retry_after_closing_gets_the_first_answer_not_the_409(
+    client: FlaskClient,
+    auth: dict[str, str],
+    set_clock: SetClock,
+    rsps: responses.RequestsMock,
+) -> None:
+    """The AI retries a handoff it made at 10:00 (its answer was lost) after the group closed:
+    the same Idempotency-Key gets the first handoff back, transferred once; another body with
+    that key is still 422."""
+    rsps.post(API + "Call/c-retry-1/", json={"message": "call transferred", "api_id": "t-9"})
+    body = {"call_uuid": "c-retry-1", "group": "daytime"}
+    headers = {**auth, "Idempotency-Key": "k-retry"}
+    set_clock(WEDNESDAY_10AM)
+    first = client.post("/api/v1/handoffs", json=body, headers=headers)
+    assert first.status_code == 202
+    set_clock(WEDNESDAY_6PM)
+    again = client.post("/api/v1/handoffs", json=body, headers=headers)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["id"] == first.get_json()["id"]
+    assert len(rsps.calls) == 1
+    other = client.post("/api/v1/handoffs", json={**body, "summary": "x"}, headers=headers)
+    assert other.status_code == 422
+    unknown = client.post("/api/v1/handoffs", json=body, headers={**auth, "Idempotency-Key": "k2"})
+    assert unknown.status_code == 409 and unknown.get_json()["closed"] is True
 
 
 def _after_closing(
