@@ -8,7 +8,7 @@ callbacks arrive, always after the caller's XML is settled and never failing it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, abort, request
@@ -78,8 +78,24 @@ def _form() -> Mapping[str, str]:
     return request.form if request.method == "POST" else request.args
 
 
-def _dial_action_url(group: AgentGroup, attempt: int, handoff_id: str | None = None) -> str:
+# The one agent a plain Dial rang when the attempt's others were skipped as quarantined.
+RANG_PARAM = "rang"
+
+
+def _dial_action_url(
+    group: AgentGroup,
+    attempt: int,
+    handoff_id: str | None = None,
+    agents: Sequence[Agent] | None = None,
+) -> str:
+    """The Dial action for `attempt`. A plain Dial ringing one agent of several (the rest
+    quarantined) names it, so its result can be counted: Plivo's Dial action names no leg,
+    and only a handoff's Dial has callbackUrl events that do. Plivo signs the URL it calls,
+    query included, so the name cannot be forged."""
     extra = {HANDOFF_PARAM: handoff_id} if handoff_id is not None else {}
+    if handoff_id is None and agents is not None:
+        if len(agents) == 1 < len(group.agents_for(attempt)):
+            extra[RANG_PARAM] = agents[0].name
     return public_url("webhooks.dial_action", group=group.name, attempt=attempt, **extra)
 
 
@@ -107,7 +123,7 @@ def _perform(action: Action, call: InboundCall) -> tuple[Element, str]:
         if ring is None:  # every agent quarantined: the fallback, without ringing
             return documents.fallback(group.fallback), f"quarantined:{action.describe()}"
         attempt, agents = ring
-        url = _dial_action_url(group, attempt)
+        url = _dial_action_url(group, attempt, agents=agents)
         return documents.dial_group(group, attempt, url, agents=agents), action.describe()
     if action.kind == "redirect":
         url = str(action.url)
@@ -262,7 +278,8 @@ def _dial(group: AgentGroup, ring: Ring, handoff_id: str | None) -> tuple[Elemen
     when the database is back); an unknown or finished one is dialled plainly, without it.
     """
     attempt, agents = ring
-    plain = documents.dial_group(group, attempt, _dial_action_url(group, attempt), agents=agents)
+    url = _dial_action_url(group, attempt, agents=agents)
+    plain = documents.dial_group(group, attempt, url, agents=agents)
     if handoff_id is None:
         return plain, "handoff"
     try:
@@ -338,7 +355,8 @@ def dial_action() -> Response:
         raise ValidationError("group", "is not a configured agent group")
     attempt = _attempt(group)
     handoff_id = request.args.get(HANDOFF_PARAM) or None
-    agents = ",".join(agent.name for agent in group.agents_for(attempt))
+    rung = _rung(group, attempt)
+    agents = ",".join(agent.name for agent in rung)
     cause = result.auth_failure
     if cause == SIP_AUTH_FAILED:
         log.warning(
@@ -356,7 +374,7 @@ def dial_action() -> Response:
             group.name,
             agents,
         )
-    _note_agent_result(group, attempt, result)
+    _note_agent_result(rung, result)
     if handoff_id is not None:
         _end_attempt(handoff_id, attempt, result)
     if result.answered or result.dial_status == "cancel":
@@ -391,20 +409,27 @@ def dial_action() -> Response:
     return _no_store(response) if handoff_id is not None else response
 
 
-def _note_agent_result(group: AgentGroup, attempt: int, result: DialResult) -> None:
+def _rung(group: AgentGroup, attempt: int) -> tuple[Agent, ...]:
+    """The agents the attempt rang: the one the action URL names (of that attempt), else all."""
+    named = request.args.get(RANG_PARAM)
+    agents = group.agents_for(attempt)
+    return tuple(agent for agent in agents if agent.name == named) or agents
+
+
+def _note_agent_result(rung: Sequence[Agent], result: DialResult) -> None:
     """Count the attempt's SIP-auth result for its agent, when Plivo's report names one.
 
     The Dial action names no leg: only an attempt that rang one agent is attributed (a
-    sequential group's; a simultaneous group's legs are counted from its Dial events).
-    Busy, no answer and the caller leaving say nothing about our credentials.
+    sequential group's, or a simultaneous one's whose others were quarantined; a handoff's
+    simultaneous legs are counted from its Dial events). Busy, no answer and the caller
+    leaving say nothing about our credentials.
     """
-    agents = group.agents_for(attempt)
-    if len(agents) != 1:
+    if len(rung) != 1:
         return
     if result.answered:
-        persist.note_agent(agents[0].name, None)
+        persist.note_agent(rung[0].name, None)
     elif result.auth_failure is not None:
-        persist.note_agent(agents[0].name, result.auth_failure)
+        persist.note_agent(rung[0].name, result.auth_failure)
 
 
 def _end_attempt(handoff_id: str, attempt: int, result: DialResult) -> None:

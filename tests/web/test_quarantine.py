@@ -36,10 +36,13 @@ def _store(app: Flask) -> Store:
     return store
 
 
-def _action(signed_post: SignedPost, group: str, attempt: int, **form: str) -> TestResponse:
+def _action(
+    signed_post: SignedPost, group: str, attempt: int, rang: str | None = None, **form: str
+) -> TestResponse:
     call = str(uuid.uuid4())
     fields = inbound(CallUUID=call, CallStatus="in-progress", DialALegUUID=call, **form)
-    response = signed_post(f"/dial-action?group={group}&attempt={attempt}", fields)
+    named = f"&rang={rang}" if rang is not None else ""
+    response = signed_post(f"/dial-action?group={group}&attempt={attempt}{named}", fields)
     assert response.status_code == 200, response.data
     return response
 
@@ -142,6 +145,35 @@ def test_a_simultaneous_dial_action_blames_no_agent(signed_post: SignedPost, app
     # Plivo's Dial action does not say which of the legs failed.
     for _ in range(AFTER):
         _action(signed_post, "oncall", 0, DialStatus="failed", DialHangupCause="sip_auth_failed")
+    assert _store(app).agent_health() == []
+
+
+def test_the_one_agent_a_simultaneous_group_has_left_is_counted_from_its_dial_action(
+    signed_post: SignedPost, app: Flask
+) -> None:
+    """carol and dave quarantined, the group rings erin alone: the Dial action names her, so
+    her own 4240s count (Plivo signs that URL, so the name is not the caller's to choose)."""
+    store = _store(app)
+    for name in ("carol", "dave"):
+        for _ in range(AFTER):
+            store.agent_failed(name, "sip_auth_failed", Quarantine())
+    night = {**PBX_CALL, "SIPAuthType": "credential", "SIPAuthUser": "night"}
+    root = etree.fromstring(signed_post("/answer", inbound(**night)).data)
+    assert _rung(root) == ["sip:erin@cc.example.test"]
+    action = root.find("Dial").get("action")
+    assert action == f"{BASE_URL}/dial-action?group=oncall&attempt=0&rang=erin"
+    for _ in range(AFTER):
+        _action(signed_post, "oncall", 0, rang="erin", DialStatus="failed",
+                DialHangupCause="sip_auth_failed")  # fmt: skip
+    assert set(store.quarantined_agents(["carol", "dave", "erin"])) == {"carol", "dave", "erin"}
+
+
+def test_a_dial_action_naming_no_agent_of_its_attempt_blames_none(
+    signed_post: SignedPost, app: Flask
+) -> None:
+    for _ in range(AFTER):
+        _action(signed_post, "oncall", 0, rang="alice", DialStatus="failed",
+                DialHangupCause="sip_auth_failed")  # fmt: skip
     assert _store(app).agent_health() == []
 
 
