@@ -32,7 +32,6 @@ from sipguard.calls.causes import INBOUND_AUTH_FAILED_CODE, SIP_AUTH_FAILED, SIP
 from sipguard.store import Store, call_events, hangups, now_utc
 from sipguard.store.database import Prepared
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE_NAME = "sipguard_bench_bulk"
 SPAN = timedelta(days=60)
 RETENTION = timedelta(days=30)
@@ -192,8 +191,17 @@ def time_reads(bench: inprocess.Workbench) -> dict[str, float]:
     }
 
 
-def run(name: str, url: str, events: int, hangup_count: int, calls: int, callgrind: bool) -> None:
-    """Print the per-call and read figures on an empty store and on a filled one."""
+def run(
+    name: str,
+    url: str,
+    events: int,
+    hangup_count: int,
+    calls: int,
+    callgrind: bool,
+    admin_url: str = servers.DEFAULT_ADMIN_URL,
+) -> None:
+    """Print the per-call and read figures on an empty store and on a filled one (`admin_url`:
+    the PostgreSQL server that recreates the database between the two)."""
     workdir = Path(tempfile.mkdtemp(prefix="sipguard-bulk-"))
     try:
         figures: dict[str, dict[str, float]] = {}
@@ -219,7 +227,7 @@ def run(name: str, url: str, events: int, hangup_count: int, calls: int, callgri
                 figures[phase].update({f"/{k} instructions": v for k, v in counted.items()})
             figures[phase].update({f"{k} ms": v * 1000 for k, v in reads.items()})
             figures[phase]["purge-events (30 days) ms"] = purge * 1000
-            _reset(name, url)
+            _reset(name, url, admin_url)
         print(f"\n{name}: {'figure':<40} {'empty':>12} {'filled':>12} {'ratio':>7}")
         for key, empty in figures["empty"].items():
             filled = figures["filled"][key]
@@ -229,14 +237,14 @@ def run(name: str, url: str, events: int, hangup_count: int, calls: int, callgri
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _reset(name: str, url: str) -> None:
+def _reset(name: str, url: str, admin_url: str) -> None:
     """Start the next phase on an empty database."""
     if name == "SQLite":
         path = Path(url.removeprefix("sqlite:///"))
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     else:
-        servers.recreate_database(DEFAULT_ADMIN_URL, DATABASE_NAME)
+        servers.recreate_database(admin_url, DATABASE_NAME)
 
 
 def main(argv: list[str]) -> int:
@@ -246,6 +254,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hangups", type=int, default=200_000)
     parser.add_argument("--calls", type=int, default=200, help="calls per timed batch")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--postgres-admin-url", default=servers.DEFAULT_ADMIN_URL)
     parser.add_argument(
         "--no-callgrind", action="store_true", help="µs only (noisy on a busy machine)"
     )
@@ -262,14 +271,15 @@ def main(argv: list[str]) -> int:
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if args.no_postgres or servers.postgres_reachable(DEFAULT_ADMIN_URL) is not None:
+    admin = args.postgres_admin_url
+    if args.no_postgres or servers.postgres_reachable(admin) is not None:
         return 0
-    servers.recreate_database(DEFAULT_ADMIN_URL, DATABASE_NAME)
+    servers.recreate_database(admin, DATABASE_NAME)
     try:
-        url = servers.database_url(DEFAULT_ADMIN_URL, DATABASE_NAME)
-        run("PostgreSQL", url, args.events, args.hangups, args.calls, not args.no_callgrind)
+        url = servers.database_url(admin, DATABASE_NAME)
+        run("PostgreSQL", url, args.events, args.hangups, args.calls, not args.no_callgrind, admin)
     finally:
-        servers.drop_database(DEFAULT_ADMIN_URL, DATABASE_NAME)
+        servers.drop_database(admin, DATABASE_NAME)
     return 0
 
 

@@ -25,7 +25,6 @@ from types import FrameType
 from bench import inprocess, loadgen, micro, servers, workload
 from bench.loadgen import LoadResult
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPLAYABLE_POOL = 5000  # (a) and (b) do not track nonces: a pool this size is cycled
 FALLBACK_RATE = 4000.0  # req/s assumed when sizing signed-request pools before (a) has run
 NO_WRITE_LABEL = "(c') app /answer, SQLite, no event write"
@@ -121,7 +120,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         "--pg-threads", type=int, default=8, help="threads per worker for (t), (d), (e)"
     )
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--postgres-admin-url", default=DEFAULT_ADMIN_URL)
+    parser.add_argument("--postgres-admin-url", default=servers.DEFAULT_ADMIN_URL)
     parser.add_argument("--database-name", default="sipguard_bench")
     parser.add_argument("--skip-micro", action="store_true", help="no in-process benchmarks")
     parser.add_argument(
@@ -145,7 +144,7 @@ def _command(args: argparse.Namespace) -> str:
         f"--pg-threads {args.pg_threads}",
         f"--loadgen {args.loadgen}",
     ]
-    if args.postgres_admin_url != DEFAULT_ADMIN_URL:
+    if args.postgres_admin_url != servers.DEFAULT_ADMIN_URL:
         options.append(f"--postgres-admin-url {shlex.quote(args.postgres_admin_url)}")
     if args.database_name != "sipguard_bench":
         options.append(f"--database-name {shlex.quote(args.database_name)}")

@@ -13,6 +13,9 @@ from sipguard.settings import environ_names
 # Variables no table can list: the agent passwords a voice config names (password_env) and the
 # bench's own.
 _NAMED_BY_CONFIG = ("AGENT_", "BENCH_")
+# The local PostgreSQL the bench creates its databases on (trust auth); --postgres-admin-url
+# names another.
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def clean_environ() -> dict[str, str]:
