@@ -334,8 +334,10 @@ class Demo:
             },
         )  # fmt: skip
         print(f"POST /api/v1/handoffs -> {status} {json.dumps(handoff)}")
+        # The 202 shows the handoff as it is: the sandbox may have fetched the Transfer's URL
+        # and started ringing before the API's answer was written (a loaded machine).
         check(
-            status == 202 and handoff.get("state") == "transferred",
+            status == 202 and handoff.get("state") in ("transferred", "ringing"),
             "202: the handoff is stored and Plivo (the sandbox) accepted the Transfer",
         )
         call = self.client.timeline(uuid, wait=20)

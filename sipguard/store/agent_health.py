@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
-from sqlalchemy import Connection, DateTime, case, func, literal, select, update
+from sqlalchemy import Connection, DateTime, bindparam, case, func, literal, select, update
 
 from sipguard.calls.agents import Quarantine
 from sipguard.notify import alerts
 from sipguard.store.alerts import AlertsStore
+from sipguard.store.database import Prepared
 from sipguard.store.schema import agent_health
 
 AgentState = Literal["healthy", "failing", "quarantined", "cooled_down"]
@@ -65,8 +67,35 @@ def _health(row: Any) -> AgentHealth:
 _CLEARED = {"failures": 0, "quarantined_since": None, "quarantined_until": None}
 
 
+@dataclass(frozen=True)
+class _Reads:
+    """The two reads every dial and every answered Dial make, compiled once for the dialect."""
+
+    quarantined: Prepared  # every agent quarantined now (a handful of rows at most)
+    standing: Prepared  # one agent's count and quarantine start, to skip a no-op reset
+
+    @classmethod
+    def build(cls, dialect: Any) -> _Reads:
+        return cls(
+            quarantined=Prepared(
+                select(agent_health).where(agent_health.c.quarantined_until > bindparam("now")),
+                dialect,
+            ),
+            standing=Prepared(
+                select(agent_health.c.failures, agent_health.c.quarantined_since).where(
+                    agent_health.c.agent == bindparam("agent")
+                ),
+                dialect,
+            ),
+        )
+
+
 class AgentHealthStore(AlertsStore):
     """Count agents' SIP-auth results and say which agents are quarantined."""
+
+    @cached_property
+    def _reads(self) -> _Reads:
+        return _Reads.build(self.engine.dialect)
 
     def agent_failed(self, agent: str, cause: str, policy: Quarantine) -> Failed:
         """Count one sip_auth_failed / sip_auth_timeout towards `agent`, atomically."""
@@ -117,8 +146,15 @@ class AgentHealthStore(AlertsStore):
         A success during the cool-down (a call rung before the quarantine began) leaves the
         quarantine in place: only one after it ends it.
         """
-        now = self._clock()
         name = agent[:64]
+        standing = self._run_cursor(
+            lambda cursor: self._reads.standing.run(cursor, {"agent": name}), one_statement=True
+        )
+        if not standing or (
+            standing[0]["failures"] == 0 and standing[0]["quarantined_since"] is None
+        ):
+            return False  # nothing to reset: an agent in good health costs one read, no write
+        now = self._clock()
         release = (
             update(agent_health)
             .where(
@@ -170,15 +206,14 @@ class AgentHealthStore(AlertsStore):
         return self._run(write)
 
     def quarantined_agents(self, agents: Collection[str]) -> dict[str, AgentHealth]:
-        """Return those of `agents` quarantined now, by name: one read on the primary key."""
+        """Return those of `agents` quarantined now, by name: one read of the quarantined rows."""
         if not agents:
             return {}
         now = self._clock()
-        statement = select(agent_health).where(
-            agent_health.c.agent.in_(sorted(agents)), agent_health.c.quarantined_until > now
+        rows = self._run_cursor(
+            lambda cursor: self._reads.quarantined.run(cursor, {"now": now}), one_statement=True
         )
-        rows = self._run(lambda conn: conn.execute(statement).all(), write=False)
-        return {row.agent: _health(row) for row in rows}
+        return {row["agent"]: AgentHealth(**row) for row in rows if row["agent"] in agents}
 
     def agent_health(self) -> list[AgentHealth]:
         """Return every agent's row, by name."""

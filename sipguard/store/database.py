@@ -6,6 +6,7 @@ the database is unreachable. Whatever goes wrong in the database surfaces as Sto
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,11 +15,14 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 
 from sipguard.errors import StoreUnavailable
 
 UtcClock = Callable[[], datetime]
+# A pooled PostgreSQL connection unused this long (seconds) is pinged before it is handed out.
+_PING_AFTER = 1.0
+_USED = "sipguard_used_at"
 T = TypeVar("T")
 # PEP 249's exception classes, most specific first: a failure is named by the first that fits,
 # as SQLAlchemy names the errors it wraps (psycopg's StringDataRightTruncation is a DataError).
@@ -66,15 +70,48 @@ def _engine(url: str, pool_size: int) -> Engine:
 
         return engine
     # Short timeouts: /answer must still answer quickly when the database is unreachable.
-    return create_engine(
+    engine = create_engine(
         url,
         hide_parameters=True,
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=5,
         pool_timeout=2,
         connect_args={"connect_timeout": 2, "options": "-c statement_timeout=5000"},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat unused for `_PING_AFTER` or more.
+
+    SQLAlchemy's pool_pre_ping pings on every checkout: a round trip per callback, half of what
+    /answer costs PostgreSQL. A connection in use under load was proven alive moments ago; one
+    that sat idle (a database restarted meanwhile, a server that closed it) is pinged and, if
+    dead, replaced before use (DisconnectionError makes the pool connect afresh). A connection
+    that dies between two uses close together fails that one statement and is invalidated, so
+    the callback fails as it would with the database down (a hangup gets 503; Plivo retries).
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "connect")
+    def _opened(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_USED, 0.0) < _PING_AFTER:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:
+            raise DisconnectionError("pooled connection is gone")
 
 
 class Prepared:
@@ -82,7 +119,8 @@ class Prepared:
 
     The hot path hands this straight to the driver's cursor, skipping SQLAlchemy's per-execution
     work (compiled-cache look-up, execution context, result wrapping). The values still go
-    through each column type's bind processor (SQLite's DateTime text format, for one).
+    through each column type's bind processor (SQLite's DateTime text format, for one), and the
+    rows a SELECT or RETURNING gives back through each column's result processor.
     """
 
     def __init__(self, statement: Any, dialect: Any, keys: Sequence[str] | None = None) -> None:
@@ -94,6 +132,12 @@ class Prepared:
             (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in names
         )
+        columns = getattr(statement, "exported_columns", ())
+        self.columns = tuple(columns.keys()) if columns else ()
+        self._results = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+        self._converts = any(processor is not None for processor in self._results)
 
     def params(self, values: Mapping[str, Any]) -> Any:
         """Return `values` as the driver takes them for this statement (each bind needed)."""
@@ -104,6 +148,22 @@ class Prepared:
         if self._positional:
             return tuple(value for _, value in bound)
         return dict(bound)
+
+    def run(self, cursor: Any, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Execute on `cursor` with `values`; return the rows it gives back, by column name."""
+        cursor.execute(self.sql, self.params(values))
+        if not self.columns:
+            return []
+        rows = cursor.fetchall()
+        if self._converts:
+            rows = [
+                tuple(
+                    v if f is None or v is None else f(v)
+                    for f, v in zip(self._results, row, strict=True)
+                )
+                for row in rows
+            ]
+        return [dict(zip(self.columns, row, strict=True)) for row in rows]
 
 
 def _failure(exc: BaseException, dbapi: Any) -> str:
@@ -157,13 +217,17 @@ class Database:
             failure = type(exc).__name__
         raise StoreUnavailable(f"database error ({failure})")
 
-    def _run_cursor(self, work: Callable[[Any], T]) -> T:
+    def _run_cursor(self, work: Callable[[Any], T], *, one_statement: bool = False) -> T:
         """Run `work` on a driver cursor of a pooled connection, in one transaction.
 
         The fast path for `Prepared` statements: committed when `work` returns, rolled back when
         it raises (its exception goes on), and failures surface exactly as `_run`'s do. A
         connection that was lost (or cannot roll back) is invalidated rather than pooled again:
         the next checkout opens a fresh one, so it costs one failed callback, as with `_run`.
+
+        `one_statement`: `work` runs a single statement, atomic by itself. On PostgreSQL it then
+        runs in autocommit, without the BEGIN and COMMIT round trips around it (two of the
+        three); SQLite has no round trips, and begins no transaction for a read.
         """
         engine = self.engine
         dbapi = engine.dialect.loaded_dbapi
@@ -172,21 +236,28 @@ class Database:
         except (SQLAlchemyError, dbapi.Error) as exc:
             failure = _failure(exc, dbapi)
         else:
+            driver: Any = raw.dbapi_connection
+            alone = one_statement and self.dialect == "postgresql"
             try:
+                if alone:
+                    driver.autocommit = True
                 cursor = raw.cursor()
                 try:
                     result = work(cursor)
                 finally:
                     cursor.close()
-                raw.commit()
+                if not alone:
+                    raw.commit()
                 return result
             except dbapi.Error as exc:
                 failure = _failure(exc, dbapi)
-                _discard(raw, engine.dialect.is_disconnect(exc, raw.dbapi_connection, None))
+                _discard(raw, engine.dialect.is_disconnect(exc, driver, None))
             except BaseException:
                 _discard(raw, False)
                 raise
             finally:
+                if alone and not driver.closed:
+                    driver.autocommit = False
                 raw.close()
         raise StoreUnavailable(f"database error ({failure})")
 

@@ -14,9 +14,10 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from sipguard.errors import (
     HandoffConflict,
@@ -25,9 +26,16 @@ from sipguard.errors import (
     ValidationError,
 )
 from sipguard.store.api_keys import random_id
-from sipguard.store.database import Database
+from sipguard.store.database import Database, Prepared
 from sipguard.store.outbox import enqueue
-from sipguard.store.schema import LIVE_STATES, api_keys, handoff_attempts, handoffs
+from sipguard.store.schema import (
+    LIVE,
+    LIVE_STATES,
+    api_keys,
+    handoff_attempts,
+    handoffs,
+    state_in,
+)
 
 ID_PREFIX = "ho_"
 ID_LENGTH = 22
@@ -53,20 +61,9 @@ OUTCOMES = (
 # Live states in which no agent has taken the call yet: the caller leaving ends the handoff.
 WAITING_STATES = tuple(state for state in LIVE_STATES if state != "connected")
 # A handoff rings from transferred; start_attempt moves one still requested there first.
+WAITING = state_in(WAITING_STATES)
 RINGING_FROM = ("transferred",)
 _INSERT_TRIES = 3  # a conflicting row can end between the insert and the look-up
-
-
-def _is_live() -> ColumnElement[bool]:
-    """Return the live-handoff index's own condition, its states inlined as literals.
-
-    SQLite uses a partial index only when the query repeats the index's condition, and bound
-    parameters do not count: with them the look-up by call would scan the table.
-    """
-    states: BindParameter[list[str]] = bindparam(
-        "live_states", list(LIVE_STATES), expanding=True, literal_execute=True
-    )
-    return handoffs.c.state.in_(states)
 
 
 def _bounded(request: HandoffRequest) -> tuple[tuple[str, str | None, int], ...]:
@@ -277,6 +274,14 @@ def _queue(
 class Handoffs(Database):
     """Create handoffs idempotently, move them through their states, record their attempts."""
 
+    @cached_property
+    def _waiting(self) -> Prepared:
+        """The hangup's read: the call's live handoff that no agent took yet, if any."""
+        statement = select(handoffs.c.id).where(
+            handoffs.c.call_uuid == bindparam("call_uuid"), LIVE, WAITING
+        )
+        return Prepared(statement, self.engine.dialect)
+
     def create_handoff(self, request: HandoffRequest) -> Created:
         """Store a new handoff in state `requested`, or give back the first one for its key.
 
@@ -327,7 +332,7 @@ class Handoffs(Database):
                 live = conn.execute(
                     select(handoffs.c.id).where(
                         handoffs.c.call_uuid == request.call_uuid,
-                        _is_live(),
+                        LIVE,
                     )
                 ).first()
                 if live is not None:
@@ -430,18 +435,25 @@ class Handoffs(Database):
     def end_for_call(self, call_uuid: str, state: str, event_type: str) -> str | None:
         """Move the call's live handoff that no agent took yet to `state`, queueing `event_type`.
 
-        One statement on the live-handoff index, for the hangup callback: returns the handoff's
-        id, or None when the call has no such handoff (or it moved already).
+        For the hangup callback: a read on the live-handoff index, compiled once, and the update
+        only when it found one. Returns the handoff's id, or None when the call has no such
+        handoff (or it moved already: the update is conditional on the same states).
         """
         if state not in STATES or event_type not in EVENTS:
             raise ValueError(f"unknown handoff state or event {state!r}, {event_type!r}")
+        values = {"call_uuid": call_uuid[:64]}
+        found = self._run_cursor(
+            lambda cursor: self._waiting.run(cursor, values), one_statement=True
+        )
+        if not found:
+            return None  # most calls have none: one read, no write
         now = self._clock()
         statement = (
             update(handoffs)
             .where(
-                handoffs.c.call_uuid == call_uuid[:64],
-                _is_live(),
-                handoffs.c.state.in_(WAITING_STATES),
+                handoffs.c.call_uuid == values["call_uuid"],
+                LIVE,
+                WAITING,
             )
             .values(state=state, updated_at=now)
             .returning(*handoffs.c)

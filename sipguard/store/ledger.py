@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select
 
 from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
@@ -103,21 +103,67 @@ class _Statements:
     claim: Prepared
     event: Prepared
     hangup: Prepared
+    insert_: Any
+    dialect: Any
+    # PostgreSQL: the claim and its rows as one statement, per shape (an event, a hangup).
+    together: dict[tuple[bool, bool], Prepared] = field(default_factory=dict)
 
     @classmethod
     def build(cls, insert_: Any, dialect: Any) -> _Statements:
-        claim = insert_(nonces).values(nonce=bindparam("nonce"), expires_at=bindparam("expires_at"))
-        claim = claim.on_conflict_do_update(
-            index_elements=[nonces.c.nonce],
-            set_={"expires_at": claim.excluded.expires_at},
-            where=nonces.c.expires_at < bindparam("now"),
-        ).returning(nonces.c.nonce)
+        claim = _claim(insert_)
         hangup = insert_(hangups).on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
         return cls(
             claim=Prepared(claim, dialect),
             event=Prepared(insert(call_events), dialect, (*_EVENT_FIELDS, "received_at")),
             hangup=Prepared(hangup, dialect, _HANGUP_FIELDS),
+            insert_=insert_,
+            dialect=dialect,
         )
+
+    def claim_with(self, event: bool, hangup: bool) -> Prepared:
+        """Return the one statement that claims the nonce and, only when it did, inserts the
+        call event (binds `e_route`, ...) and the hangup (`h_call_uuid`, ...).
+
+        Data-modifying CTEs: each row is selected from the claim's RETURNING, so none is written
+        when the nonce was live already; the statement answers how many nonces it claimed (0 or
+        1). One statement is one transaction, atomic without BEGIN and COMMIT around it. (The
+        CTEs run in no set order, so two events, whose ids must follow their order, are not
+        written this way.)
+        """
+        shape = (event, hangup)
+        found = self.together.get(shape)
+        if found is not None:
+            return found
+        claimed = _claim(self.insert_).cte("claimed")
+        fields = (*_EVENT_FIELDS, "received_at")
+        rows = (
+            [_rows_from(claimed, insert(call_events), "e_", fields).cte("event")] if event else []
+        )
+        if hangup:
+            into = self.insert_(hangups).on_conflict_do_nothing(
+                index_elements=[hangups.c.call_uuid]
+            )
+            rows.append(_rows_from(claimed, into, "h_", _HANGUP_FIELDS).cte("hangup"))
+        statement = select(func.count().label("claimed")).select_from(claimed).add_cte(*rows)
+        found = self.together[shape] = Prepared(statement, self.dialect)
+        return found
+
+
+def _claim(insert_: Any) -> Any:
+    """INSERT the nonce, or take over its expired row; RETURNING only when it was claimed."""
+    claim = insert_(nonces).values(nonce=bindparam("nonce"), expires_at=bindparam("expires_at"))
+    return claim.on_conflict_do_update(
+        index_elements=[nonces.c.nonce],
+        set_={"expires_at": claim.excluded.expires_at},
+        where=nonces.c.expires_at < bindparam("now"),
+    ).returning(nonces.c.nonce)
+
+
+def _rows_from(claimed: Any, into: Any, prefix: str, fields: Sequence[str]) -> Any:
+    """`into` ... SELECT the bound values `prefix` + field FROM `claimed` (one row, or none)."""
+    table = into.table
+    values = [bindparam(prefix + name, type_=table.c[name].type) for name in fields]
+    return into.from_select(list(fields), select(*values).select_from(claimed))
 
 
 class Ledger(Database):
@@ -151,6 +197,10 @@ class Ledger(Database):
         """
         now = self._clock()
         statements = self._statements
+        if nonce is not None and len(events) <= 1 and self.dialect == "postgresql":
+            self._record_at_once(now, nonce, nonce_ttl, events, hangup)
+            self._maybe_purge()
+            return
 
         def write(cursor: Any) -> None:
             if nonce is not None:
@@ -177,6 +227,30 @@ class Ledger(Database):
         # before this returns, so before the callback is answered).
         self._run_cursor(write)
         self._maybe_purge()
+
+    def _record_at_once(
+        self,
+        now: datetime,
+        nonce: str,
+        nonce_ttl: timedelta,
+        events: Sequence[CallEvent],
+        hangup: Hangup | None,
+    ) -> None:
+        """PostgreSQL, one event at most: `record` as one statement, one round trip, committed
+        when it returns."""
+        statement = self._statements.claim_with(bool(events), hangup is not None)
+        values: dict[str, Any] = {"nonce": nonce, "expires_at": now + nonce_ttl, "now": now}
+        for e in events:
+            values.update(("e_" + k, v) for k, v in _event_row(e).items())
+            values["e_received_at"] = now
+        if hangup is not None:
+            values.update(("h_" + k, v) for k, v in _hangup_row(hangup, now).items())
+
+        def write(cursor: Any) -> None:
+            if statement.run(cursor, values)[0]["claimed"] == 0:
+                raise Replayed()  # the nonce is live: the statement wrote nothing
+
+        self._run_cursor(write, one_statement=True)
 
     def _maybe_purge(self) -> None:
         if time.monotonic() < self._next_purge:

@@ -103,22 +103,38 @@ def test_end_for_call_refuses_unknown_names(store: Store) -> None:
 
 
 def test_the_hangup_look_up_uses_the_live_handoff_index(sqlite_url: str) -> None:
-    """SQLite uses a partial index only when the query repeats its condition as literals."""
+    """SQLite uses a partial index only when the query repeats its condition as literals.
+
+    The hangup reads first (a statement compiled once, run on the driver's own cursor, which
+    SQLAlchemy's events do not see: SQLite's trace callback does) and updates only when the
+    read found a handoff. Both statements must use the index.
+    """
     opened = Store(sqlite_url)
     opened.upgrade()
-    plans: list[str] = []
+    handoff_id = _create(opened, "call-x")
+    seen: list[str] = []
 
-    @event.listens_for(opened.engine, "before_cursor_execute")
-    def explain(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.startswith("UPDATE handoffs"):
-            rows = cursor.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()
-            plans.extend(str(row[-1]) for row in rows)
+    @event.listens_for(opened.engine, "connect")
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(seen.append)
 
+    opened.engine.dispose()  # the next checkout connects afresh, traced
     try:
-        opened.end_for_call("call-x", "caller_hung_up", "handoff.caller_hung_up")
+        assert opened.end_for_call("call-y", "caller_hung_up", "handoff.caller_hung_up") is None
+        ended = opened.end_for_call("call-x", "caller_hung_up", "handoff.caller_hung_up")
+        assert ended == handoff_id
+        looked_up = [sql for sql in seen if sql.startswith(("SELECT handoffs.id", "UPDATE"))]
+        looked_up = [sql for sql in looked_up if "handoffs" in sql.split("WHERE")[0]]
+        with opened.engine.connect() as conn:
+            plans = [
+                str(row[-1])
+                for sql in looked_up
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql).fetchall()
+            ]
     finally:
         opened.dispose()
-    assert plans and all("USING INDEX ux_handoffs_live_call" in plan for plan in plans), plans
+    assert len(looked_up) == 3, looked_up  # two reads, one update
+    assert all("USING INDEX ux_handoffs_live_call" in plan for plan in plans), plans
 
 
 def test_caller_hung_up_is_an_attempt_outcome() -> None:

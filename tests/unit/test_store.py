@@ -29,6 +29,7 @@ from sipguard.store import (
     Replayed,
     Store,
     call_events,
+    database,
     hangups,
     metadata,
     nonces,
@@ -652,6 +653,60 @@ def test_read_helpers_report_an_unreachable_database_as_store_unavailable(
         stored_events(store)
     with pytest.raises(StoreUnavailable):
         stored_hangup(store, "call-1")
+
+
+def _kill_backends(url: str) -> int:
+    """Terminate every other session on `url`'s database (a restart, as its clients see it)."""
+    name = make_url(url).database
+    admin = Store(url)
+    try:
+        with admin.engine.connect() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    return int(killed)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(
+    postgres_url: str, clock: FakeClock, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle pooled connection is pinged at checkout: one the server dropped meanwhile is
+    replaced, and the callback is stored as if nothing happened."""
+    store = open_store(postgres_url, clock=clock)
+    store.upgrade()
+    store.record(nonce="n-before", nonce_ttl=TTL, events=[_event("call-before")])
+    assert _kill_backends(postgres_url) >= 1
+    monkeypatch.setattr(database, "_PING_AFTER", 0.0)  # every pooled connection is idle now
+    store.record(nonce="n-after", nonce_ttl=TTL, events=[_event("call-after")])
+    assert [e["call_uuid"] for e in stored_events(store, "call-after")] == ["call-after"]
+
+
+@pytest.mark.postgres
+def test_a_connection_killed_between_close_uses_fails_one_callback_only(
+    postgres_url: str, clock: FakeClock, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not pinged (used moments ago), a dropped connection fails its one statement as a
+    database outage does (StoreUnavailable, nothing written) and is not pooled again."""
+    store = open_store(postgres_url, clock=clock)
+    store.upgrade()
+    store.record(nonce="n-before", nonce_ttl=TTL, events=[_event("call-before")])
+    monkeypatch.setattr(database, "_PING_AFTER", 3600.0)  # nothing is pinged
+    assert _kill_backends(postgres_url) >= 1
+    failed = 0
+    for i in range(10):  # at most one failure per pooled connection, then all fresh
+        try:
+            store.record(nonce=f"n-{i}", nonce_ttl=TTL, events=[_event(f"call-{i}")])
+        except StoreUnavailable:
+            failed += 1
+    assert 1 <= failed <= 2
+    assert len(stored_events(store)) == 1 + 10 - failed
 
 
 def test_ping_is_true_on_a_reachable_database(store: Store) -> None:
