@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 from sipguard.calls.handoff import HandoffSigner
 from sipguard.calls.signature import Keyring
@@ -31,5 +32,14 @@ class Runtime:
         return (*self.settings.secrets(), *self.voice.secrets())
 
     def plivo(self) -> PlivoAPI:
-        """Return a Plivo REST client for the configured account (auth ID + newest token)."""
+        """Return the Plivo REST client for the configured account (auth ID + newest token).
+
+        Built once (ConfigError, and again on the next call, while the auth ID is not set): its
+        HTTP session keeps the connection to Plivo's API open, so a handoff's Transfer does not
+        open a new TLS connection each time.
+        """
+        return self._plivo
+
+    @cached_property
+    def _plivo(self) -> PlivoAPI:
         return Account.from_settings(self.settings).api()

@@ -270,3 +270,17 @@ def test_transfer_url_is_accepted_by_the_handoff_route_then_expires(
     expired = signed_post(path, inbound(CallUUID="call-7", CallStatus="in-progress"))
     assert expired.status_code == 403
     assert expired.get_json() == {"error": "handoff token has expired"}
+
+
+def test_the_plivo_client_is_built_once_so_its_connection_is_reused(app: Flask, rsps) -> None:
+    """Two Transfers go through one client, one HTTP session: the connection to Plivo's API
+    stays open between handoffs instead of a new TLS handshake for each."""
+    rt = app.extensions["sipguard"]
+    first, second = rt.plivo(), rt.plivo()
+    assert first is second
+    rsps.post(f"{API}Call/call-1/", json={"message": "call transferred", "api_id": "a1"})
+    rsps.post(f"{API}Call/call-2/", json={"message": "call transferred", "api_id": "a2"})
+    first.update("call", "call-1", {"aleg_url": "https://x.example/a"})
+    second.update("call", "call-2", {"aleg_url": "https://x.example/b"})
+    sessions = {id(first._client.session), id(second._client.session)}
+    assert len(sessions) == 1 and len(rsps.calls) == 2
