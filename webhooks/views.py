@@ -589,8 +589,8 @@ def whisper(handoff_id: str) -> Response:
 def hangup() -> Response:
     """Store the call's end idempotently; 503 (Plivo retries) when it cannot be stored.
 
-    A live handoff of the call that no agent has taken yet ends as `caller_hung_up`: one
-    statement on the live-handoff index, and nothing at all for a call without one.
+    A live handoff of the call that no agent has taken yet ends as `caller_hung_up`: a read on
+    the live-handoff index, and for a call without one nothing more.
     """
     record = Hangup.from_form(request.form)
     if record.auth_failure is not None:

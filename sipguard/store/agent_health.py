@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from typing import Any, Literal
 
 from sqlalchemy import Connection, DateTime, bindparam, case, func, literal, select, update
@@ -93,10 +92,6 @@ class _Reads:
 class AgentHealthStore(AlertsStore):
     """Count agents' SIP-auth results and say which agents are quarantined."""
 
-    @cached_property
-    def _reads(self) -> _Reads:
-        return _Reads.build(self.engine.dialect)
-
     def agent_failed(self, agent: str, cause: str, policy: Quarantine) -> Failed:
         """Count one sip_auth_failed / sip_auth_timeout towards `agent`, atomically."""
         now = self._clock()
@@ -148,7 +143,8 @@ class AgentHealthStore(AlertsStore):
         """
         name = agent[:64]
         standing = self._run_cursor(
-            lambda cursor: self._reads.standing.run(cursor, {"agent": name}), one_statement=True
+            lambda cursor: self._compiled(_Reads.build).standing.run(cursor, {"agent": name}),
+            one_statement=True,
         )
         if not standing or (
             standing[0]["failures"] == 0 and standing[0]["quarantined_since"] is None
@@ -211,7 +207,8 @@ class AgentHealthStore(AlertsStore):
             return {}
         now = self._clock()
         rows = self._run_cursor(
-            lambda cursor: self._reads.quarantined.run(cursor, {"now": now}), one_statement=True
+            lambda cursor: self._compiled(_Reads.build).quarantined.run(cursor, {"now": now}),
+            one_statement=True,
         )
         return {row["agent"]: AgentHealth(**row) for row in rows if row["agent"] in agents}
 

@@ -70,48 +70,59 @@ def _engine(url: str, pool_size: int) -> Engine:
 
         return engine
     # Short timeouts: /answer must still answer quickly when the database is unreachable.
-    engine = create_engine(
+    return create_engine(
         url,
         hide_parameters=True,
         pool_size=pool_size,
         max_overflow=5,
         pool_timeout=2,
         connect_args={"connect_timeout": 2, "options": "-c statement_timeout=5000"},
+        pool_use_lifo=True,
     )
-    _ping_when_idle(engine)
-    return engine
 
 
-def _ping_when_idle(engine: Engine) -> None:
-    """Ping a pooled connection at checkout only when it sat unused for `_PING_AFTER` or more.
+class _Liveness:
+    """When a pooled PostgreSQL connection is pinged at checkout: only when it may be dead.
 
     SQLAlchemy's pool_pre_ping pings on every checkout: a round trip per callback, half of what
-    /answer costs PostgreSQL. A connection in use under load was proven alive moments ago; one
-    that sat idle (a database restarted meanwhile, a server that closed it) is pinged and, if
-    dead, replaced before use (DisconnectionError makes the pool connect afresh). A connection
-    that dies between two uses close together fails that one statement and is invalidated, so
-    the callback fails as it would with the database down (a hangup gets 503; Plivo retries).
+    /answer costs PostgreSQL. A connection returned moments ago was alive then; one that sat
+    unused for `_PING_AFTER` (a database restarted meanwhile, a server that closed it) is
+    pinged, and so is every connection last used before one was found dead (a restart under
+    load: the first statement to hit a dead connection fails, its callback fails as with the
+    database down, and each other pooled connection is checked before its next use). A dead one
+    is replaced (DisconnectionError makes the pool connect afresh). The pool is LIFO, so at a
+    low rate the same few connections stay in use and unpinged.
     """
-    dialect = engine.dialect
 
-    @event.listens_for(engine, "connect")
-    def _opened(_dbapi_connection: Any, record: Any) -> None:
-        record.info[_USED] = time.monotonic()
+    def __init__(self) -> None:
+        self._lost_at = float("-inf")  # monotonic time a connection was last found dead
 
-    @event.listens_for(engine, "checkin")
-    def _returned(_dbapi_connection: Any, record: Any) -> None:
-        record.info[_USED] = time.monotonic()
+    def lost(self) -> None:
+        """Note that a connection was found dead: all used before now get pinged."""
+        self._lost_at = time.monotonic()
 
-    @event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        if time.monotonic() - record.info.get(_USED, 0.0) < _PING_AFTER:
-            return
-        try:
-            alive = dialect.do_ping(dbapi_connection)
-        except dialect.loaded_dbapi.Error:
-            alive = False
-        if not alive:
-            raise DisconnectionError("pooled connection is gone")
+    def watch(self, engine: Engine) -> None:
+        """Track `engine`'s connections' last use and ping them at checkout when due."""
+        dialect = engine.dialect
+
+        def used(_dbapi_connection: Any, record: Any) -> None:
+            record.info[_USED] = time.monotonic()
+
+        event.listen(engine, "connect", used)
+        event.listen(engine, "checkin", used)
+
+        @event.listens_for(engine, "checkout")
+        def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+            used_at = record.info.get(_USED, float("-inf"))
+            if time.monotonic() - used_at < _PING_AFTER and used_at > self._lost_at:
+                return
+            try:
+                alive = dialect.do_ping(dbapi_connection)
+            except dialect.loaded_dbapi.Error:
+                alive = False
+            if not alive:
+                self.lost()
+                raise DisconnectionError("pooled connection is gone")
 
 
 class Prepared:
@@ -134,6 +145,8 @@ class Prepared:
         )
         columns = getattr(statement, "exported_columns", ())
         self.columns = tuple(columns.keys()) if columns else ()
+        # No driver column type is passed: right for the store's columns (strings, integers,
+        # DateTime), not for types whose processor needs it (Numeric, Enum, ARRAY).
         self._results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
@@ -193,11 +206,24 @@ class Database:
         self.url = normalise_url(url)
         self.engine = _engine(self.url, pool_size=max(5, threads))
         self._clock = clock
+        self._liveness = _Liveness()
+        if self.dialect == "postgresql":
+            self._liveness.watch(self.engine)
+        self._compiled_for: dict[tuple[Callable[[Any], Any], Engine], Any] = {}
 
     @property
     def dialect(self) -> str:
         """Return the backend name (sqlite or postgresql)."""
         return self.engine.dialect.name
+
+    def _compiled(self, build: Callable[[Any], T]) -> T:
+        """Return `build(dialect)` (`Prepared` statements) for the store's engine, built on first
+        use and kept for that engine (one swapped in, as the tests' outages do, gets its own)."""
+        key = (build, self.engine)
+        found = self._compiled_for.get(key)
+        if found is None:
+            found = self._compiled_for[key] = build(self.engine.dialect)
+        return found
 
     def _insert(self) -> Any:
         """Return the dialect's INSERT construct (the one with ON CONFLICT)."""
@@ -222,8 +248,9 @@ class Database:
 
         The fast path for `Prepared` statements: committed when `work` returns, rolled back when
         it raises (its exception goes on), and failures surface exactly as `_run`'s do. A
-        connection that was lost (or cannot roll back) is invalidated rather than pooled again:
-        the next checkout opens a fresh one, so it costs one failed callback, as with `_run`.
+        connection that was lost (or cannot roll back) is invalidated rather than pooled again,
+        and every other pooled connection is pinged before its next use (`_Liveness`): a
+        restart costs the callback that found it, as with `_run`.
 
         `one_statement`: `work` runs a single statement, atomic by itself. On PostgreSQL it then
         runs in autocommit, without the BEGIN and COMMIT round trips around it (two of the
@@ -251,7 +278,10 @@ class Database:
                 return result
             except dbapi.Error as exc:
                 failure = _failure(exc, dbapi)
-                _discard(raw, engine.dialect.is_disconnect(exc, driver, None))
+                lost = engine.dialect.is_disconnect(exc, driver, None)
+                if lost:
+                    self._liveness.lost()
+                _discard(raw, lost)
             except BaseException:
                 _discard(raw, False)
                 raise

@@ -14,7 +14,6 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -271,16 +270,16 @@ def _queue(
     )
 
 
+def _waiting(dialect: Any) -> Prepared:
+    """The hangup's read: the call's live handoff that no agent took yet, if any."""
+    statement = select(handoffs.c.id).where(
+        handoffs.c.call_uuid == bindparam("call_uuid"), LIVE, WAITING
+    )
+    return Prepared(statement, dialect)
+
+
 class Handoffs(Database):
     """Create handoffs idempotently, move them through their states, record their attempts."""
-
-    @cached_property
-    def _waiting(self) -> Prepared:
-        """The hangup's read: the call's live handoff that no agent took yet, if any."""
-        statement = select(handoffs.c.id).where(
-            handoffs.c.call_uuid == bindparam("call_uuid"), LIVE, WAITING
-        )
-        return Prepared(statement, self.engine.dialect)
 
     def create_handoff(self, request: HandoffRequest) -> Created:
         """Store a new handoff in state `requested`, or give back the first one for its key.
@@ -443,7 +442,7 @@ class Handoffs(Database):
             raise ValueError(f"unknown handoff state or event {state!r}, {event_type!r}")
         values = {"call_uuid": call_uuid[:64]}
         found = self._run_cursor(
-            lambda cursor: self._waiting.run(cursor, values), one_statement=True
+            lambda cursor: self._compiled(_waiting).run(cursor, values), one_statement=True
         )
         if not found:
             return None  # most calls have none: one read, no write

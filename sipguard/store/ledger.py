@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
@@ -103,50 +104,45 @@ class _Statements:
     claim: Prepared
     event: Prepared
     hangup: Prepared
-    insert_: Any
-    dialect: Any
-    # PostgreSQL: the claim and its rows as one statement, per shape (an event, a hangup).
-    together: dict[tuple[bool, bool], Prepared] = field(default_factory=dict)
+    # PostgreSQL only: the claim and its rows as one statement, by shape (an event? a hangup?).
+    together: Mapping[tuple[bool, bool], Prepared]
 
     @classmethod
-    def build(cls, insert_: Any, dialect: Any) -> _Statements:
+    def build(cls, dialect: Any) -> _Statements:
+        insert_ = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         claim = _claim(insert_)
         hangup = insert_(hangups).on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
+        together = {}
+        if dialect.name == "postgresql":
+            shapes = [
+                (event, with_hangup) for event in (False, True) for with_hangup in (False, True)
+            ]
+            together = {shape: Prepared(_claim_with(insert_, *shape), dialect) for shape in shapes}
         return cls(
             claim=Prepared(claim, dialect),
             event=Prepared(insert(call_events), dialect, (*_EVENT_FIELDS, "received_at")),
             hangup=Prepared(hangup, dialect, _HANGUP_FIELDS),
-            insert_=insert_,
-            dialect=dialect,
+            together=together,
         )
 
-    def claim_with(self, event: bool, hangup: bool) -> Prepared:
-        """Return the one statement that claims the nonce and, only when it did, inserts the
-        call event (binds `e_route`, ...) and the hangup (`h_call_uuid`, ...).
 
-        Data-modifying CTEs: each row is selected from the claim's RETURNING, so none is written
-        when the nonce was live already; the statement answers how many nonces it claimed (0 or
-        1). One statement is one transaction, atomic without BEGIN and COMMIT around it. (The
-        CTEs run in no set order, so two events, whose ids must follow their order, are not
-        written this way.)
-        """
-        shape = (event, hangup)
-        found = self.together.get(shape)
-        if found is not None:
-            return found
-        claimed = _claim(self.insert_).cte("claimed")
-        fields = (*_EVENT_FIELDS, "received_at")
-        rows = (
-            [_rows_from(claimed, insert(call_events), "e_", fields).cte("event")] if event else []
-        )
-        if hangup:
-            into = self.insert_(hangups).on_conflict_do_nothing(
-                index_elements=[hangups.c.call_uuid]
-            )
-            rows.append(_rows_from(claimed, into, "h_", _HANGUP_FIELDS).cte("hangup"))
-        statement = select(func.count().label("claimed")).select_from(claimed).add_cte(*rows)
-        found = self.together[shape] = Prepared(statement, self.dialect)
-        return found
+def _claim_with(insert_: Any, event: bool, hangup: bool) -> Any:
+    """The one statement that claims the nonce and, only when it did, inserts the call event
+    (binds `e_route`, ...) and the hangup (`h_call_uuid`, ...).
+
+    Data-modifying CTEs: each row is selected from the claim's RETURNING, so none is written
+    when the nonce was live already; the statement answers how many nonces it claimed (0 or 1).
+    One statement is one transaction, atomic without BEGIN and COMMIT around it. (The CTEs run
+    in no set order, so two events, whose ids must follow their order, are not written this
+    way.)
+    """
+    claimed = _claim(insert_).cte("claimed")
+    fields = (*_EVENT_FIELDS, "received_at")
+    rows = [_rows_from(claimed, insert(call_events), "e_", fields).cte("event")] if event else []
+    if hangup:
+        into = insert_(hangups).on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
+        rows.append(_rows_from(claimed, into, "h_", _HANGUP_FIELDS).cte("hangup"))
+    return select(func.count().label("claimed")).select_from(claimed).add_cte(*rows)
 
 
 def _claim(insert_: Any) -> Any:
@@ -178,7 +174,6 @@ class Ledger(Database):
         threads: int = 1,
     ) -> None:
         super().__init__(url, clock=clock, threads=threads)
-        self._statements = _Statements.build(self._insert(), self.engine.dialect)
         self._purge_every = purge_every
         self._next_purge = 0.0
 
@@ -196,7 +191,7 @@ class Ledger(Database):
         StoreUnavailable when the database fails (nothing is written either).
         """
         now = self._clock()
-        statements = self._statements
+        statements = self._compiled(_Statements.build)
         if nonce is not None and len(events) <= 1 and self.dialect == "postgresql":
             self._record_at_once(now, nonce, nonce_ttl, events, hangup)
             self._maybe_purge()
@@ -238,7 +233,7 @@ class Ledger(Database):
     ) -> None:
         """PostgreSQL, one event at most: `record` as one statement, one round trip, committed
         when it returns."""
-        statement = self._statements.claim_with(bool(events), hangup is not None)
+        statement = self._compiled(_Statements.build).together[bool(events), hangup is not None]
         values: dict[str, Any] = {"nonce": nonce, "expires_at": now + nonce_ttl, "now": now}
         for e in events:
             values.update(("e_" + k, v) for k, v in _event_row(e).items())

@@ -145,6 +145,8 @@ def state_in(states: tuple[str, ...]) -> TextClause:
     parameters do not count: the live-handoff look-ups repeat `LIVE` so, and a statement
     compiled once (`Prepared`) needs no expanding parameter.
     """
+    if not all(state.isidentifier() for state in states):  # inlined: no quote may slip in
+        raise ValueError(f"not a state name: {states!r}")
     return text("state IN ({})".format(", ".join(f"'{state}'" for state in states)))
 
 

@@ -689,24 +689,35 @@ def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(
 
 
 @pytest.mark.postgres
-def test_a_connection_killed_between_close_uses_fails_one_callback_only(
+def test_a_restart_under_load_fails_one_callback_not_one_per_pooled_connection(
     postgres_url: str, clock: FakeClock, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Not pinged (used moments ago), a dropped connection fails its one statement as a
-    database outage does (StoreUnavailable, nothing written) and is not pooled again."""
-    store = open_store(postgres_url, clock=clock)
+    """Connections used moments ago are not pinged, so the first statement on a dead one fails
+    (StoreUnavailable, nothing written), as with the database down. From then on every pooled
+    connection last used before that is pinged at checkout and replaced: one failure in all."""
+    store = open_store(postgres_url, clock=clock, threads=5)
     store.upgrade()
-    store.record(nonce="n-before", nonce_ttl=TTL, events=[_event("call-before")])
-    monkeypatch.setattr(database, "_PING_AFTER", 3600.0)  # nothing is pinged
-    assert _kill_backends(postgres_url) >= 1
-    failed = 0
-    for i in range(10):  # at most one failure per pooled connection, then all fresh
-        try:
-            store.record(nonce=f"n-{i}", nonce_ttl=TTL, events=[_event(f"call-{i}")])
-        except StoreUnavailable:
-            failed += 1
-    assert 1 <= failed <= 2
-    assert len(stored_events(store)) == 1 + 10 - failed
+    held = [store.engine.raw_connection() for _ in range(5)]  # five pooled connections
+    for raw in held:
+        raw.close()
+    monkeypatch.setattr(database, "_PING_AFTER", 3600.0)  # none of them counts as idle
+    assert _kill_backends(postgres_url) >= 5
+    with pytest.raises(StoreUnavailable):
+        store.record(nonce="n-first", nonce_ttl=TTL, events=[_event("call-first")])
+    # Every pooled connection at once (the pool is LIFO: one after another would reuse one).
+    held = [store.engine.raw_connection() for _ in range(5)]
+    try:
+        for raw in held:
+            cursor = raw.cursor()
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+            cursor.close()
+    finally:
+        for raw in held:
+            raw.close()
+    for i in range(5):
+        store.record(nonce=f"n-{i}", nonce_ttl=TTL, events=[_event(f"call-{i}")])
+    assert len(stored_events(store)) == 5
 
 
 def test_ping_is_true_on_a_reachable_database(store: Store) -> None:
