@@ -25,7 +25,11 @@ class CookieSessions(SecureCookieSessionInterface):
     """Flask's SecureCookieSessionInterface, minus the serializer for cookie-less requests."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+        # No Cookie header at all (every callback): not even the cookie jar is built.
+        if app.secret_key and (
+            "HTTP_COOKIE" not in request.environ
+            or not request.cookies.get(self.get_cookie_name(app))
+        ):
             return self.session_class()
         return super().open_session(app, request)
 

@@ -69,6 +69,8 @@ def note_auth_not_running(alert_subject: str | None) -> None:
 
 def _alert(state: CallbackState) -> None:
     """Raise the alerts a stored callback calls for; a failure here is only logged."""
+    if state.alert_auth_not_running is None and state.hangup is None:
+        return
     store = runtime().store
     try:
         if state.alert_auth_not_running is not None:
@@ -86,6 +88,8 @@ def note_agent(agent: str, auth_failure: str | None) -> None:
 
 def _count_agents(results: list[tuple[str, str | None]]) -> None:
     """Count agents' results once their callback is stored; a failure here is only logged."""
+    if not results:
+        return
     rt = runtime()
     policy = rt.voice.quarantine
     for agent, cause in results:

@@ -49,14 +49,15 @@ HANDOFF_URL_PARAM = "handoff_url"
 @bp.before_request
 def verify_signature() -> None:
     """Refuse any request to this blueprint that Plivo did not sign."""
-    state = begin(request.endpoint.removeprefix("webhooks.") if request.endpoint else "-")
+    endpoint, method = request.endpoint, request.method
+    state = begin(endpoint.removeprefix("webhooks.") if endpoint else "-")
     rt = runtime()
-    if request.endpoint == "webhooks.answer" and request.method not in rt.voice.answer_methods:
+    if endpoint == "webhooks.answer" and method not in rt.voice.answer_methods:
         abort(405)
-    if request.method == "POST":
+    if method == "POST":
         _check_body()
-    params = request.form.to_dict(flat=False) if request.method == "POST" else {}
-    state.verified = rt.keyring.verify(request.headers, request.method, signed_url(), params)
+    params = request.form.to_dict(flat=False) if method == "POST" else {}
+    state.verified = rt.keyring.verify(request.headers, method, signed_url(), params)
 
 
 bp.after_request(persist.commit)
@@ -113,10 +114,10 @@ def _with_param(url: str, name: str, value: str) -> str:
 
 def _perform(action: Action, call: InboundCall) -> tuple[Element, str]:
     """Carry out a rule's action; say what was done, for the event store."""
-    groups = runtime().voice.groups
+    rt = runtime()
     if action.kind == "dial":
-        group = groups[str(action.group)]
-        if not group.open_at(runtime().clock()):
+        group = rt.voice.groups[str(action.group)]
+        if not group.open_at(rt.clock()):
             decision, root = _closed(group, None)
             return root, decision
         ring = _ringable(group, 0)

@@ -65,7 +65,8 @@ def dial_failure_code(cause: str, dial_hangup_cause: str | None) -> int:
 
 
 def _field(form: Mapping[str, str], key: str) -> str | None:
-    value = form.get(key)
+    # `in` first: werkzeug's MultiDict.get raises and catches a KeyError for a missing key.
+    value = form[key] if key in form else None
     if value is None or value == "":
         return None
     if len(value) > MAX_FIELD_LENGTH:

@@ -154,13 +154,13 @@ class Prepared:
 
     def params(self, values: Mapping[str, Any]) -> Any:
         """Return `values` as the driver takes them for this statement (each bind needed)."""
-        bound = (
-            (name, values[name] if processor is None else processor(values[name]))
-            for name, processor in self._binds
-        )
         if self._positional:
-            return tuple(value for _, value in bound)
-        return dict(bound)
+            return tuple(
+                [values[name] if bind is None else bind(values[name]) for name, bind in self._binds]
+            )
+        return {
+            name: values[name] if bind is None else bind(values[name]) for name, bind in self._binds
+        }
 
     def run(self, cursor: Any, values: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Execute on `cursor` with `values`; return the rows it gives back, by column name."""
