@@ -35,7 +35,8 @@ from sipguard.store.database import Prepared
 DATABASE_NAME = "sipguard_bench_bulk"
 SPAN = timedelta(days=60)
 RETENTION = timedelta(days=30)
-_SOURCES = [f"203.0.113.{n}" for n in range(1, 201)]  # documentation addresses (RFC 5737)
+# TEST-NET-3, addresses no network routes: https://www.rfc-editor.org/rfc/rfc5737
+_SOURCES = [f"203.0.113.{n}" for n in range(1, 201)]
 _USERS = [f"ext{n:03d}" for n in range(300)]
 _EVENT_COLUMNS = tuple(c.key for c in call_events.columns if c.key != "id")
 _HANGUP_COLUMNS = tuple(c.key for c in hangups.columns)
