@@ -81,6 +81,11 @@ def _engine(url: str, pool_size: int) -> Engine:
     )
 
 
+def insert_for(dialect: Any) -> Any:
+    """Return `dialect`'s INSERT construct (the one with ON CONFLICT)."""
+    return postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+
+
 class _Liveness:
     """When a pooled PostgreSQL connection is pinged at checkout: only when it may be dead.
 
@@ -227,7 +232,7 @@ class Database:
 
     def _insert(self) -> Any:
         """Return the dialect's INSERT construct (the one with ON CONFLICT)."""
-        return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        return insert_for(self.engine.dialect)
 
     def _run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
         """Run `work` on a connection, in a transaction when it writes.

@@ -16,11 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
-from sipguard.store.database import Database, Prepared, UtcClock, now_utc
+from sipguard.store.database import Database, Prepared, UtcClock, insert_for, now_utc
 from sipguard.store.schema import (
     alerts,
     call_events,
@@ -109,7 +108,7 @@ class _Statements:
 
     @classmethod
     def build(cls, dialect: Any) -> _Statements:
-        insert_ = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        insert_ = insert_for(dialect)
         claim = _claim(insert_)
         hangup = insert_(hangups).on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
         together = {}
@@ -192,8 +191,8 @@ class Ledger(Database):
         """
         now = self._clock()
         statements = self._compiled(_Statements.build)
-        if nonce is not None and len(events) <= 1 and self.dialect == "postgresql":
-            self._record_at_once(now, nonce, nonce_ttl, events, hangup)
+        if nonce is not None and len(events) <= 1 and statements.together:  # PostgreSQL
+            self._record_at_once(statements, now, nonce, nonce_ttl, events, hangup)
             self._maybe_purge()
             return
 
@@ -225,6 +224,7 @@ class Ledger(Database):
 
     def _record_at_once(
         self,
+        statements: _Statements,
         now: datetime,
         nonce: str,
         nonce_ttl: timedelta,
@@ -233,7 +233,7 @@ class Ledger(Database):
     ) -> None:
         """PostgreSQL, one event at most: `record` as one statement, one round trip, committed
         when it returns."""
-        statement = self._compiled(_Statements.build).together[bool(events), hangup is not None]
+        statement = statements.together[bool(events), hangup is not None]
         values: dict[str, Any] = {"nonce": nonce, "expires_at": now + nonce_ttl, "now": now}
         for e in events:
             values.update(("e_" + k, v) for k, v in _event_row(e).items())

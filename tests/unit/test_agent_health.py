@@ -55,6 +55,15 @@ def test_the_threshold_quarantines_for_the_cool_down(store: Store, clock: FakeCl
     assert health.quarantined_until == clock() + POLICY.cool_down
 
 
+def test_only_the_agents_asked_about_come_back(store: Store) -> None:
+    """The read takes every quarantined row; an agent of another group is not reported."""
+    _fail(store, POLICY.after, agent="carol")
+    _fail(store, POLICY.after, agent="alice")
+    assert list(store.quarantined_agents(["alice", "bob"])) == ["alice"]
+    assert store.quarantined_agents(["bob"]) == {}
+    assert set(store.quarantined_agents({"alice", "carol"})) == {"alice", "carol"}
+
+
 def test_a_success_in_between_resets_the_count(store: Store) -> None:
     _fail(store, POLICY.after - 1)
     assert store.agent_succeeded("alice") is False
