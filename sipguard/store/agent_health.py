@@ -11,7 +11,8 @@ quarantine starting or ending raises its alert in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, DateTime, bindparam, case, func, literal, sel
 from sipguard.calls.agents import Quarantine
 from sipguard.notify import alerts
 from sipguard.store.alerts import AlertsStore
-from sipguard.store.database import Prepared
+from sipguard.store.database import Prepared, UtcClock, now_utc
 from sipguard.store.schema import agent_health
 
 AgentState = Literal["healthy", "failing", "quarantined", "cooled_down"]
@@ -89,8 +90,43 @@ class _Reads:
         )
 
 
+# How long a process answers "who is quarantined?" from its last read of the quarantined rows.
+# Its own quarantines and releases drop that read at once; another worker's or instance's reach
+# its dials within this time (the agent rung meanwhile fails SIP auth once more, and the Dial
+# moves on). A dial costs no database round trip for it while the read is fresh.
+QUARANTINE_READ_FOR = 1.0  # seconds
+
+
+class _RecentRead:
+    """The quarantined rows as last read, and when (monotonic): shared by a process's threads."""
+
+    def __init__(self) -> None:
+        self._read: tuple[float, int, tuple[AgentHealth, ...]] | None = None
+        self._changes = 0  # this process's quarantine changes so far
+
+    def rows(self, read: Callable[[], tuple[AgentHealth, ...]]) -> tuple[AgentHealth, ...]:
+        """Return the last read while fresh, else `read()`, kept for the next callers unless a
+        change of this process's came while it ran (that read may predate the change)."""
+        last, changes, moment = self._read, self._changes, time.monotonic()
+        if last is not None and last[1] == changes and moment - last[0] < QUARANTINE_READ_FOR:
+            return last[2]
+        rows = read()
+        if self._changes == changes:
+            self._read = (moment, changes, rows)  # one assignment: threads see old or new
+        return rows
+
+    def drop(self) -> None:
+        """Forget the last read: this process is changing a quarantine."""
+        self._changes += 1
+        self._read = None
+
+
 class AgentHealthStore(AlertsStore):
     """Count agents' SIP-auth results and say which agents are quarantined."""
+
+    def __init__(self, url: str, *, clock: UtcClock = now_utc, threads: int = 1) -> None:
+        super().__init__(url, clock=clock, threads=threads)
+        self._quarantined = _RecentRead()
 
     def agent_failed(self, agent: str, cause: str, policy: Quarantine) -> Failed:
         """Count one sip_auth_failed / sip_auth_timeout towards `agent`, atomically."""
@@ -133,7 +169,10 @@ class AgentHealthStore(AlertsStore):
                 self._queue_alert(conn, now, alert)
             return Failed(health, started)
 
-        return self._run(write)
+        try:
+            return self._run(write)
+        finally:
+            self._quarantined.drop()
 
     def agent_succeeded(self, agent: str) -> bool:
         """Reset `agent`'s count after a call it took; True when that ended its quarantine.
@@ -178,7 +217,10 @@ class AgentHealthStore(AlertsStore):
             conn.execute(reset)
             return False
 
-        return self._run(write)
+        try:
+            return self._run(write)
+        finally:
+            self._quarantined.drop()
 
     def release_agent(self, agent: str) -> bool:
         """End `agent`'s quarantine (and its count) now; False when it was not quarantined."""
@@ -199,18 +241,33 @@ class AgentHealthStore(AlertsStore):
             self._queue_alert(conn, now, alerts.released(agent[:64], how))
             return True
 
-        return self._run(write)
+        try:
+            return self._run(write)
+        finally:
+            self._quarantined.drop()
 
     def quarantined_agents(self, agents: Collection[str]) -> dict[str, AgentHealth]:
-        """Return those of `agents` quarantined now, by name: one read of the quarantined rows."""
+        """Return those of `agents` quarantined now, by name.
+
+        From one read of the quarantined rows, kept for `QUARANTINE_READ_FOR`: a quarantine
+        that ends meanwhile is judged by its own `quarantined_until`, against the store's clock.
+        """
         if not agents:
             return {}
         now = self._clock()
-        rows = self._run_cursor(
-            lambda cursor: self._compiled(_Reads.build).quarantined.run(cursor, {"now": now}),
-            one_statement=True,
-        )
-        return {row["agent"]: AgentHealth(**row) for row in rows if row["agent"] in agents}
+
+        def read() -> tuple[AgentHealth, ...]:
+            rows = self._run_cursor(
+                lambda cursor: self._compiled(_Reads.build).quarantined.run(cursor, {"now": now}),
+                one_statement=True,
+            )
+            return tuple(AgentHealth(**row) for row in rows)
+
+        return {
+            health.agent: health
+            for health in self._quarantined.rows(read)
+            if health.agent in agents and health.quarantined(now)
+        }
 
     def agent_health(self) -> list[AgentHealth]:
         """Return every agent's row, by name."""

@@ -1,16 +1,20 @@
 """Agent quarantine in the store, on SQLite and PostgreSQL: counting is one statement per result,
-so two Stores (two instances) racing on one database agree on the count and on one start."""
+so two Stores (two instances) racing on one database agree on the count and on one start; a
+process answers dials from its read of the quarantines for up to QUARANTINE_READ_FOR."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from sipguard.calls.agents import Quarantine
 from sipguard.store import Store
+from sipguard.store.agent_health import QUARANTINE_READ_FOR, _RecentRead
 from tests.support.databases import opened_stores
 from tests.support.outbox import FakeClock
 
@@ -154,4 +158,68 @@ def test_two_instances_on_postgresql_agree(postgres_url: str, clock: FakeClock) 
         assert "alice" in second.quarantined_agents(["alice"])
         assert "alice" in first.quarantined_agents(["alice"])
         assert second.release_agent("alice") is True
+        assert second.quarantined_agents(["alice"]) == {}  # its own release: at once
+        time.sleep(QUARANTINE_READ_FOR)
+        assert first.quarantined_agents(["alice"]) == {}  # the other's: within the read's life
+
+
+def test_dials_share_one_read_until_this_process_changes_a_quarantine(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    real = store._run_cursor
+
+    def counted(work: Any, **options: Any) -> Any:
+        reads.append(1)
+        return real(work, **options)
+
+    monkeypatch.setattr(store, "_run_cursor", counted)
+    for _ in range(5):
+        assert store.quarantined_agents(["alice"]) == {}
+    assert len(reads) == 1
+    _fail(store, POLICY.after)
+    assert "alice" in store.quarantined_agents(["alice"])
+    assert len(reads) == 2
+    assert store.release_agent("alice")
+    assert store.quarantined_agents(["alice"]) == {}
+    assert len(reads) == 3
+
+
+def test_another_instance_s_quarantine_reaches_dials_within_the_read_s_life(
+    database_url: str, clock: FakeClock
+) -> None:
+    with opened_stores(database_url, clock) as opener:
+        first, second = opener(), opener()
+        first.upgrade()
         assert first.quarantined_agents(["alice"]) == {}
+        _fail(second, POLICY.after)
+        time.sleep(QUARANTINE_READ_FOR)
+        assert "alice" in first.quarantined_agents(["alice"])
+
+
+def test_a_quarantine_ending_meanwhile_is_judged_by_its_own_end(
+    store: Store, clock: FakeClock
+) -> None:
+    _fail(store, POLICY.after)
+    assert "alice" in store.quarantined_agents(["alice"])
+    clock.advance(POLICY.cool_down)
+    assert store.quarantined_agents(["alice"]) == {}
+
+
+def test_a_read_overtaken_by_a_change_is_not_kept() -> None:
+    """A read that began before this process changed a quarantine may predate the change."""
+    recent = _RecentRead()
+
+    def overtaken() -> tuple[()]:
+        recent.drop()  # another thread's change commits while this read runs
+        return ()
+
+    recent.rows(overtaken)
+    again: list[int] = []
+
+    def read() -> tuple[()]:
+        again.append(1)
+        return ()
+
+    recent.rows(read)
+    assert again == [1]
