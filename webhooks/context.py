@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from flask import current_app, request
+from flask import Flask, Request, current_app, g, request
+from flask.ctx import _AppCtxGlobals
 from werkzeug.routing import Map
 
 from sipguard.calls.handoff import TOKEN_PARAM
@@ -18,9 +20,24 @@ EXTENSION = "sipguard"
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
+def _behind(proxy: Any) -> Callable[[], Any]:
+    return proxy._get_current_object
+
+
+# The objects behind Flask's proxies, for the callbacks' hot path. Every attribute read through
+# `flask.request`, `current_app` or `g` is a context look-up plus, on Python 3.11, an AttributeError
+# raised and dropped inside the proxy's __getattr__, and a callback makes a few dozen: each
+# function takes the object once instead. Outside a request they raise RuntimeError, as the
+# proxies do.
+current_request: Callable[[], Request] = _behind(request)
+current_flask: Callable[[], Flask] = _behind(current_app)
+current_globals: Callable[[], _AppCtxGlobals] = _behind(g)
+
+
 def runtime() -> Runtime:
     """Return the current app's runtime."""
-    return current_app.extensions[EXTENSION]
+    found: Runtime = current_flask().extensions[EXTENSION]
+    return found
 
 
 def public_root() -> str:
@@ -32,15 +49,17 @@ def public_root() -> str:
     base = runtime().settings.public_base_url
     if base is not None:
         return base
-    return f"{request.scheme}://{request.host}{request.script_root}"
+    req = current_request()
+    return f"{req.scheme}://{req.host}{req.script_root}"
 
 
 def signed_url() -> str:
     """Return the URL Plivo signed for this request: public root, path, raw query."""
-    raw_query = request.environ.get("QUERY_STRING", "")
+    req = current_request()
+    raw_query = req.environ.get("QUERY_STRING", "")
     # WSGI hands the query over as latin-1; undo that to get the bytes Plivo sent.
     query = raw_query.encode("latin-1", "replace").decode("utf-8", "replace")
-    url = public_root() + quote(request.path, safe=_PATH_SAFE)
+    url = public_root() + quote(req.path, safe=_PATH_SAFE)
     return f"{url}?{query}" if query else url
 
 
@@ -50,9 +69,10 @@ def public_url(endpoint: str, **values: Any) -> str:
     A URL without a token (a group's Dial action, say) is the same on every call: its path is
     built once per app and remembered. One with a token is new each time and is not kept.
     """
+    url_map = current_flask().url_map
     if TOKEN_PARAM in values:
-        return public_root() + _build(current_app.url_map, endpoint, values)
-    return public_root() + _remembered(current_app.url_map, endpoint, tuple(values.items()))
+        return public_root() + _build(url_map, endpoint, values)
+    return public_root() + _remembered(url_map, endpoint, tuple(values.items()))
 
 
 def _build(url_map: Map, endpoint: str, values: dict[str, Any]) -> str:
@@ -76,4 +96,4 @@ def external_url(endpoint: str, **values: Any) -> str:
             "PUBLIC_BASE_URL is not set: it is needed to tell Plivo where this app's webhooks "
             "are (or pass the URLs explicitly)"
         )
-    return base + _build(current_app.url_map, endpoint, values)
+    return base + _build(current_flask().url_map, endpoint, values)

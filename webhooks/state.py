@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from flask import g
-
 from sipguard.calls.forms import Hangup
 from sipguard.calls.signature import Verified
 from sipguard.store import CallEvent
+from webhooks.context import current_globals
 
 _KEY = "sipguard_callback"
 
@@ -43,11 +42,11 @@ class CallbackState:
 def begin(route: str) -> CallbackState:
     """Start this request's state; the webhooks blueprint calls it before anything else."""
     state = CallbackState(route, time.perf_counter())
-    setattr(g, _KEY, state)
+    setattr(current_globals(), _KEY, state)
     return state
 
 
 def callback_state() -> CallbackState | None:
     """Return this request's callback state; None outside the webhooks blueprint."""
-    state: CallbackState | None = g.get(_KEY)
+    state: CallbackState | None = current_globals().get(_KEY)
     return state

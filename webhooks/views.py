@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Request, Response, abort
 
 from sipguard.calls import documents
 from sipguard.calls.agents import Agent, AgentGroup, Closed, Fallback
@@ -35,7 +35,7 @@ from sipguard.errors import StoreUnavailable, ValidationError
 from sipguard.store import CallEvent
 from sipguard.store.handoffs import WAITING_STATES, Handoff
 from webhooks import persist
-from webhooks.context import public_url, runtime, signed_url
+from webhooks.context import current_request, public_url, runtime, signed_url
 from webhooks.responses import xml_response
 from webhooks.state import begin
 from xml_builders import Element
@@ -49,15 +49,16 @@ HANDOFF_URL_PARAM = "handoff_url"
 @bp.before_request
 def verify_signature() -> None:
     """Refuse any request to this blueprint that Plivo did not sign."""
-    endpoint, method = request.endpoint, request.method
+    req = current_request()
+    endpoint, method = req.endpoint, req.method
     state = begin(endpoint.removeprefix("webhooks.") if endpoint else "-")
     rt = runtime()
     if endpoint == "webhooks.answer" and method not in rt.voice.answer_methods:
         abort(405)
     if method == "POST":
-        _check_body()
-    params = request.form.to_dict(flat=False) if method == "POST" else {}
-    state.verified = rt.keyring.verify(request.headers, method, signed_url(), params)
+        _check_body(req)
+    params = req.form.to_dict(flat=False) if method == "POST" else {}
+    state.verified = rt.keyring.verify(req.headers, method, signed_url(), params)
 
 
 bp.after_request(persist.commit)
@@ -65,18 +66,19 @@ bp.after_request(persist.commit)
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-def _check_body() -> None:
+def _check_body(req: Request) -> None:
     """Accept only what Plivo sends: a urlencoded form (or nothing).
 
     The form itself is checked as it is parsed (webhooks.edge: broken encoding is a 400).
     """
-    body = request.get_data(cache=True)  # the form is parsed from this cached copy
-    if body and request.mimetype != FORM_TYPE:
+    body = req.get_data(cache=True)  # the form is parsed from this cached copy
+    if body and req.mimetype != FORM_TYPE:
         abort(415, description=f"callbacks must be {FORM_TYPE}")
 
 
 def _form() -> Mapping[str, str]:
-    return request.form if request.method == "POST" else request.args
+    req = current_request()
+    return req.form if req.method == "POST" else req.args
 
 
 # The one agent a plain Dial rang when the attempt's others were skipped as quarantined.
@@ -209,12 +211,13 @@ def handoff(group: str) -> Response:
     ride on the agent legs as sipHeaders, its whisper plays to the agent who answers, and its
     attempts are recorded.
     """
-    call = InboundCall.from_form(request.form)
+    req = current_request()
+    call = InboundCall.from_form(req.form)
     target = runtime().voice.groups.get(group)
     if target is None:
         abort(404, description=f"no agent group named {group!r}")
-    handoff_id = request.args.get(HANDOFF_PARAM) or None
-    runtime().handoff.check(request.args.get(TOKEN_PARAM), call.call_uuid, group, handoff_id)
+    handoff_id = req.args.get(HANDOFF_PARAM) or None
+    runtime().handoff.check(req.args.get(TOKEN_PARAM), call.call_uuid, group, handoff_id)
     decision = f"dial:{group}"
     if not target.open_at(runtime().clock()):  # Plivo fetched this URL after the group closed
         decision, root = _closed(target, handoff_id)
@@ -335,7 +338,7 @@ def _handoff_dial(
 
 
 def _attempt(group: AgentGroup) -> int:
-    raw = request.args.get("attempt", "")
+    raw = current_request().args.get("attempt", "")
     attempt = whole_number(raw)
     if attempt is None or attempt >= group.attempts():
         raise ValidationError("attempt", f"must be 0-{group.attempts() - 1} for this group")
@@ -350,12 +353,13 @@ def dial_action() -> Response:
     (unless the Dial callback did already), the caller leaving to `caller_hung_up`, the last
     attempt failing to `returned` (the caller goes back to the AI) or `failed` (the fallback).
     """
-    result = DialResult.from_form(request.form)
-    group = runtime().voice.groups.get(request.args.get("group", ""))
+    req = current_request()
+    result = DialResult.from_form(req.form)
+    group = runtime().voice.groups.get(req.args.get("group", ""))
     if group is None:
         raise ValidationError("group", "is not a configured agent group")
     attempt = _attempt(group)
-    handoff_id = request.args.get(HANDOFF_PARAM) or None
+    handoff_id = req.args.get(HANDOFF_PARAM) or None
     rung = _rung(group, attempt)
     agents = ",".join(agent.name for agent in rung)
     cause = result.auth_failure
@@ -412,7 +416,7 @@ def dial_action() -> Response:
 
 def _rung(group: AgentGroup, attempt: int) -> tuple[Agent, ...]:
     """The agents the attempt rang: the one the action URL names (of that attempt), else all."""
-    named = request.args.get(RANG_PARAM)
+    named = current_request().args.get(RANG_PARAM)
     agents = group.agents_for(attempt)
     return tuple(agent for agent in agents if agent.name == named) or agents
 
@@ -529,12 +533,13 @@ def dial_event() -> Response:
     With a confirmKey the agent has taken the call only once bridged (`connected`); without
     one, on `answer`. Answers an empty document at once (Plivo expects no XML here).
     """
-    event = DialEvent.from_form(request.form)
-    group = runtime().voice.groups.get(request.args.get("group", ""))
+    req = current_request()
+    event = DialEvent.from_form(req.form)
+    group = runtime().voice.groups.get(req.args.get("group", ""))
     if group is None:
         raise ValidationError("group", "is not a configured agent group")
     attempt = _attempt(group)
-    handoff_id = request.args.get(HANDOFF_PARAM) or ""
+    handoff_id = req.args.get(HANDOFF_PARAM) or ""
     if not handoff_id:
         raise ValidationError(HANDOFF_PARAM, "is required")
     taken = "connected" if group.confirm_key is not None else "answer"
@@ -572,7 +577,7 @@ def whisper(handoff_id: str) -> Response:
     not document what it posts for the called party. The summary goes nowhere but this answer.
     """
     call_uuid, group_name = runtime().handoff.check_for_handoff(
-        request.args.get(TOKEN_PARAM), handoff_id, WHISPER
+        current_request().args.get(TOKEN_PARAM), handoff_id, WHISPER
     )
     group = runtime().voice.groups.get(group_name)
     try:
@@ -593,7 +598,7 @@ def hangup() -> Response:
     A live handoff of the call that no agent has taken yet ends as `caller_hung_up`: a read on
     the live-handoff index, and for a call without one nothing more.
     """
-    record = Hangup.from_form(request.form)
+    record = Hangup.from_form(current_request().form)
     if record.auth_failure is not None:
         log.warning(
             "call=%s ended with %s (code %s)",
