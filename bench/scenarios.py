@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import inprocess, loadgen, micro, servers, workload
+from bench import cpu, inprocess, loadgen, micro, servers, workload
 from bench.loadgen import LoadResult
 
 REPLAYABLE_POOL = 5000  # (a) and (b) do not track nonces: a pool this size is cycled
 FALLBACK_RATE = 4000.0  # req/s assumed when sizing signed-request pools before (a) has run
+# Steal above this share during a timed run (other guests running on the host's CPUs) makes its
+# rate noise: seen here from 0 % to 46 % between two scenarios of one run.
+STEAL_NOISE = 0.1
 NO_WRITE_LABEL = "(c') app /answer, SQLite, no event write"
 NO_WRITE_SWITCH = "not measured: the app has no switch to skip the event write"
 NO_WRITE_WHY = (
@@ -106,6 +109,7 @@ class Outcome:
     problem: str | None = None
     same_xml: bool | None = None
     rows: int | None = None
+    cpu: cpu.Use | None = None  # over the timed run
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
@@ -299,7 +303,9 @@ def _run_scenario(
         # Sized from this server's own warm-up rate (twice it), never above the (a)-based cap.
         needed = math.ceil(max(warmed.rate, 1.0) * 2 * args.duration) + 2000
         timed = _requests(token, scenario, min(needed, _pool_size(rate_cap, args.duration)), "m")
+        before = cpu.sample(server.process.pid)
         result = _drive(args, wrk, server, timed, workdir / "timed.txt", args.duration, wrks)
+        outcome.cpu = cpu.use(before, cpu.sample(server.process.pid), result.requests)
         outcome.result = result
         outcome.problem = outcome.problem or _check(result, scenario, "timed run")
     finally:
@@ -335,6 +341,34 @@ def _print_table(outcomes: list[Outcome], no_write_note: bool) -> None:
         )
         if o.scenario.key == "c" and no_write_note:
             print(f"{NO_WRITE_LABEL:<42} {NO_WRITE_SWITCH}")
+
+
+def _print_cpu(outcomes: list[Outcome]) -> None:
+    """Where each timed run's CPU went, per answered request (bench/cpu.py)."""
+    if all(o.cpu is None for o in outcomes):
+        return
+    print(
+        f"\nCPU per answered request, ms (from /proc over each timed run; {os.cpu_count()} CPUs, "
+        "so a rate above CPUs / machine ms cannot be reached):"
+    )
+    header = f"{'scenario':<42} {'server':>8} {'database':>9} {'machine':>8} {'steal':>6}"
+    print(header)
+    print("-" * len(header))
+    for o in outcomes:
+        use = o.cpu
+        if use is None:
+            continue
+        database = f"{use.database_ms:.3f}" if o.scenario.database == "postgresql" else "-"
+        print(
+            f"{'(' + o.scenario.key + ') ' + o.scenario.title:<42} {use.server_ms:>8.3f} "
+            f"{database:>9} {use.machine_ms:>8.3f} {use.steal:>6.0%}"
+        )
+    stolen = [o.scenario.key for o in outcomes if o.cpu is not None and o.cpu.steal > STEAL_NOISE]
+    if stolen:
+        print(
+            f"WARNING: the hypervisor took over {STEAL_NOISE:.0%} of the CPUs during "
+            f"({'), ('.join(stolen)}): their rates, and ratios with them, are noise; run again"
+        )
 
 
 def _verdict(value: float | None, target: float) -> str:
@@ -433,6 +467,7 @@ def _main(argv: list[str]) -> int:
 
     print(f"\nresults ({time.monotonic() - started:.0f} s of servers; after: {_load()}):\n")
     _print_table(outcomes, no_write_note="c" in args.scenarios)
+    _print_cpu(outcomes)
     for o in outcomes:
         notes = []
         if o.same_xml is not None:
