@@ -127,6 +127,17 @@ def handoff_step(handoff_id: str, step: str, work: Callable[[Store], T]) -> T | 
     return None
 
 
+def _caller_left(call_uuid: str) -> None:
+    """End the call's handoff that no agent took yet: its hangup's record saw one."""
+    ended = handoff_step(
+        "-",
+        "caller hung up",
+        lambda store: store.end_for_call(call_uuid, "caller_hung_up", "handoff.caller_hung_up"),
+    )
+    if ended is not None:
+        log.info("call=%s handoff=%s ended: the caller hung up", call_uuid, ended)
+
+
 def commit(response: Response) -> Response:
     """Claim the nonce and store this request's rows; adjust the answer when that fails."""
     state = callback_state()
@@ -137,12 +148,14 @@ def commit(response: Response) -> Response:
         rt = runtime()
         hangup = state.hangup
         try:
-            rt.store.record(
+            waiting = rt.store.record(
                 nonce=verified.nonce,
                 nonce_ttl=rt.settings.nonce_ttl,
                 events=state.events,
                 hangup=hangup,
             )
+            if waiting and hangup is not None:
+                _caller_left(hangup.call_uuid)
             _count_agents(state.agent_results)
             _alert(state)
         except Replayed as exc:

@@ -33,7 +33,8 @@ from sipguard.calls.routing import (
 )
 from sipguard.errors import StoreUnavailable, ValidationError
 from sipguard.store import CallEvent
-from sipguard.store.handoffs import WAITING_STATES, Handoff
+from sipguard.store.handoffs import Handoff
+from sipguard.store.schema import WAITING_STATES
 from webhooks import persist
 from webhooks.context import current_request, public_url, runtime, signed_url
 from webhooks.responses import xml_response
@@ -595,8 +596,9 @@ def whisper(handoff_id: str) -> Response:
 def hangup() -> Response:
     """Store the call's end idempotently; 503 (Plivo retries) when it cannot be stored.
 
-    A live handoff of the call that no agent has taken yet ends as `caller_hung_up`: a read on
-    the live-handoff index, and for a call without one nothing more.
+    A live handoff of the call that no agent has taken yet ends as `caller_hung_up`, once the
+    hangup is stored: the record looks it up in the same statement (webhooks.persist.commit),
+    and a call without one costs nothing more.
     """
     record = Hangup.from_form(current_request().form)
     if record.auth_failure is not None:
@@ -607,13 +609,4 @@ def hangup() -> Response:
             record.hangup_cause_code if record.hangup_cause_code is not None else "-",
         )
     persist.note_hangup(record)
-    ended = persist.handoff_step(
-        "-",
-        "caller hung up",
-        lambda store: store.end_for_call(
-            record.call_uuid, "caller_hung_up", "handoff.caller_hung_up"
-        ),
-    )
-    if ended is not None:
-        log.info("call=%s handoff=%s ended: the caller hung up", record.call_uuid, ended)
     return xml_response(documents.empty())

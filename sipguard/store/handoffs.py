@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select, update
 
 from sipguard.errors import (
     HandoffConflict,
@@ -25,15 +25,15 @@ from sipguard.errors import (
     ValidationError,
 )
 from sipguard.store.api_keys import random_id
-from sipguard.store.database import Database, Prepared
+from sipguard.store.database import Database
 from sipguard.store.outbox import enqueue
 from sipguard.store.schema import (
     LIVE,
     LIVE_STATES,
+    WAITING,
     api_keys,
     handoff_attempts,
     handoffs,
-    state_in,
 )
 
 ID_PREFIX = "ho_"
@@ -57,10 +57,7 @@ OUTCOMES = (
     "failed",
     "caller_hung_up",
 )
-# Live states in which no agent has taken the call yet: the caller leaving ends the handoff.
-WAITING_STATES = tuple(state for state in LIVE_STATES if state != "connected")
 # A handoff rings from transferred; start_attempt moves one still requested there first.
-WAITING = state_in(WAITING_STATES)
 RINGING_FROM = ("transferred",)
 _INSERT_TRIES = 3  # a conflicting row can end between the insert and the look-up
 
@@ -270,14 +267,6 @@ def _queue(
     )
 
 
-def _waiting(dialect: Any) -> Prepared:
-    """The hangup's read: the call's live handoff that no agent took yet, if any."""
-    statement = select(handoffs.c.id).where(
-        handoffs.c.call_uuid == bindparam("call_uuid"), LIVE, WAITING
-    )
-    return Prepared(statement, dialect)
-
-
 class Handoffs(Database):
     """Create handoffs idempotently, move them through their states, record their attempts."""
 
@@ -434,23 +423,17 @@ class Handoffs(Database):
     def end_for_call(self, call_uuid: str, state: str, event_type: str) -> str | None:
         """Move the call's live handoff that no agent took yet to `state`, queueing `event_type`.
 
-        For the hangup callback: a read on the live-handoff index, compiled once, and the update
-        only when it found one. Returns the handoff's id, or None when the call has no such
-        handoff (or it moved already: the update is conditional on the same states).
+        For the hangup callback, once its record said the call has one (`Store.record`): most
+        calls have none and cost no more than that. Returns the handoff's id, or None when the
+        call has no such handoff (or it moved already: the update is conditional on the states).
         """
         if state not in STATES or event_type not in EVENTS:
             raise ValueError(f"unknown handoff state or event {state!r}, {event_type!r}")
-        values = {"call_uuid": call_uuid[:64]}
-        found = self._run_cursor(
-            lambda cursor: self._compiled(_waiting).run(cursor, values), one_statement=True
-        )
-        if not found:
-            return None  # most calls have none: one read, no write
         now = self._clock()
         statement = (
             update(handoffs)
             .where(
-                handoffs.c.call_uuid == values["call_uuid"],
+                handoffs.c.call_uuid == call_uuid[:64],
                 LIVE,
                 WAITING,
             )

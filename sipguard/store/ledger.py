@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select
+from sqlalchemy import Connection, bindparam, delete, exists, func, insert, or_, select
 
 from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
@@ -28,6 +28,7 @@ from sipguard.store.schema import (
     hangups,
     nonces,
     signature_rejections,
+    waiting_handoff,
     webhook_outbox,
 )
 
@@ -103,6 +104,7 @@ class _Statements:
     claim: Prepared
     event: Prepared
     hangup: Prepared
+    waiting: Prepared  # the hangup's call's live handoff that no agent took yet
     # PostgreSQL only: the claim and its rows as one statement, by shape (an event? a hangup?).
     together: Mapping[tuple[bool, bool], Prepared]
 
@@ -121,6 +123,7 @@ class _Statements:
             claim=Prepared(claim, dialect),
             event=Prepared(insert(call_events), dialect, (*_EVENT_FIELDS, "received_at")),
             hangup=Prepared(hangup, dialect, _HANGUP_FIELDS),
+            waiting=Prepared(waiting_handoff(bindparam("call_uuid")), dialect),
             together=together,
         )
 
@@ -130,7 +133,8 @@ def _claim_with(insert_: Any, event: bool, hangup: bool) -> Any:
     (binds `e_route`, ...) and the hangup (`h_call_uuid`, ...).
 
     Data-modifying CTEs: each row is selected from the claim's RETURNING, so none is written
-    when the nonce was live already; the statement answers how many nonces it claimed (0 or 1).
+    when the nonce was live already; the statement answers how many nonces it claimed (0 or 1)
+    and, with a hangup, whether its call has a handoff waiting (`waiting`).
     One statement is one transaction, atomic without BEGIN and COMMIT around it. (The CTEs run
     in no set order, so two events, whose ids must follow their order, are not written this
     way.)
@@ -141,7 +145,11 @@ def _claim_with(insert_: Any, event: bool, hangup: bool) -> Any:
     if hangup:
         into = insert_(hangups).on_conflict_do_nothing(index_elements=[hangups.c.call_uuid])
         rows.append(_rows_from(claimed, into, "h_", _HANGUP_FIELDS).cte("hangup"))
-    return select(func.count().label("claimed")).select_from(claimed).add_cte(*rows)
+    answers: list[Any] = [func.count().label("claimed")]
+    if hangup:
+        call_uuid = bindparam("h_call_uuid", type_=hangups.c.call_uuid.type)
+        answers.append(exists(waiting_handoff(call_uuid)).label("waiting"))
+    return select(*answers).select_from(claimed).add_cte(*rows)
 
 
 def _claim(insert_: Any) -> Any:
@@ -183,20 +191,22 @@ class Ledger(Database):
         nonce_ttl: timedelta,
         events: Sequence[CallEvent] = (),
         hangup: Hangup | None = None,
-    ) -> None:
+    ) -> bool:
         """Claim `nonce` and store `events` and `hangup` in one transaction.
 
-        Raises Replayed when the nonce is live already (nothing is written), and
-        StoreUnavailable when the database fails (nothing is written either).
+        Returns whether `hangup`'s call has a live handoff that no agent took yet, read in the
+        same transaction (False without a hangup): the caller leaving ends it. Raises Replayed
+        when the nonce is live already (nothing is written), and StoreUnavailable when the
+        database fails (nothing is written either).
         """
         now = self._clock()
         statements = self._compiled(_Statements.build)
         if nonce is not None and len(events) <= 1 and statements.together:  # PostgreSQL
-            self._record_at_once(statements, now, nonce, nonce_ttl, events, hangup)
+            waiting = self._record_at_once(statements, now, nonce, nonce_ttl, events, hangup)
             self._maybe_purge()
-            return
+            return waiting
 
-        def write(cursor: Any) -> None:
+        def write(cursor: Any) -> bool:
             if nonce is not None:
                 cursor.execute(
                     statements.claim.sql,
@@ -212,15 +222,18 @@ class Ledger(Database):
                     statements.event.sql,
                     statements.event.params({**_event_row(e), "received_at": now}),
                 )
-            if hangup is not None:
-                cursor.execute(
-                    statements.hangup.sql, statements.hangup.params(_hangup_row(hangup, now))
-                )
+            if hangup is None:
+                return False
+            cursor.execute(
+                statements.hangup.sql, statements.hangup.params(_hangup_row(hangup, now))
+            )
+            return bool(statements.waiting.run(cursor, {"call_uuid": hangup.call_uuid}))
 
         # One transaction: the nonce is spent exactly when the rows are stored (committed
         # before this returns, so before the callback is answered).
-        self._run_cursor(write)
+        waiting = self._run_cursor(write)
         self._maybe_purge()
+        return waiting
 
     def _record_at_once(
         self,
@@ -230,7 +243,7 @@ class Ledger(Database):
         nonce_ttl: timedelta,
         events: Sequence[CallEvent],
         hangup: Hangup | None,
-    ) -> None:
+    ) -> bool:
         """PostgreSQL, one event at most: `record` as one statement, one round trip, committed
         when it returns."""
         statement = statements.together[bool(events), hangup is not None]
@@ -241,11 +254,13 @@ class Ledger(Database):
         if hangup is not None:
             values.update(("h_" + k, v) for k, v in _hangup_row(hangup, now).items())
 
-        def write(cursor: Any) -> None:
-            if statement.run(cursor, values)[0]["claimed"] == 0:
+        def write(cursor: Any) -> bool:
+            (answer,) = statement.run(cursor, values)
+            if answer["claimed"] == 0:
                 raise Replayed()  # the nonce is live: the statement wrote nothing
+            return bool(answer.get("waiting"))
 
-        self._run_cursor(write, one_statement=True)
+        return self._run_cursor(write, one_statement=True)
 
     def _maybe_purge(self) -> None:
         if time.monotonic() < self._next_purge:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -14,15 +15,16 @@ from sqlalchemy import event, select
 
 from sipguard.calls import documents
 from sipguard.calls.agents import Agent, AgentGroup, Fallback
-from sipguard.calls.forms import DialEvent, DialResult
+from sipguard.calls.forms import DialEvent, DialResult, Hangup
 from sipguard.calls.handoff import WHISPER, HandoffSigner, handoff_sip_headers, header_value
 from sipguard.errors import HandoffTokenError
-from sipguard.store import HandoffRequest, Store, webhook_outbox
+from sipguard.store import HandoffRequest, Replayed, Store, webhook_outbox
 from sipguard.store.handoffs import OUTCOMES, request_hash
 from xml_builders import to_bytes
 
 HOOK = "https://ai.example.test/hooks"
 SECRET = "unit-secret-key-" + "k" * 32
+NONCE_TTL = timedelta(minutes=5)
 
 
 @pytest.fixture
@@ -102,12 +104,48 @@ def test_end_for_call_refuses_unknown_names(store: Store) -> None:
         store.end_for_call("c", "caller_hung_up", "handoff.gone")
 
 
+def _hangup(call_uuid: str) -> Hangup:
+    return Hangup.from_form({"CallUUID": call_uuid, "CallStatus": "completed"})
+
+
+def _record_hangup(store: Store, call_uuid: str, nonce: str | None = None) -> bool:
+    return store.record(
+        nonce=nonce or f"nonce-{call_uuid}", nonce_ttl=NONCE_TTL, hangup=_hangup(call_uuid)
+    )
+
+
+@pytest.mark.parametrize("state", ["requested", "transferred", "ringing"])
+def test_a_hangup_s_record_tells_a_waiting_handoff(store: Store, state: str) -> None:
+    """One statement on PostgreSQL, the same transaction on SQLite, with or without a nonce."""
+    handoff_id = _create(store, "call-wait")
+    store.transition(handoff_id, state)
+    assert _record_hangup(store, "call-wait") is True
+    assert store.record(nonce=None, nonce_ttl=NONCE_TTL, hangup=_hangup("call-wait")) is True
+    assert _record_hangup(store, "call-none") is False
+    assert store.record(nonce="nonce-event", nonce_ttl=NONCE_TTL) is False
+
+
+@pytest.mark.parametrize("state", ["connected", "failed", "returned", "caller_hung_up"])
+def test_a_hangup_s_record_ignores_a_taken_or_finished_handoff(store: Store, state: str) -> None:
+    handoff_id = _create(store, "call-done")
+    store.transition(handoff_id, state)
+    assert _record_hangup(store, "call-done") is False
+
+
+def test_a_replayed_hangup_tells_nothing_and_ends_nothing(store: Store) -> None:
+    _create(store, "call-replay")
+    assert _record_hangup(store, "call-replay", nonce="nonce-once") is True
+    with pytest.raises(Replayed):
+        _record_hangup(store, "call-replay", nonce="nonce-once")
+
+
 def test_the_hangup_look_up_uses_the_live_handoff_index(sqlite_url: str) -> None:
     """SQLite uses a partial index only when the query repeats its condition as literals.
 
-    The hangup reads first (a statement compiled once, run on the driver's own cursor, which
-    SQLAlchemy's events do not see: SQLite's trace callback does) and updates only when the
-    read found a handoff. Both statements must use the index.
+    The hangup's record reads in its own transaction (a statement compiled once, run on the
+    driver's own cursor, which SQLAlchemy's events do not see: SQLite's trace callback does)
+    and the handoff is updated only when that read found one. Both statements must use the
+    index.
     """
     opened = Store(sqlite_url)
     opened.upgrade()
@@ -120,7 +158,8 @@ def test_the_hangup_look_up_uses_the_live_handoff_index(sqlite_url: str) -> None
 
     opened.engine.dispose()  # the next checkout connects afresh, traced
     try:
-        assert opened.end_for_call("call-y", "caller_hung_up", "handoff.caller_hung_up") is None
+        assert _record_hangup(opened, "call-y") is False
+        assert _record_hangup(opened, "call-x") is True
         ended = opened.end_for_call("call-x", "caller_hung_up", "handoff.caller_hung_up")
         assert ended == handoff_id
         looked_up = [sql for sql in seen if sql.startswith(("SELECT handoffs.id", "UPDATE"))]

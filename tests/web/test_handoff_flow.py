@@ -369,6 +369,19 @@ def test_a_hangup_ends_a_handoff_no_agent_took(flow: Flow, ring_first: bool) -> 
     assert stored_hangup(flow.store, CALL) is not None
 
 
+def test_a_replayed_hangup_ends_no_handoff(flow: Flow) -> None:
+    """The handoff ends once the hangup is stored: a refused nonce stores nothing, ends nothing."""
+    flow.create()
+    other = {"CallUUID": "another-call", "CallStatus": "completed"}
+    assert flow.post("/hangup", other, nonce="spent-nonce").status_code == 200
+    sent = {"CallUUID": CALL, "CallStatus": "completed"}
+    assert flow.post("/hangup", sent, nonce="spent-nonce").status_code == 403
+    assert flow.handoff().state == "transferred"
+    assert stored_hangup(flow.store, CALL) is None
+    assert flow.hangup().status_code == 200  # Plivo's retry, signed afresh
+    assert flow.handoff().state == "caller_hung_up"
+
+
 def test_a_hangup_leaves_finished_handoffs_and_other_calls_alone(flow: Flow) -> None:
     handoff_id = flow.create()
     flow.store.transition(handoff_id, "returned", "handoff.returned")
