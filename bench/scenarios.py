@@ -348,8 +348,10 @@ def _print_cpu(outcomes: list[Outcome]) -> None:
     if all(o.cpu is None for o in outcomes):
         return
     print(
-        f"\nCPU per answered request, ms (from /proc over each timed run; {os.cpu_count()} CPUs, "
-        "so a rate above CPUs / machine ms cannot be reached):"
+        f"\nCPU per answered request, ms (from /proc over each timed run; database: every "
+        f"process named postgres; with {os.cpu_count()} CPUs no rate above CPUs × 1000 / machine "
+        "ms req/s can be reached; steal: the share of the CPUs' non-idle time the hypervisor "
+        "gave other guests):"
     )
     header = f"{'scenario':<42} {'server':>8} {'database':>9} {'machine':>8} {'steal':>6}"
     print(header)
@@ -366,8 +368,8 @@ def _print_cpu(outcomes: list[Outcome]) -> None:
     stolen = [o.scenario.key for o in outcomes if o.cpu is not None and o.cpu.steal > STEAL_NOISE]
     if stolen:
         print(
-            f"WARNING: the hypervisor took over {STEAL_NOISE:.0%} of the CPUs during "
-            f"({'), ('.join(stolen)}): their rates, and ratios with them, are noise; run again"
+            f"WARNING: steal passed {STEAL_NOISE:.0%} during ({'), ('.join(stolen)}): their "
+            "rates, and the ratios with them, are noise; run again"
         )
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from flask import Flask, Request, current_app, g, request
-from flask.ctx import _AppCtxGlobals
 from werkzeug.routing import Map
 
 from sipguard.calls.handoff import TOKEN_PARAM
 from sipguard.errors import ConfigError
 from sipguard.runtime import Runtime
+
+if TYPE_CHECKING:
+    from flask.ctx import _AppCtxGlobals  # flask.g's type
 
 EXTENSION = "sipguard"
 # Characters RFC 3986 allows unescaped in a path; everything else is percent-encoded again.

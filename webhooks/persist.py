@@ -127,13 +127,14 @@ def handoff_step(handoff_id: str, step: str, work: Callable[[Store], T]) -> T | 
     return None
 
 
-def _caller_left(call_uuid: str) -> None:
-    """End the call's handoff that no agent took yet: its hangup's record saw one."""
-    ended = handoff_step(
-        "-",
-        "caller hung up",
-        lambda store: store.end_for_call(call_uuid, "caller_hung_up", "handoff.caller_hung_up"),
-    )
+def _caller_left(store: Store, call_uuid: str) -> None:
+    """End the call's handoff that no agent took yet: its hangup's record saw one.
+
+    StoreUnavailable goes on to `commit`, which answers 503: Plivo's retry stores nothing twice
+    (the hangup row is kept once) and its record sees the handoff still waiting, so the end is
+    never lost.
+    """
+    ended = store.end_for_call(call_uuid, "caller_hung_up", "handoff.caller_hung_up")
     if ended is not None:
         log.info("call=%s handoff=%s ended: the caller hung up", call_uuid, ended)
 
@@ -154,10 +155,10 @@ def commit(response: Response) -> Response:
                 events=state.events,
                 hangup=hangup,
             )
-            if waiting and hangup is not None:
-                _caller_left(hangup.call_uuid)
             _count_agents(state.agent_results)
             _alert(state)
+            if waiting and hangup is not None:
+                _caller_left(rt.store, hangup.call_uuid)
         except Replayed as exc:
             state.outcome = ("refused", exc.message)
             state.rejection = exc.message

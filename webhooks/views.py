@@ -33,8 +33,7 @@ from sipguard.calls.routing import (
 )
 from sipguard.errors import StoreUnavailable, ValidationError
 from sipguard.store import CallEvent
-from sipguard.store.handoffs import Handoff
-from sipguard.store.schema import WAITING_STATES
+from sipguard.store.handoffs import WAITING_STATES, Handoff
 from webhooks import persist
 from webhooks.context import current_request, public_url, runtime, signed_url
 from webhooks.responses import xml_response
@@ -255,8 +254,9 @@ QUARANTINED = "quarantined"
 def _ringable(group: AgentGroup, attempt: int) -> Ring | None:
     """Return the first attempt from `attempt` on with agents not quarantined, and those agents.
 
-    None when every remaining agent is quarantined. One read of the store per dial; a store
-    that cannot answer skips nobody (a healthy agent is never skipped).
+    None when every remaining agent is quarantined. The quarantines come from the worker's
+    shared read (at most one a second); a store that cannot answer skips nobody (a healthy
+    agent is never skipped).
     """
     try:
         skipped = runtime().store.quarantined_agents({agent.name for agent in group.agents})

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, DateTime, bindparam, case, func, literal, select, update
 
@@ -26,6 +26,7 @@ from sipguard.store.database import Prepared, UtcClock, now_utc
 from sipguard.store.schema import agent_health
 
 AgentState = Literal["healthy", "failing", "quarantined", "cooled_down"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ _CLEARED = {"failures": 0, "quarantined_since": None, "quarantined_until": None}
 
 @dataclass(frozen=True)
 class _Reads:
-    """The two reads every dial and every answered Dial make, compiled once for the dialect."""
+    """The quarantined agents (read at most once a second per process) and the answered agent's
+    standing (read by every answered Dial), compiled once for the dialect."""
 
     quarantined: Prepared  # every agent quarantined now (a handful of rows at most)
     standing: Prepared  # one agent's count and quarantine start, to skip a no-op reset
@@ -105,20 +107,21 @@ class _RecentRead:
         self._changes = 0  # this process's quarantine changes so far
 
     def rows(self, read: Callable[[], tuple[AgentHealth, ...]]) -> tuple[AgentHealth, ...]:
-        """Return the last read while fresh, else `read()`, kept for the next callers unless a
-        change of this process's came while it ran (that read may predate the change)."""
+        """Return the last read while fresh, else `read()`, kept for the next callers.
+
+        A read is kept with the count of changes seen before it ran: one that a change of this
+        process's overtook (it may predate the change) is never answered from.
+        """
         last, changes, moment = self._read, self._changes, time.monotonic()
         if last is not None and last[1] == changes and moment - last[0] < QUARANTINE_READ_FOR:
             return last[2]
         rows = read()
-        if self._changes == changes:
-            self._read = (moment, changes, rows)  # one assignment: threads see old or new
+        self._read = (moment, changes, rows)  # one assignment: threads see old or new
         return rows
 
     def drop(self) -> None:
-        """Forget the last read: this process is changing a quarantine."""
+        """Forget the last read: this process just changed a quarantine (committed, or maybe)."""
         self._changes += 1
-        self._read = None
 
 
 class AgentHealthStore(AlertsStore):
@@ -169,10 +172,10 @@ class AgentHealthStore(AlertsStore):
                 self._queue_alert(conn, now, alert)
             return Failed(health, started)
 
-        try:
-            return self._run(write)
-        finally:
+        failed = self._changing(write)
+        if failed.health.quarantined_until is not None:  # started or extended
             self._quarantined.drop()
+        return failed
 
     def agent_succeeded(self, agent: str) -> bool:
         """Reset `agent`'s count after a call it took; True when that ended its quarantine.
@@ -217,10 +220,10 @@ class AgentHealthStore(AlertsStore):
             conn.execute(reset)
             return False
 
-        try:
-            return self._run(write)
-        finally:
+        released = self._changing(write)
+        if released:
             self._quarantined.drop()
+        return released
 
     def release_agent(self, agent: str) -> bool:
         """End `agent`'s quarantine (and its count) now; False when it was not quarantined."""
@@ -241,10 +244,19 @@ class AgentHealthStore(AlertsStore):
             self._queue_alert(conn, now, alerts.released(agent[:64], how))
             return True
 
+        released = self._changing(write)
+        if released:
+            self._quarantined.drop()
+        return released
+
+    def _changing(self, write: Callable[[Connection], T]) -> T:
+        """Run `write`, which may change a quarantine; the shared read goes when it failed,
+        since a failed commit may still have landed. The caller drops it after a change."""
         try:
             return self._run(write)
-        finally:
+        except BaseException:
             self._quarantined.drop()
+            raise
 
     def quarantined_agents(self, agents: Collection[str]) -> dict[str, AgentHealth]:
         """Return those of `agents` quarantined now, by name.

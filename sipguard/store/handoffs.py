@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Select, select, update
 
 from sipguard.errors import (
     HandoffConflict,
@@ -30,10 +30,10 @@ from sipguard.store.outbox import enqueue
 from sipguard.store.schema import (
     LIVE,
     LIVE_STATES,
-    WAITING,
     api_keys,
     handoff_attempts,
     handoffs,
+    state_in,
 )
 
 ID_PREFIX = "ho_"
@@ -57,9 +57,20 @@ OUTCOMES = (
     "failed",
     "caller_hung_up",
 )
+# Live states in which no agent has taken the call yet: the caller leaving ends the handoff.
+WAITING_STATES = tuple(state for state in LIVE_STATES if state != "connected")
+WAITING = state_in(WAITING_STATES)
 # A handoff rings from transferred; start_attempt moves one still requested there first.
 RINGING_FROM = ("transferred",)
 _INSERT_TRIES = 3  # a conflicting row can end between the insert and the look-up
+
+
+def waiting_handoff(call_uuid: Any) -> Select[Any]:
+    """The call's live handoff that no agent took yet, if any (`call_uuid`: a bind or a value).
+
+    The hangup's look-up, on the live-handoff index: the caller leaving ends that handoff.
+    """
+    return select(handoffs.c.id).where(handoffs.c.call_uuid == call_uuid, LIVE, WAITING)
 
 
 def _bounded(request: HandoffRequest) -> tuple[tuple[str, str | None, int], ...]:

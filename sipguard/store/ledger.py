@@ -20,6 +20,7 @@ from sqlalchemy import Connection, bindparam, delete, exists, func, insert, or_,
 from sipguard.calls.forms import Hangup
 from sipguard.errors import SignatureError, StoreUnavailable
 from sipguard.store.database import Database, Prepared, UtcClock, insert_for, now_utc
+from sipguard.store.handoffs import waiting_handoff
 from sipguard.store.schema import (
     alerts,
     call_events,
@@ -28,7 +29,6 @@ from sipguard.store.schema import (
     hangups,
     nonces,
     signature_rejections,
-    waiting_handoff,
     webhook_outbox,
 )
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -19,10 +17,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    select,
     text,
 )
-from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import TextClause
 
 metadata = MetaData()
@@ -155,9 +151,6 @@ def state_in(states: tuple[str, ...]) -> TextClause:
 
 
 LIVE = state_in(LIVE_STATES)
-# Live states in which no agent has taken the call yet: the caller leaving ends the handoff.
-WAITING_STATES = tuple(state for state in LIVE_STATES if state != "connected")
-WAITING = state_in(WAITING_STATES)
 
 # The AI's requests to hand a call to a human. `summary` is personal data (purged with the rest
 # after RETENTION_DAYS); the unique indexes decide idempotency and "one live handoff per call",
@@ -193,15 +186,6 @@ handoffs = Table(
     ),
     Index("ix_handoffs_created_at", "created_at"),
 )
-
-
-def waiting_handoff(call_uuid: Any) -> Select[Any]:
-    """The call's live handoff that no agent took yet, if any (`call_uuid`: a bind or a value).
-
-    The hangup's look-up, on the live-handoff index: the caller leaving ends that handoff.
-    """
-    return select(handoffs.c.id).where(handoffs.c.call_uuid == call_uuid, LIVE, WAITING)
-
 
 # Each Dial of a handoff: which agents rang and how it ended (4240/4250 for SIP-auth failures).
 handoff_attempts = Table(

@@ -4,6 +4,7 @@ process answers dials from its read of the quarantines for up to QUARANTINE_READ
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 
 from sipguard.calls.agents import Quarantine
 from sipguard.store import Store
-from sipguard.store.agent_health import QUARANTINE_READ_FOR, _RecentRead
+from sipguard.store.agent_health import _RecentRead
 from tests.support.databases import opened_stores
 from tests.support.outbox import FakeClock
 
@@ -25,6 +26,14 @@ FAILED = "sip_auth_failed"
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def short_reads(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Shared reads live 50 ms, so a test waits that long, not a second."""
+    # By the module itself: the package's `agent_health` is the table of that name.
+    monkeypatch.setattr(sys.modules[_RecentRead.__module__], "QUARANTINE_READ_FOR", 0.05)
+    return 0.05
 
 
 @pytest.fixture
@@ -131,7 +140,9 @@ def test_after_one_quarantines_on_the_first_failure(store: Store) -> None:
 
 
 @pytest.mark.postgres
-def test_two_instances_on_postgresql_agree(postgres_url: str, clock: FakeClock) -> None:
+def test_two_instances_on_postgresql_agree(
+    postgres_url: str, clock: FakeClock, short_reads: float
+) -> None:
     with opened_stores(postgres_url, clock) as opener:
         first, second = opener(), opener()
         first.upgrade()
@@ -159,7 +170,7 @@ def test_two_instances_on_postgresql_agree(postgres_url: str, clock: FakeClock) 
         assert "alice" in first.quarantined_agents(["alice"])
         assert second.release_agent("alice") is True
         assert second.quarantined_agents(["alice"]) == {}  # its own release: at once
-        time.sleep(QUARANTINE_READ_FOR)
+        time.sleep(short_reads)
         assert first.quarantined_agents(["alice"]) == {}  # the other's: within the read's life
 
 
@@ -177,23 +188,49 @@ def test_dials_share_one_read_until_this_process_changes_a_quarantine(
     for _ in range(5):
         assert store.quarantined_agents(["alice"]) == {}
     assert len(reads) == 1
-    _fail(store, POLICY.after)
-    assert "alice" in store.quarantined_agents(["alice"])
+    _fail(store, POLICY.after - 1)  # counted, but nobody is quarantined: the read stands
+    assert store.agent_succeeded("bob") is False  # nothing to reset (its standing: one read)
+    assert store.quarantined_agents(["alice"]) == {}
     assert len(reads) == 2
+    _fail(store, 1)
+    assert "alice" in store.quarantined_agents(["alice"])
+    assert len(reads) == 3
     assert store.release_agent("alice")
     assert store.quarantined_agents(["alice"]) == {}
-    assert len(reads) == 3
+    assert len(reads) == 4
+
+
+def test_a_read_taken_while_a_quarantine_commits_is_not_kept(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared read goes once the change is committed: a read another thread takes while it
+    is written cannot see it yet, and must not answer the dials after it."""
+    _fail(store, POLICY.after - 1)
+    real = store._run
+
+    def racing(work: Any, **options: Any) -> Any:
+        def write_then_read(conn: Any) -> Any:
+            written = work(conn)
+            assert store.quarantined_agents(["alice"]) == {}  # not committed yet
+            return written
+
+        return real(write_then_read, **options)
+
+    monkeypatch.setattr(store, "_run", racing)
+    assert store.agent_failed("alice", FAILED, POLICY).started
+    monkeypatch.undo()
+    assert "alice" in store.quarantined_agents(["alice"])
 
 
 def test_another_instance_s_quarantine_reaches_dials_within_the_read_s_life(
-    database_url: str, clock: FakeClock
+    database_url: str, clock: FakeClock, short_reads: float
 ) -> None:
     with opened_stores(database_url, clock) as opener:
         first, second = opener(), opener()
         first.upgrade()
         assert first.quarantined_agents(["alice"]) == {}
         _fail(second, POLICY.after)
-        time.sleep(QUARANTINE_READ_FOR)
+        time.sleep(short_reads)
         assert "alice" in first.quarantined_agents(["alice"])
 
 

@@ -132,7 +132,7 @@ def test_a_hangup_s_record_ignores_a_taken_or_finished_handoff(store: Store, sta
     assert _record_hangup(store, "call-done") is False
 
 
-def test_a_replayed_hangup_tells_nothing_and_ends_nothing(store: Store) -> None:
+def test_a_replayed_hangup_is_refused_whatever_its_call(store: Store) -> None:
     _create(store, "call-replay")
     assert _record_hangup(store, "call-replay", nonce="nonce-once") is True
     with pytest.raises(Replayed):

@@ -35,8 +35,7 @@ from sipguard.store import (
     handoffs,
     webhook_outbox,
 )
-from sipguard.store.handoffs import request_hash
-from sipguard.store.schema import WAITING_STATES
+from sipguard.store.handoffs import WAITING_STATES, request_hash
 from tests.support.databases import opened_stores
 
 T0 = datetime(2024, 5, 1, 12, 0, 0)

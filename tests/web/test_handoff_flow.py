@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from app import create_app
 from sipguard.calls.documents import stream_header_value
+from sipguard.errors import StoreUnavailable
 from sipguard.store.schema import handoffs
 from tests.support.config import app_config
 from tests.support.handoffs import CALL, Flow, as_dial, parse_xml
@@ -380,6 +381,26 @@ def test_a_replayed_hangup_ends_no_handoff(flow: Flow) -> None:
     assert stored_hangup(flow.store, CALL) is None
     assert flow.hangup().status_code == 200  # Plivo's retry, signed afresh
     assert flow.handoff().state == "caller_hung_up"
+
+
+def test_a_handoff_end_the_database_refused_is_retried_by_plivo(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hangup is stored but its handoff could not be ended: 503, so Plivo retries."""
+    flow.create()
+    real = flow.store.end_for_call
+
+    def refused(*args: Any) -> Any:
+        monkeypatch.setattr(flow.store, "end_for_call", real)  # only this once
+        raise StoreUnavailable("database error (OperationalError)")
+
+    monkeypatch.setattr(flow.store, "end_for_call", refused)
+    assert flow.hangup().status_code == 503
+    assert stored_hangup(flow.store, CALL) is not None
+    assert flow.handoff().state == "transferred"
+    assert flow.hangup().status_code == 200  # the retry, signed afresh
+    assert flow.handoff().state == "caller_hung_up"
+    assert flow.event_types().count("handoff.caller_hung_up") == 1
 
 
 def test_a_hangup_leaves_finished_handoffs_and_other_calls_alone(flow: Flow) -> None:
