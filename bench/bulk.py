@@ -112,9 +112,11 @@ def _hangups(count: int, rng: random.Random) -> Iterator[dict[str, Any]]:
         }
 
 
-def load(store: Store, events: int, hangup_count: int, seed: int = 14) -> float:
-    """Fill `store` (migrated, empty) in one transaction per table; return the seconds taken."""
-    rng = random.Random(seed)
+def load(store: Store, events: int, hangup_count: int, rng_seed: int = 14) -> float:
+    """Fill `store` (migrated, empty) in one transaction per table; return the seconds taken.
+
+    The rows come from `random.Random(rng_seed)`: every run loads the same ones."""
+    rng = random.Random(rng_seed)
     started = time.perf_counter()
     for table, columns, rows in (
         (call_events, _EVENT_COLUMNS, _events(events, rng)),

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -139,13 +140,20 @@ def test_after_one_quarantines_on_the_first_failure(store: Store) -> None:
     assert "carol" in store.quarantined_agents(["carol"])
 
 
+@contextmanager
+def _two_instances(url: str, clock: FakeClock) -> Iterator[tuple[Store, Store]]:
+    """Two Stores on one migrated database: two instances of the app."""
+    with opened_stores(url, clock) as opener:
+        first, second = opener(), opener()
+        first.upgrade()
+        yield first, second
+
+
 @pytest.mark.postgres
 def test_two_instances_on_postgresql_agree(
     postgres_url: str, clock: FakeClock, short_reads: float
 ) -> None:
-    with opened_stores(postgres_url, clock) as opener:
-        first, second = opener(), opener()
-        first.upgrade()
+    with _two_instances(postgres_url, clock) as (first, second):
         threads, each = 8, 5
         barrier = threading.Barrier(threads)
         started: list[bool] = []
@@ -225,9 +233,7 @@ def test_a_read_taken_while_a_quarantine_commits_is_not_kept(
 def test_another_instance_s_quarantine_reaches_dials_within_the_read_s_life(
     database_url: str, clock: FakeClock, short_reads: float
 ) -> None:
-    with opened_stores(database_url, clock) as opener:
-        first, second = opener(), opener()
-        first.upgrade()
+    with _two_instances(database_url, clock) as (first, second):
         assert first.quarantined_agents(["alice"]) == {}
         _fail(second, POLICY.after)
         time.sleep(short_reads)
